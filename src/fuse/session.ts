@@ -1,0 +1,128 @@
+import { read, writeSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { errnoCode, errorMessage } from '../lib/errors.ts';
+import type { Logger } from '../lib/log.ts';
+import { decodeRequest, encodeError, expectsReply, type InHeader, type Request } from './codec.ts';
+import { READ_BUFFER_SIZE } from './protocol.ts';
+
+const readAsync = promisify(read);
+
+/** What the session serves; DeviceFilesystem is the one implementation. */
+export interface FuseHandler {
+  readonly initialised: boolean;
+  handle(header: InHeader, request: Request): Promise<Buffer | null>;
+}
+
+export interface SessionOptions {
+  /**
+   * Concurrent reads of /dev/fuse. Each pending read holds a libuv thread, so UV_THREADPOOL_SIZE
+   * must exceed this by enough for the backing file's I/O (DESIGN.md §3: the thread-pool deadlock).
+   */
+  readers: number;
+  log: Logger;
+}
+
+/**
+ * Reads requests from an open /dev/fuse descriptor and writes replies. Several reads are
+ * outstanding at once and requests are handled concurrently; replies go out as each completes.
+ * `run` resolves when the filesystem is unmounted (ENODEV).
+ */
+export class FuseSession {
+  private readonly fd: number;
+  private readonly handler: FuseHandler;
+  private readonly opts: SessionOptions;
+  private readonly pool: Buffer[] = [];
+  private closed = false;
+  private inFlight = 0;
+  private drained: (() => void) | undefined;
+
+  constructor(fd: number, handler: FuseHandler, opts: SessionOptions) {
+    this.fd = fd;
+    this.handler = handler;
+    this.opts = opts;
+  }
+
+  get requestsInFlight(): number {
+    return this.inFlight;
+  }
+
+  async run(): Promise<void> {
+    // One reader until INIT is answered: reads before that may fail with EPERM.
+    await this.readOne();
+    while (!this.closed && !this.handler.initialised) await this.readOne();
+    const readers = Array.from({ length: this.opts.readers }, () => this.readerLoop());
+    await Promise.all(readers);
+    if (this.inFlight > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+  }
+
+  private async readerLoop(): Promise<void> {
+    while (!this.closed) await this.readOne();
+  }
+
+  private async readOne(): Promise<void> {
+    const buf = this.pool.pop() ?? Buffer.allocUnsafe(READ_BUFFER_SIZE);
+    let n: number;
+    try {
+      n = (await readAsync(this.fd, buf, 0, buf.length, null)).bytesRead;
+    } catch (err) {
+      this.pool.push(buf);
+      const code = errnoCode(err);
+      if (code === 'ENODEV') {
+        this.closed = true;
+        return;
+      }
+      // ENOENT: the request was interrupted before we read it; EINTR/EAGAIN: try again;
+      // EPERM: the kernel has not seen our INIT reply yet.
+      if (code === 'ENOENT' || code === 'EINTR' || code === 'EAGAIN' || code === 'EPERM') {
+        if (code === 'EPERM') await new Promise((r) => setTimeout(r, 5));
+        return;
+      }
+      this.opts.log.error({ err: errorMessage(err) }, 'reading /dev/fuse failed; stopping');
+      this.closed = true;
+      return;
+    }
+    if (n === 0) {
+      this.pool.push(buf);
+      this.closed = true;
+      return;
+    }
+    this.inFlight++;
+    // Not awaited: the reader goes straight back to reading while this request is served.
+    void this.serve(buf.subarray(0, n)).finally(() => {
+      this.pool.push(buf);
+      this.inFlight--;
+      if (this.inFlight === 0 && this.drained) this.drained();
+    });
+  }
+
+  private async serve(msg: Buffer): Promise<void> {
+    const decoded = decodeRequest(msg);
+    if (!decoded.ok) {
+      this.opts.log.warn({ reason: decoded.reason }, 'malformed FUSE request');
+      if (decoded.header) this.reply(encodeError(decoded.header.unique, 'EIO'));
+      return;
+    }
+    let reply: Buffer | null;
+    try {
+      reply = await this.handler.handle(decoded.header, decoded.request);
+    } catch (err) {
+      this.opts.log.error({ op: decoded.request.op, err: errorMessage(err) }, 'request handler failed');
+      reply = expectsReply(decoded.request) ? encodeError(decoded.header.unique, 'EIO') : null;
+    }
+    if (reply) this.reply(reply);
+  }
+
+  private reply(buf: Buffer): void {
+    try {
+      writeSync(this.fd, buf);
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ENOENT') return; // the kernel gave up on that request (interrupted)
+      if (code === 'ENODEV') {
+        this.closed = true;
+        return;
+      }
+      this.opts.log.error({ err: errorMessage(err) }, 'writing a FUSE reply failed');
+    }
+  }
+}

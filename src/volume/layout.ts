@@ -1,0 +1,62 @@
+import { join } from 'node:path';
+import { volumeDir } from '../lib/paths.ts';
+import { DATA_FILE, METADATA_FILE } from './metadata.ts';
+
+/** Where a volume's files live: its data and metadata, and the run-time state of its daemon. */
+export interface VolumeLayout {
+  name: string;
+  dir: string;
+  dataFile: string;
+  metaFile: string;
+  runDir: string;
+  pidFile: string;
+  statusFile: string;
+  /** What `up` set up (loop device, mount point), so `down` and `status` can find it. */
+  upFile: string;
+  lockFile: string;
+  logFile: string;
+  fuseDir: string;
+  /** The file the FUSE server exposes; the loop device is attached to it. */
+  deviceFile: string;
+}
+
+export const DEVICE_FILE_NAME = 'device';
+
+export function volumeLayout(name: string, dir = volumeDir(name)): VolumeLayout {
+  const runDir = join(dir, 'run');
+  const fuseDir = join(dir, 'fuse');
+  return {
+    name,
+    dir,
+    dataFile: join(dir, DATA_FILE),
+    metaFile: join(dir, METADATA_FILE),
+    runDir,
+    pidFile: join(runDir, 'daemon.pid'),
+    statusFile: join(runDir, 'status.json'),
+    upFile: join(runDir, 'up.json'),
+    lockFile: join(runDir, 'lock'),
+    logFile: join(runDir, 'daemon.log'),
+    fuseDir,
+    deviceFile: join(fuseDir, DEVICE_FILE_NAME),
+  };
+}
+
+/** What the daemon reports about itself in `run/status.json`. */
+export interface DaemonStatus {
+  pid: number;
+  state: 'starting' | 'serving' | 'stopping' | 'stopped';
+  startedAt: string;
+  updatedAt: string;
+  /** The previous daemon did not shut down cleanly (crash or kill). */
+  recoveredFromCrash: boolean;
+  counters: {
+    reads: number;
+    writes: number;
+    fsyncs: number;
+    bytesRead: number;
+    bytesWritten: number;
+    errors: number;
+  };
+  /** Filled in by the replication layer when the volume is replicated. */
+  replication?: unknown;
+}
