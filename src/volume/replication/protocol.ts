@@ -1,0 +1,297 @@
+/**
+ * Messages of the replication protocol and their payload codecs (pure). Control messages are small
+ * JSON objects validated by schema; the data path (writes, acks, flushes, digests) is binary.
+ * `decodeMessage` never throws: hostile payloads give an error value.
+ */
+import { z } from 'zod';
+import { NONCE_LENGTH } from './auth.ts';
+import { MAX_PAYLOAD } from './frame.ts';
+
+export const MessageType = {
+  hello: 1,
+  challenge: 2,
+  auth: 3,
+  state: 4,
+  write: 10,
+  ack: 11,
+  flush: 12,
+  digestRequest: 20,
+  digestReply: 21,
+  readRequest: 22,
+  readReply: 23,
+  ping: 30,
+  pong: 31,
+  error: 40,
+} as const;
+
+/** Status carried by an ack: why a replica refused a request. */
+export const AckStatus = { ok: 0, ioError: 1, staleEpoch: 2, notSecondary: 3, outOfRange: 4 } as const;
+export type AckStatusCode = (typeof AckStatus)[keyof typeof AckStatus];
+
+const genId = z.string().regex(/^[0-9a-f]{1,16}$/);
+export const peerStateSchema = z.strictObject({
+  node: z.string().min(1).max(128),
+  role: z.enum(['Primary', 'Secondary']),
+  diskState: z.enum(['UpToDate', 'Outdated', 'Inconsistent', 'Diskless']),
+  generation: z.strictObject({ current: genId, bitmap: genId, history: z.array(genId).max(16) }),
+  crashedPrimary: z.boolean(),
+  epoch: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  size: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  /** Blocks changed since the sides parted (for discard-least-changes / zero-changes). */
+  changedBlocks: z.number().int().nonnegative(),
+  promotedAt: z.number().int().nonnegative(),
+});
+export type PeerState = z.infer<typeof peerStateSchema>;
+
+export type Message =
+  | { type: 'hello'; node: string; volume: string; nonce: Buffer }
+  | { type: 'challenge'; node: string; nonce: Buffer; proof: Buffer }
+  | { type: 'auth'; proof: Buffer }
+  | { type: 'state'; state: PeerState }
+  /** A replicated application write, or (resync) a block pushed by the sync source. */
+  | { type: 'write'; id: number; offset: number; data: Buffer; resync: boolean }
+  | { type: 'ack'; id: number; status: AckStatusCode }
+  | { type: 'flush'; id: number }
+  | { type: 'digestRequest'; id: number; offset: number; length: number; chunk: number }
+  | { type: 'digestReply'; id: number; status: AckStatusCode; digests: Buffer }
+  | { type: 'readRequest'; id: number; offset: number; length: number }
+  | { type: 'readReply'; id: number; status: AckStatusCode; data: Buffer }
+  | { type: 'ping' }
+  | { type: 'pong' }
+  | { type: 'error'; message: string };
+
+export type DecodeMessageResult = { ok: true; message: Message } | { ok: false; error: string };
+
+const hex = (len: number) => z.string().regex(new RegExp(`^[0-9a-f]{${len * 2}}$`));
+const helloSchema = z.strictObject({
+  node: z.string().min(1).max(128),
+  volume: z.string().min(1).max(64),
+  nonce: hex(NONCE_LENGTH),
+});
+const challengeSchema = z.strictObject({
+  node: z.string().min(1).max(128),
+  nonce: hex(NONCE_LENGTH),
+  proof: hex(32),
+});
+const authSchema = z.strictObject({ proof: hex(32) });
+const errorSchema = z.strictObject({ message: z.string().max(1024) });
+/** Control messages are tiny; a huge JSON payload is refused before parsing. */
+const MAX_CONTROL = 16 * 1024;
+
+function u48(b: Buffer, at: number): number {
+  return b.readUIntBE(at, 6);
+}
+function put48(b: Buffer, at: number, v: number): void {
+  b.writeUIntBE(v, at, 6);
+}
+
+export function encodeMessage(m: Message): { type: number; payload: Buffer } {
+  const json = (o: unknown) => Buffer.from(JSON.stringify(o));
+  switch (m.type) {
+    case 'hello':
+      return {
+        type: MessageType.hello,
+        payload: json({ node: m.node, volume: m.volume, nonce: m.nonce.toString('hex') }),
+      };
+    case 'challenge':
+      return {
+        type: MessageType.challenge,
+        payload: json({ node: m.node, nonce: m.nonce.toString('hex'), proof: m.proof.toString('hex') }),
+      };
+    case 'auth':
+      return { type: MessageType.auth, payload: json({ proof: m.proof.toString('hex') }) };
+    case 'state':
+      return { type: MessageType.state, payload: json(m.state) };
+    case 'error':
+      return { type: MessageType.error, payload: json({ message: m.message.slice(0, 1024) }) };
+    case 'ping':
+      return { type: MessageType.ping, payload: Buffer.alloc(0) };
+    case 'pong':
+      return { type: MessageType.pong, payload: Buffer.alloc(0) };
+    case 'write': {
+      const p = Buffer.alloc(11 + m.data.length);
+      p.writeUInt32BE(m.id, 0);
+      put48(p, 4, m.offset);
+      p.writeUInt8(m.resync ? 1 : 0, 10);
+      m.data.copy(p, 11);
+      return { type: MessageType.write, payload: p };
+    }
+    case 'ack': {
+      const p = Buffer.alloc(5);
+      p.writeUInt32BE(m.id, 0);
+      p.writeUInt8(m.status, 4);
+      return { type: MessageType.ack, payload: p };
+    }
+    case 'flush': {
+      const p = Buffer.alloc(4);
+      p.writeUInt32BE(m.id, 0);
+      return { type: MessageType.flush, payload: p };
+    }
+    case 'digestRequest':
+    case 'readRequest': {
+      const p = Buffer.alloc(m.type === 'digestRequest' ? 18 : 14);
+      p.writeUInt32BE(m.id, 0);
+      put48(p, 4, m.offset);
+      p.writeUInt32BE(m.length, 10);
+      if (m.type === 'digestRequest') p.writeUInt32BE(m.chunk, 14);
+      return { type: MessageType[m.type], payload: p };
+    }
+    case 'digestReply':
+    case 'readReply': {
+      const body = m.type === 'digestReply' ? m.digests : m.data;
+      const p = Buffer.alloc(5 + body.length);
+      p.writeUInt32BE(m.id, 0);
+      p.writeUInt8(m.status, 4);
+      body.copy(p, 5);
+      return { type: MessageType[m.type], payload: p };
+    }
+  }
+}
+
+function parseJson<T>(
+  payload: Buffer,
+  schema: z.ZodType<T>,
+): { ok: true; value: T } | { ok: false; error: string } {
+  if (payload.length > MAX_CONTROL)
+    return { ok: false, error: `control message too long (${payload.length} bytes)` };
+  let raw: unknown;
+  try {
+    raw = JSON.parse(payload.toString('utf8'));
+  } catch {
+    return { ok: false, error: 'control message is not JSON' };
+  }
+  const r = schema.safeParse(raw);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    return {
+      ok: false,
+      error: `control message invalid: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? ''}`,
+    };
+  }
+  return { ok: true, value: r.data };
+}
+
+const statusValues = new Set<number>(Object.values(AckStatus));
+function status(b: Buffer, at: number): AckStatusCode | undefined {
+  const s = b.readUInt8(at);
+  return statusValues.has(s) ? (s as AckStatusCode) : undefined;
+}
+
+export function decodeMessage(type: number, payload: Buffer): DecodeMessageResult {
+  const bad = (error: string): DecodeMessageResult => ({ ok: false, error });
+  const need = (n: number, exact: boolean) => (exact ? payload.length === n : payload.length >= n);
+  if (payload.length > MAX_PAYLOAD) return bad('payload too long');
+  switch (type) {
+    case MessageType.hello: {
+      const r = parseJson(payload, helloSchema);
+      if (!r.ok) return r;
+      return {
+        ok: true,
+        message: {
+          type: 'hello',
+          node: r.value.node,
+          volume: r.value.volume,
+          nonce: Buffer.from(r.value.nonce, 'hex'),
+        },
+      };
+    }
+    case MessageType.challenge: {
+      const r = parseJson(payload, challengeSchema);
+      if (!r.ok) return r;
+      const { node, nonce, proof } = r.value;
+      return {
+        ok: true,
+        message: {
+          type: 'challenge',
+          node,
+          nonce: Buffer.from(nonce, 'hex'),
+          proof: Buffer.from(proof, 'hex'),
+        },
+      };
+    }
+    case MessageType.auth: {
+      const r = parseJson(payload, authSchema);
+      if (!r.ok) return r;
+      return { ok: true, message: { type: 'auth', proof: Buffer.from(r.value.proof, 'hex') } };
+    }
+    case MessageType.state: {
+      const r = parseJson(payload, peerStateSchema);
+      if (!r.ok) return r;
+      return { ok: true, message: { type: 'state', state: r.value } };
+    }
+    case MessageType.error: {
+      const r = parseJson(payload, errorSchema);
+      if (!r.ok) return r;
+      return { ok: true, message: { type: 'error', message: r.value.message } };
+    }
+    case MessageType.ping:
+    case MessageType.pong:
+      if (payload.length !== 0) return bad('ping/pong carries no payload');
+      return { ok: true, message: { type: type === MessageType.ping ? 'ping' : 'pong' } };
+    case MessageType.write: {
+      if (!need(11, false)) return bad('write too short');
+      const flag = payload.readUInt8(10);
+      if (flag > 1) return bad('write: bad flag');
+      const data = Buffer.from(payload.subarray(11));
+      return {
+        ok: true,
+        message: {
+          type: 'write',
+          id: payload.readUInt32BE(0),
+          offset: u48(payload, 4),
+          data,
+          resync: flag === 1,
+        },
+      };
+    }
+    case MessageType.ack: {
+      if (!need(5, true)) return bad('ack: wrong length');
+      const s = status(payload, 4);
+      if (s === undefined) return bad('ack: unknown status');
+      return { ok: true, message: { type: 'ack', id: payload.readUInt32BE(0), status: s } };
+    }
+    case MessageType.flush:
+      if (!need(4, true)) return bad('flush: wrong length');
+      return { ok: true, message: { type: 'flush', id: payload.readUInt32BE(0) } };
+    case MessageType.digestRequest:
+      if (!need(18, true)) return bad('digest request: wrong length');
+      return {
+        ok: true,
+        message: {
+          type: 'digestRequest',
+          id: payload.readUInt32BE(0),
+          offset: u48(payload, 4),
+          length: payload.readUInt32BE(10),
+          chunk: payload.readUInt32BE(14),
+        },
+      };
+    case MessageType.readRequest:
+      if (!need(14, true)) return bad('read request: wrong length');
+      return {
+        ok: true,
+        message: {
+          type: 'readRequest',
+          id: payload.readUInt32BE(0),
+          offset: u48(payload, 4),
+          length: payload.readUInt32BE(10),
+        },
+      };
+    case MessageType.digestReply:
+    case MessageType.readReply: {
+      if (!need(5, false)) return bad('reply too short');
+      const s = status(payload, 4);
+      if (s === undefined) return bad('reply: unknown status');
+      const body = Buffer.from(payload.subarray(5));
+      const id = payload.readUInt32BE(0);
+      return {
+        ok: true,
+        message:
+          type === MessageType.digestReply
+            ? { type: 'digestReply', id, status: s, digests: body }
+            : { type: 'readReply', id, status: s, data: body },
+      };
+    }
+    default:
+      return bad(`unknown message type ${type}`);
+  }
+}
