@@ -1,0 +1,344 @@
+import { spawn } from 'node:child_process';
+import {
+  closeSync,
+  existsSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FUSE_FSTYPE, unmountFuse } from '../fuse/mount.ts';
+import { errnoCode, UserError } from '../lib/errors.ts';
+import { run, tryRun } from '../lib/exec.ts';
+import { readJsonOr } from '../lib/json-file.ts';
+import { volumesDir } from '../lib/paths.ts';
+import { type DaemonStatus, type VolumeLayout, volumeLayout } from './layout.ts';
+import { BLOCK_SIZE, newMetadata, readMetadata, type VolumeMetadata, writeMetadata } from './metadata.ts';
+import {
+  type Health,
+  health,
+  planDown,
+  planUp,
+  type Step,
+  type UpOptions,
+  type VolumeObservation,
+} from './plan.ts';
+
+const NAME_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+const DAEMON = join(dirname(fileURLToPath(import.meta.url)), 'daemon.ts');
+
+export function checkName(name: string): void {
+  if (!NAME_RE.test(name)) {
+    throw new UserError(
+      `volume name "${name}" is invalid (expected lowercase letters, digits, - or _, at most 63, starting with a letter or digit)`,
+    );
+  }
+}
+
+/** Creates a volume: a sparse data file of `size` bytes and its metadata. Nothing is left behind on failure. */
+export function createVolume(name: string, size: number): VolumeMetadata {
+  checkName(name);
+  if (size <= 0 || size % BLOCK_SIZE !== 0)
+    throw new UserError(`size ${size} must be a positive multiple of ${BLOCK_SIZE} bytes`);
+  if (size < 16 * 1024 * 1024) throw new UserError(`size must be at least 16M (got ${size} bytes)`);
+  const l = volumeLayout(name);
+  if (existsSync(l.dir)) throw new UserError(`volume "${name}" already exists (${l.dir})`);
+  mkdirSync(volumesDir(), { recursive: true });
+  const tmpDir = `${l.dir}.creating-${process.pid}`;
+  try {
+    mkdirSync(tmpDir);
+    // A sparse file: blocks are allocated as the filesystem above writes them.
+    const fd = openSync(join(tmpDir, 'data'), 'wx');
+    try {
+      ftruncateSync(fd, size);
+    } finally {
+      closeSync(fd);
+    }
+    const meta = newMetadata(name, size);
+    writeMetadata(tmpDir, meta);
+    mkdirSync(join(tmpDir, 'run'));
+    // Renamed last, so a crash mid-way never leaves a half-made volume under its real name.
+    renameSync(tmpDir, l.dir);
+    return meta;
+  } catch (err) {
+    rmSync(tmpDir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+export function listVolumes(): string[] {
+  try {
+    return readdirSync(volumesDir())
+      .filter((n) => NAME_RE.test(n) && existsSync(join(volumesDir(), n, 'meta.json')))
+      .sort();
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return [];
+    throw err;
+  }
+}
+
+function requireVolume(name: string): { layout: VolumeLayout; meta: VolumeMetadata } {
+  checkName(name);
+  const layout = volumeLayout(name);
+  if (!existsSync(layout.dir))
+    throw new UserError(
+      `volume "${name}" does not exist (create it with \`cvserver volume create ${name} --size SIZE\`)`,
+    );
+  return { layout, meta: readMetadata(layout.dir) };
+}
+
+function daemonPid(l: VolumeLayout): number | undefined {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(l.pidFile, 'utf8').trim());
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  // Check it is our daemon for this volume, not a recycled pid.
+  try {
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return cmdline.includes('daemon.ts') && cmdline.includes(l.dir) ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function unescapeMount(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+}
+
+function readMounts(): Array<{ source: string; dir: string; fstype: string }> {
+  return readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [source = '', dir = '', fstype = ''] = line.split(' ');
+      return { source: unescapeMount(source), dir: unescapeMount(dir), fstype };
+    });
+}
+
+async function loopsOf(file: string): Promise<string[]> {
+  const r = await run('losetup', ['--list', '--json', '-O', 'NAME,BACK-FILE']);
+  if (!r.stdout.trim()) return [];
+  const parsed = JSON.parse(r.stdout) as {
+    loopdevices?: Array<{ name: string; 'back-file': string | null }>;
+  };
+  return (parsed.loopdevices ?? [])
+    .filter((d) => (d['back-file'] ?? '').replace(/ \(deleted\)$/, '') === file)
+    .map((d) => d.name);
+}
+
+export async function observe(l: VolumeLayout): Promise<VolumeObservation> {
+  const mounts = readMounts();
+  const loops = await loopsOf(l.deviceFile);
+  return {
+    daemonAlive: daemonPid(l) !== undefined,
+    fuseMounted: mounts.some((m) => m.dir === l.fuseDir && m.fstype === FUSE_FSTYPE),
+    loops,
+    fsMounts: mounts.filter((m) => loops.includes(m.source)).map((m) => ({ loop: m.source, dir: m.dir })),
+  };
+}
+
+export interface VolumeStatus {
+  name: string;
+  uuid: string;
+  size: number;
+  health: Health;
+  reason: string;
+  diskState: VolumeMetadata['diskState'];
+  epoch: number;
+  pid: number | null;
+  loop: string | null;
+  mounts: string[];
+  daemon: DaemonStatus | null;
+}
+
+export async function volumeStatus(name: string): Promise<VolumeStatus> {
+  const { layout, meta } = requireVolume(name);
+  const o = await observe(layout);
+  const h = health(o);
+  return {
+    name,
+    uuid: meta.uuid,
+    size: meta.size,
+    health: h.health,
+    reason: h.reason,
+    diskState: meta.diskState,
+    epoch: meta.epoch,
+    pid: daemonPid(layout) ?? null,
+    loop: o.loops[0] ?? null,
+    mounts: o.fsMounts.map((m) => m.dir),
+    daemon: o.daemonAlive ? (readJsonOr<DaemonStatus>(layout.statusFile) ?? null) : null,
+  };
+}
+
+export type Progress = (message: string) => void;
+
+export async function volumeUp(
+  name: string,
+  opts: UpOptions,
+  progress: Progress = () => {},
+): Promise<VolumeStatus> {
+  const { layout } = requireVolume(name);
+  if (opts.mkfs && !['ext4', 'xfs'].includes(opts.mkfs))
+    throw new UserError(`--mkfs: "${opts.mkfs}" is not supported (expected ext4 or xfs)`);
+  if (opts.mountDir && !existsSync(opts.mountDir))
+    throw new UserError(`--mount: directory ${opts.mountDir} does not exist`);
+  await withLock(layout, async () => {
+    for (const step of planUp(await observe(layout), opts)) await execute(layout, step, progress);
+  });
+  return volumeStatus(name);
+}
+
+export async function volumeDown(name: string, progress: Progress = () => {}): Promise<VolumeStatus> {
+  const { layout } = requireVolume(name);
+  await withLock(layout, async () => {
+    for (const step of planDown(await observe(layout))) await execute(layout, step, progress);
+  });
+  return volumeStatus(name);
+}
+
+async function execute(l: VolumeLayout, step: Step, progress: Progress): Promise<void> {
+  switch (step.kind) {
+    case 'unmount-fs':
+      progress(`unmounting ${step.dir}`);
+      if (!(await tryRun('umount', [step.dir]))) await run('umount', ['-l', step.dir]);
+      return;
+    case 'detach-loop':
+      progress(`detaching ${step.loop}`);
+      await run('losetup', ['-d', step.loop]);
+      // losetup -d is asynchronous in the kernel: wait until the device has let go of the file.
+      await waitFor(
+        async () => !(await loopsOf(l.deviceFile)).includes(step.loop),
+        10_000,
+        `${step.loop} to detach`,
+      );
+      return;
+    case 'unmount-fuse':
+      progress('unmounting the FUSE device');
+      try {
+        await unmountFuse(l.fuseDir);
+      } catch {
+        await unmountFuse(l.fuseDir, true);
+      }
+      return;
+    case 'wait-daemon-exit': {
+      progress('waiting for the volume daemon to exit');
+      const pid = daemonPid(l);
+      const gone = await waitFor(async () => daemonPid(l) === undefined, 15_000, 'the daemon to exit', false);
+      if (!gone && pid) process.kill(pid, 'SIGKILL');
+      return;
+    }
+    case 'start-daemon':
+      progress('starting the volume daemon');
+      await startDaemon(l);
+      return;
+    case 'attach-loop':
+      progress('attaching a loop device (direct I/O)');
+      await run('losetup', ['--find', '--direct-io=on', l.deviceFile]);
+      return;
+    case 'mkfs': {
+      const loop = (await loopsOf(l.deviceFile))[0]!;
+      const existing = await tryRun('blkid', ['-p', '-o', 'value', '-s', 'TYPE', loop]);
+      if (existing?.stdout.trim()) {
+        progress(`${loop} already has a ${existing.stdout.trim()} filesystem; not formatting`);
+        return;
+      }
+      progress(`making a ${step.fstype} filesystem on ${loop}`);
+      await run(`mkfs.${step.fstype}`, step.fstype === 'ext4' ? ['-q', '-F', loop] : ['-q', loop], {
+        timeoutMs: 600_000,
+      });
+      return;
+    }
+    case 'mount-fs': {
+      const loop = (await loopsOf(l.deviceFile))[0]!;
+      progress(`mounting ${loop} on ${step.dir}`);
+      await run('mount', [loop, step.dir]);
+      return;
+    }
+  }
+}
+
+async function startDaemon(l: VolumeLayout): Promise<void> {
+  mkdirSync(l.runDir, { recursive: true });
+  mkdirSync(l.fuseDir, { recursive: true });
+  rmSync(l.statusFile, { force: true });
+  const logFd = openSync(l.logFile, 'a');
+  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', DAEMON, l.dir], {
+    detached: true,
+    stdio: ['ignore', logFd, logFd],
+    env: { ...process.env, UV_THREADPOOL_SIZE: '16' },
+  });
+  closeSync(logFd);
+  let exited: number | null = null;
+  child.on('exit', (code) => (exited = code ?? -1));
+  child.unref();
+  const ok = await waitFor(
+    async () => {
+      if (exited !== null) return true;
+      return (
+        readJsonOr<DaemonStatus>(l.statusFile)?.state === 'serving' &&
+        readMounts().some((m) => m.dir === l.fuseDir)
+      );
+    },
+    30_000,
+    'the volume daemon to serve',
+    false,
+  );
+  if (exited !== null || !ok) {
+    const tail = readFileSync(l.logFile, 'utf8').trim().split('\n').slice(-3).join(' | ');
+    throw new UserError(`volume daemon failed to start (see ${l.logFile}): ${tail}`);
+  }
+}
+
+async function waitFor(
+  cond: () => Promise<boolean>,
+  ms: number,
+  what: string,
+  mustSucceed = true,
+): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await cond()) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  if (mustSucceed) throw new UserError(`timed out waiting for ${what}`);
+  return false;
+}
+
+/** One `up`/`down` at a time per volume: an exclusive lock file holding the owner's pid (stale ones are taken over). */
+async function withLock<T>(l: VolumeLayout, fn: () => Promise<T>): Promise<T> {
+  mkdirSync(l.runDir, { recursive: true });
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const fd = openSync(l.lockFile, 'wx');
+      writeFileSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      break;
+    } catch (err) {
+      if (errnoCode(err) !== 'EEXIST') throw err;
+      const owner = Number(readFileSync(l.lockFile, 'utf8').trim());
+      if (!owner || !existsSync(`/proc/${owner}`)) {
+        rmSync(l.lockFile, { force: true });
+        continue;
+      }
+      if (attempt > 600)
+        throw new UserError(
+          `volume "${l.name}" is busy (another cvserver, pid ${owner}, holds ${l.lockFile})`,
+        );
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    rmSync(l.lockFile, { force: true });
+  }
+}
