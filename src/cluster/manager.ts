@@ -129,6 +129,7 @@ function reconcile(ctx: Ctx, v: VserverObservation, vs: VserverState): void {
   vs.failures = vs.failures.filter((f) => f.at > now - policy.failure_timeout);
   vs.relocations = vs.relocations.filter((t) => t > now - policy.failure_timeout);
   let target: string | undefined;
+  let targetWhy = '';
 
   if (vs.stopping) {
     const s = vs.stopping;
@@ -140,6 +141,7 @@ function reconcile(ctx: Ctx, v: VserverObservation, vs: VserverState): void {
     );
     vs.stopping = null;
     target = s.target;
+    targetWhy = s.why;
   }
 
   if (v.desired !== 'started') {
@@ -196,7 +198,7 @@ function reconcile(ctx: Ctx, v: VserverObservation, vs: VserverState): void {
       return;
     }
   }
-  place(ctx, v, vs, target);
+  place(ctx, v, vs, target, targetWhy);
 }
 
 function leaseWord(ctx: Ctx, node: string): string {
@@ -245,7 +247,7 @@ function onFailure(ctx: Ctx, v: VserverObservation, vs: VserverState, node: stri
       vs,
       node,
       'relocate',
-      `health check failed ${here + 1} times on ${node}: relocating (relocation ${vs.relocations.length} of ${policy.max_relocations})`,
+      `health check failed on ${node} (${here + 1} failure${here ? 's' : ''} there within failure_timeout): relocating (relocation ${vs.relocations.length} of ${policy.max_relocations})`,
     );
     return;
   }
@@ -293,12 +295,18 @@ function candidates(ctx: Ctx, v: VserverObservation, _vs: VserverState): string[
   );
 }
 
-function place(ctx: Ctx, v: VserverObservation, vs: VserverState, target: string | undefined): void {
+function place(
+  ctx: Ctx,
+  v: VserverObservation,
+  vs: VserverState,
+  target: string | undefined,
+  targetWhy: string,
+): void {
   let node: string | undefined;
   let why = '';
   if (target && !ineligible(v, ctx.nodes.get(target), target, ctx.state, ctx.now, ctx.policy)) {
     node = target;
-    why = 'requested target';
+    why = `${targetWhy} target`;
   } else {
     node = candidates(ctx, v, vs)[0];
     if (node) {

@@ -82,15 +82,19 @@ export class Simulator {
         this.nodes.get(c.node)!.net = c.up;
         break;
       case 'fail-health':
+      case 'break':
+        if (c.kind === 'break') {
+          if (!c.broken) {
+            this.broken.delete(c.vserver);
+            break;
+          }
+          this.broken.add(c.vserver);
+        }
         for (const n of this.nodes.values()) {
           const l = n.local.get(c.vserver);
           if (n.power && l && (l.status === 'healthy' || l.status === 'running'))
             Object.assign(l, { status: 'failed', since: this.now });
         }
-        break;
-      case 'break':
-        if (c.broken) this.broken.add(c.vserver);
-        else this.broken.delete(c.vserver);
         break;
       case 'migrate':
         this.events.push({ kind: 'migrate', vserver: c.vserver, node: c.node });
