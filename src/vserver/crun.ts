@@ -1,0 +1,60 @@
+import { spawnSync } from 'node:child_process';
+
+/** The OCI runtime as cvserver uses it: a small interface so the manager can be tested without crun. */
+export interface ContainerState {
+  status: 'created' | 'running' | 'stopped' | 'paused' | 'absent';
+  pid?: number;
+}
+
+export interface Runtime {
+  create(id: string, bundle: string, consoleFd: number): void;
+  start(id: string): void;
+  state(id: string): ContainerState;
+  kill(id: string, signal: number): void;
+  delete(id: string): void;
+}
+
+export class CrunError extends Error {}
+
+/** crun with its own state root, so each state dir (and each test) has its own set of containers. */
+export function crunRuntime(root: string): Runtime {
+  const run = (args: string[], stdio: ('ignore' | 'pipe' | number)[] = ['ignore', 'pipe', 'pipe']) => {
+    const r = spawnSync('crun', ['--root', root, ...args], { stdio, encoding: 'utf8' });
+    if (r.error) throw new CrunError(`crun ${args[0]}: ${r.error.message}`);
+    return { code: r.status ?? 1, out: r.stdout ?? '', err: (r.stderr ?? '').trim() };
+  };
+  const must = (args: string[], stdio?: ('ignore' | 'pipe' | number)[]) => {
+    const r = run(args, stdio);
+    if (r.code !== 0) throw new CrunError(`crun ${args.join(' ')}: ${r.err || `exit ${r.code}`}`);
+    return r.out;
+  };
+  return {
+    // The container's stdout/stderr are the console log file; crun create returns once it is set up.
+    create: (id, bundle, fd) => {
+      must(['create', '--bundle', bundle, id], ['ignore', fd, fd]);
+    },
+    start: (id) => {
+      must(['start', id]);
+    },
+    state: (id) => {
+      const r = run(['state', id]);
+      if (r.code !== 0) return { status: 'absent' };
+      const s = JSON.parse(r.out) as { status: ContainerState['status']; pid?: number };
+      return { status: s.status, pid: s.pid };
+    },
+    kill: (id, signal) => {
+      const r = run(['kill', id, String(signal)]);
+      if (r.code !== 0 && !/not running|does not exist|No such process/i.test(r.err)) {
+        throw new CrunError(`crun kill ${id}: ${r.err}`);
+      }
+    },
+    delete: (id) => {
+      run(['delete', '--force', id]);
+    },
+  };
+}
+
+/** Arguments for `crun exec`, for callers that spawn it with their own stdio. */
+export function crunExecArgs(root: string, id: string, command: string[], tty: boolean): string[] {
+  return ['--root', root, 'exec', ...(tty ? ['--tty'] : []), id, ...command];
+}

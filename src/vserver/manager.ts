@@ -1,0 +1,243 @@
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { errorMessage, UserError } from '../lib/errors.ts';
+import { stateDir } from '../lib/paths.ts';
+import { type ContainerState, crunRuntime, type Runtime } from './crun.ts';
+import { stopSignal, type VserverDefinition } from './definition.ts';
+import { attachNetwork, checkBridge, detachNetwork, hostInterfaceName } from './network.ts';
+import { buildOciConfig, signalNumber } from './oci-config.ts';
+import { nextStopStep } from './stop-sequence.ts';
+import {
+  cgroupsPath,
+  crunRoot,
+  listNames,
+  readDefinition,
+  readRuntime,
+  recordEvent,
+  templateCacheDir,
+  updateRuntime,
+  vserverPaths,
+  writeJsonAtomic,
+} from './store.ts';
+import { createBusyboxRootfs, createDebianRootfs, importRootfsTarball } from './templates.ts';
+
+export function runtime(): Runtime {
+  mkdirSync(crunRoot(), { recursive: true });
+  return crunRuntime(crunRoot());
+}
+
+export type RootfsSource = { template: 'busybox' | 'debian' } | { importTarball: string } | undefined;
+
+/** Validates everything first, then creates the vserver's files (and its rootfs from a template). */
+export function createVserver(def: VserverDefinition, source: RootfsSource): void {
+  const p = vserverPaths(def.name);
+  if (existsSync(p.definition)) throw new UserError(`name: a vserver named "${def.name}" already exists`);
+  if (!source && !(existsSync(def.rootfs) && statSync(def.rootfs).isDirectory())) {
+    throw new UserError(
+      `rootfs: ${def.rootfs} does not exist or is not a directory (give --template or --import to create it)`,
+    );
+  }
+  if (source && existsSync(def.rootfs) && statSync(def.rootfs).isDirectory() && readdirNonEmpty(def.rootfs)) {
+    throw new UserError(
+      `rootfs: ${def.rootfs} is not empty; a template or import needs an empty or missing directory`,
+    );
+  }
+  if (source) {
+    mkdirSync(def.rootfs, { recursive: true });
+    if ('template' in source) {
+      if (source.template === 'busybox') createBusyboxRootfs(def.rootfs);
+      else createDebianRootfs(def.rootfs, templateCacheDir());
+    } else {
+      importRootfsTarball(def.rootfs, source.importTarball);
+    }
+  }
+  mkdirSync(p.bundle, { recursive: true });
+  writeJsonAtomic(p.definition, def);
+  writeJsonAtomic(p.config, buildOciConfig(def, { cgroupsPath: cgroupsPath(def.name) }));
+  writeJsonAtomic(p.runtime, { desired: 'stopped', restarts: [] });
+  recordEvent(
+    def.name,
+    'created',
+    source
+      ? `rootfs from ${'template' in source ? `template ${source.template}` : source.importTarball}`
+      : `rootfs ${def.rootfs}`,
+  );
+}
+
+function readdirNonEmpty(dir: string): boolean {
+  return readdirSync(dir).length > 0;
+}
+
+export function mustDefinition(name: string): VserverDefinition {
+  const def = readDefinition(name);
+  if (!def) throw new UserError(`no vserver named "${name}"`);
+  return def;
+}
+
+export function containerState(name: string): ContainerState {
+  return runtime().state(name);
+}
+
+/** crun create → network → crun start. The container outlives this process. */
+export function startContainer(def: VserverDefinition, reason: string): void {
+  const rt = runtime();
+  const p = vserverPaths(def.name);
+  const st = rt.state(def.name);
+  if (st.status === 'running') return;
+  if (st.status !== 'absent') rt.delete(def.name);
+  if (!existsSync(def.rootfs)) throw new UserError(`rootfs: ${def.rootfs} does not exist`);
+  if (def.network) checkBridge(def.network);
+  // Rewritten on each start so a changed code version's config applies.
+  writeJsonAtomic(p.config, buildOciConfig(def, { cgroupsPath: cgroupsPath(def.name) }));
+  const fd = openSync(p.console, 'a');
+  const before = statSync(p.console).size;
+  try {
+    rt.create(def.name, p.bundle, fd);
+  } catch (e) {
+    // crun reports its errors on the container's stderr, which is the console log.
+    const tail = readFileSync(p.console).subarray(before).toString().trim().split('\n').slice(-2).join(' / ');
+    throw new UserError(`vserver ${def.name}: crun create failed: ${tail || errorMessage(e)}`);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    const pid = rt.state(def.name).pid;
+    if (def.network && pid) attachNetwork(def.network, hostInterfaceName(stateDir(), def.name), pid);
+    rt.start(def.name);
+  } catch (e) {
+    rt.delete(def.name);
+    throw e;
+  }
+  recordEvent(def.name, 'started', reason);
+}
+
+/** Stop signal, wait up to the stop timeout, SIGKILL, delete; returns how it ended. */
+export async function stopContainer(
+  def: VserverDefinition,
+  reason: string,
+): Promise<'stopped' | 'killed' | 'not-running'> {
+  const rt = runtime();
+  const began = Date.now();
+  let signalled = false;
+  let killed = false;
+  if (rt.state(def.name).status === 'absent') return 'not-running';
+  for (;;) {
+    const st = rt.state(def.name);
+    const running = st.status === 'running' || st.status === 'created' || st.status === 'paused';
+    const step = nextStopStep({
+      signalled,
+      killed,
+      running,
+      elapsedMs: Date.now() - began,
+      timeoutMs: def.stop.timeout,
+    });
+    if (step.action === 'done') break;
+    if (step.action === 'signal') {
+      rt.kill(def.name, st.status === 'created' ? 9 : signalNumber(stopSignal(def)));
+      signalled = true;
+    } else if (step.action === 'kill') {
+      rt.kill(def.name, 9);
+      killed = true;
+    } else if (step.action === 'fail') {
+      throw new Error(`vserver ${def.name}: ${step.reason}`);
+    } else {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  rt.delete(def.name);
+  if (def.network) detachNetwork(def.network, hostInterfaceName(stateDir(), def.name));
+  recordEvent(
+    def.name,
+    'stopped',
+    `${reason}${killed ? ` (killed after ${def.stop.timeout}ms stop timeout)` : ''}`,
+  );
+  return killed ? 'killed' : 'stopped';
+}
+
+/** Starts the vserver and its supervisor (health checks, restart policy, OOM events). */
+export function startVserver(name: string): void {
+  const def = mustDefinition(name);
+  updateRuntime(name, (r) => ({ ...r, desired: 'running' }));
+  startContainer(def, 'start requested');
+  spawnSupervisor(name);
+}
+
+export async function stopVserver(name: string, reason = 'stop requested'): Promise<string> {
+  const def = mustDefinition(name);
+  const rec = updateRuntime(name, (r) => ({ ...r, desired: 'stopped' }));
+  if (rec.supervisorPid && isAlive(rec.supervisorPid)) {
+    try {
+      process.kill(rec.supervisorPid, 'SIGTERM');
+    } catch {}
+  }
+  updateRuntime(name, (r) => ({ ...r, supervisorPid: undefined }));
+  return stopContainer(def, reason);
+}
+
+export async function destroyVserver(name: string, removeRootfs: boolean): Promise<void> {
+  const def = mustDefinition(name);
+  await stopVserver(name, 'destroy requested');
+  if (removeRootfs) rmSync(def.rootfs, { recursive: true, force: true });
+  rmSync(vserverPaths(name).dir, { recursive: true, force: true });
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const MAIN = fileURLToPath(new URL('../cli/main.ts', import.meta.url));
+
+function spawnSupervisor(name: string): void {
+  const old = readRuntime(name).supervisorPid;
+  if (old && isAlive(old)) return;
+  const p = vserverPaths(name);
+  const log = openSync(`${p.dir}/supervisor.log`, 'a');
+  const child = spawn(
+    process.execPath,
+    ['--disable-warning=ExperimentalWarning', MAIN, 'vserver', 'supervise', name],
+    {
+      detached: true,
+      stdio: ['ignore', log, log],
+    },
+  );
+  closeSync(log);
+  child.unref();
+  updateRuntime(name, (r) => ({ ...r, supervisorPid: child.pid }));
+}
+
+export interface VserverStatus {
+  name: string;
+  state: ContainerState['status'];
+  pid?: number;
+  desired: string;
+  addresses: string[];
+  health: Record<string, string>;
+  restarts: number;
+  oomKills: number;
+}
+
+export function vserverStatus(name: string): VserverStatus {
+  const def = mustDefinition(name);
+  const st = containerState(name);
+  const rec = readRuntime(name);
+  return {
+    name,
+    state: st.status,
+    pid: st.pid,
+    desired: rec.desired,
+    addresses: def.network?.addresses ?? [],
+    health: rec.health ?? {},
+    restarts: rec.restarts.length,
+    oomKills: rec.oomKills ?? 0,
+  };
+}
+
+export function listVservers(): VserverStatus[] {
+  return listNames().map(vserverStatus);
+}

@@ -1,0 +1,64 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { UserError } from '../lib/errors.ts';
+import type { VserverDefinition } from './definition.ts';
+
+type Network = NonNullable<VserverDefinition['network']>;
+
+function sh(cmd: string, args: string[]): void {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  if (r.status !== 0)
+    throw new Error(`${cmd} ${args.join(' ')}: ${(r.stderr ?? '').trim() || r.error?.message}`);
+}
+
+/** The host end of the veth pair: short (IFNAMSIZ 15) and unique per state dir and vserver. */
+export function hostInterfaceName(stateDir: string, name: string): string {
+  return `vs${createHash('sha256').update(`${stateDir}\0${name}`).digest('hex').slice(0, 10)}`;
+}
+
+function ipArgs(net: Network): string[] {
+  return net.netns ? ['-n', net.netns] : [];
+}
+
+/** Fails with a clear message when the bridge is missing, before anything is created. */
+export function checkBridge(net: Network): void {
+  const r = spawnSync('ip', [...ipArgs(net), 'link', 'show', 'dev', net.bridge], { stdio: 'ignore' });
+  if (r.status !== 0) {
+    throw new UserError(
+      `network.bridge: bridge "${net.bridge}" does not exist${net.netns ? ` in network namespace ${net.netns}` : ''} (create it first: ip link add ${net.bridge} type bridge)`,
+    );
+  }
+}
+
+/**
+ * Attaches the container's network namespace (of process `pid`) to the bridge by a veth pair,
+ * gives eth0 its addresses and the default route, then announces each address by gratuitous ARP
+ * so that neighbours learn the (possibly new) location at once after a failover.
+ */
+export function attachNetwork(net: Network, hostIf: string, pid: number): void {
+  const peer = `${hostIf}c`;
+  const ns = ['-t', String(pid), '-n'];
+  spawnSync('ip', [...ipArgs(net), 'link', 'del', hostIf], { stdio: 'ignore' });
+  sh('ip', [...ipArgs(net), 'link', 'add', hostIf, 'type', 'veth', 'peer', 'name', peer]);
+  sh('ip', [...ipArgs(net), 'link', 'set', peer, 'netns', String(pid)]);
+  sh('ip', [...ipArgs(net), 'link', 'set', hostIf, 'master', net.bridge, 'up']);
+  sh('nsenter', [...ns, 'ip', 'link', 'set', peer, 'name', 'eth0']);
+  for (const a of net.addresses) sh('nsenter', [...ns, 'ip', 'addr', 'add', a, 'dev', 'eth0']);
+  sh('nsenter', [...ns, 'ip', 'link', 'set', 'lo', 'up']);
+  sh('nsenter', [...ns, 'ip', 'link', 'set', 'eth0', 'up']);
+  if (net.gateway) sh('nsenter', [...ns, 'ip', 'route', 'add', 'default', 'via', net.gateway]);
+  for (const a of net.addresses) {
+    // Not awaited: arping takes about a second and the start should not wait for it.
+    const ip = a.split('/')[0] ?? '';
+    const child = spawn('nsenter', [...ns, 'arping', '-q', '-U', '-c', '1', '-I', 'eth0', ip], {
+      stdio: 'ignore',
+      detached: true,
+    });
+    child.on('error', () => {});
+    child.unref();
+  }
+}
+
+export function detachNetwork(net: Network, hostIf: string): void {
+  spawnSync('ip', [...ipArgs(net), 'link', 'del', hostIf], { stdio: 'ignore' });
+}
