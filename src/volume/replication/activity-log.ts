@@ -26,7 +26,6 @@ export class ActivityLogState {
   readonly slots: number;
   /** Hot extents in LRU order (least recently used first). */
   #hot = new Map<number, number>(); // extent -> writes in flight
-  #waitingForRoom = 0;
 
   constructor(extentSize = DEFAULT_AL_EXTENT_SIZE, slots = DEFAULT_AL_SLOTS, initial: number[] = []) {
     this.extentSize = extentSize;
@@ -58,7 +57,6 @@ export class ActivityLogState {
       .map(([e]) => e);
     const overflow = this.#hot.size + missing.length - this.slots;
     if (overflow > evictable.length) {
-      this.#waitingForRoom++;
       return undefined;
     }
     const evicted = overflow > 0 ? evictable.slice(0, overflow) : [];
