@@ -121,7 +121,11 @@ export function registerVserverCommands(program: Command): void {
     });
 
   vs.command('exec <name> <command...>')
-    .description('run a command inside the vserver; exits with its exit code (put -- before a command with options)')
+    .allowUnknownOption()
+    .helpOption(false)
+    .description(
+      'run a command inside the vserver; exits with its exit code (put -- before a command with options)',
+    )
     .action((name: string, command: string[]) => {
       mustDefinition(name);
       mustRunning(name);
