@@ -68,5 +68,5 @@ test('bad input names the file, line and field', () => {
   assert.match(errorOf('name: web\nrootfs: relative\n'), /rootfs: expected an absolute path/);
   assert.match(errorOf(`${base}health_checks:\n  - {type: ftp}\n`), /health_checks\.0/);
   assert.match(errorOf(`${base}stop: {timeout: soon}\n`), /stop\.timeout: "soon" is not a duration/);
-  assert.match(errorOf('name: [web\n'), /^web\.yaml:1:\d+: invalid YAML/);
+  assert.match(errorOf('name: [web\n'), /^web\.yaml:\d+:\d+: invalid YAML/);
 });
