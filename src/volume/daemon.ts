@@ -15,7 +15,8 @@ import { type DaemonStatus, volumeLayout } from './layout.ts';
 import { LocalDevice } from './local-device.ts';
 import { readMetadata, updateMetadata } from './metadata.ts';
 
-const READERS = 4;
+/** Concurrent /dev/fuse reads; CVSERVER_FUSE_READERS overrides it for tuning. */
+const READERS = Number(process.env.CVSERVER_FUSE_READERS ?? 8);
 
 /** Counts requests for `status`, around the real device. */
 class CountingDevice implements BlockDevice {

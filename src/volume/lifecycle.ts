@@ -274,7 +274,7 @@ async function startDaemon(l: VolumeLayout): Promise<void> {
   const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', DAEMON, l.dir], {
     detached: true,
     stdio: ['ignore', logFd, logFd],
-    env: { ...process.env, UV_THREADPOOL_SIZE: '16' },
+    env: { ...process.env, UV_THREADPOOL_SIZE: '24' },
   });
   closeSync(logFd);
   let exited: number | null = null;
