@@ -18,6 +18,7 @@ function freshVserver(): VserverState {
   return {
     node: null,
     epoch: 0,
+    assignedAt: 0,
     stopping: null,
     migrateTo: null,
     failures: [],
@@ -29,6 +30,9 @@ function freshVserver(): VserverState {
     strayStops: {},
   };
 }
+
+/** An assigned node that reports nothing for this long did not get (or lost) the assignment. */
+const START_TIMEOUT = 15;
 
 const RUNNING = new Set(['starting', 'running', 'healthy', 'stopping', 'failed']);
 
@@ -91,7 +95,18 @@ export function step(
     }
   }
 
-  if (obs.maintenance) return { state, commands, log };
+  if (obs.maintenance) {
+    // Observe only: note what the assigned nodes report, act on nothing.
+    for (const v of obs.vservers) {
+      const vs = state.vservers[v.name]!;
+      const r = vs.node ? v.reports[vs.node] : undefined;
+      if (r && r.status !== vs.lastStatus) {
+        log.push(`${v.name}: ${r.status} on ${vs.node} (maintenance: no action)`);
+        vs.lastStatus = r.status;
+      }
+    }
+    return { state, commands, log };
+  }
 
   const load = new Map<string, number>();
   for (const vs of Object.values(state.vservers)) {
@@ -170,6 +185,20 @@ function reconcile(ctx: Ctx, v: VserverObservation, vs: VserverState): void {
       if (status !== vs.lastStatus) {
         if (r) ctx.log.push(`${v.name}: ${status} on ${node}`);
         vs.lastStatus = status;
+      }
+      const lost =
+        r?.status === 'stopped'
+          ? 'reports it stopped'
+          : !r && ctx.now - vs.assignedAt > START_TIMEOUT
+            ? `has not reported it within ${START_TIMEOUT} s`
+            : '';
+      if (lost) {
+        ctx.log.push(`${v.name}: ${node} ${lost}: placing it again`);
+        vs.node = null;
+        vs.lastStatus = '';
+        ctx.load.set(node, (ctx.load.get(node) ?? 1) - 1);
+        place(ctx, v, vs, undefined, '');
+        return;
       }
       if (r?.status === 'failed' && r.since > vs.handledFailure) {
         vs.handledFailure = r.since;
@@ -333,6 +362,7 @@ function place(
   vs.lastWait = '';
   vs.epoch += 1;
   vs.node = node;
+  vs.assignedAt = ctx.now;
   vs.lastStatus = '';
   ctx.load.set(node, (ctx.load.get(node) ?? 0) + 1);
   ctx.commands.push({ kind: 'assign', vserver: v.name, node, epoch: vs.epoch, reason: why });

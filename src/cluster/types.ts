@@ -67,6 +67,7 @@ export type Command =
 export interface VserverState {
   node: string | null;
   epoch: number;
+  assignedAt: number;
   /** A stop in progress and what to do once it is done. */
   stopping: {
     node: string;
