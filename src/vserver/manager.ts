@@ -6,6 +6,7 @@ import {
   openSync,
   readdirSync,
   readFileSync,
+  rmdirSync,
   rmSync,
   statSync,
 } from 'node:fs';
@@ -189,6 +190,18 @@ export async function destroyVserver(name: string, removeRootfs: boolean): Promi
   await stopVserver(name, 'destroy requested');
   if (removeRootfs) rmSync(def.rootfs, { recursive: true, force: true });
   rmSync(vserverPaths(name).dir, { recursive: true, force: true });
+  removeEmptyCgroupParents(name);
+}
+
+/** crun removes a container's cgroups but not their shared parent: remove it once it is empty. */
+function removeEmptyCgroupParents(name: string): void {
+  const parent = cgroupsPath(name).split('/')[1] ?? '';
+  if (!parent || !existsSync('/sys/fs/cgroup')) return;
+  for (const ctl of readdirSync('/sys/fs/cgroup')) {
+    try {
+      rmdirSync(`/sys/fs/cgroup/${ctl}/${parent}`);
+    } catch {}
+  }
 }
 
 export function isAlive(pid: number): boolean {
