@@ -81,17 +81,23 @@ export class FrameDecoder {
     this.#key = key;
   }
 
+  /** Authenticated frames continue the sequence numbers of the handshake frames before them. */
+  expectSeq(seq: number): void {
+    this.#expectedSeq = seq;
+  }
+
   get failed(): boolean {
     return this.#failed;
   }
 
   /** Feeds bytes; returns every complete frame, stopping at (and including) the first error. */
-  push(chunk: Buffer): DecodeResult[] {
+  push(chunk: Buffer, maxFrames = Number.POSITIVE_INFINITY): DecodeResult[] {
     const out: DecodeResult[] = [];
     if (this.#failed) return [{ ok: false, error: 'decoder-failed', detail: 'connection already failed' }];
     this.#chunks.push(chunk);
     this.#buffered += chunk.length;
     for (;;) {
+      if (out.length >= maxFrames) return out;
       if (this.#buffered < HEADER_LENGTH) return out;
       const head = this.#peek(HEADER_LENGTH);
       const bad = checkHeader(head);
@@ -139,6 +145,14 @@ export class FrameDecoder {
         payload: Buffer.from(payload),
       },
     };
+  }
+
+  /** Hands back the bytes not yet decoded (after a handshake, they belong to the next decoder). */
+  takeRemaining(): Buffer {
+    const rest = Buffer.concat(this.#chunks);
+    this.#chunks = [];
+    this.#buffered = 0;
+    return rest;
   }
 
   #fail(out: DecodeResult[], error: FrameError, detail: string): DecodeResult[] {

@@ -1,0 +1,265 @@
+/**
+ * One authenticated replication connection over a TCP socket: the handshake (auth.ts), then framed
+ * messages (frame.ts, protocol.ts) in both directions. Any malformed, oversized, unauthenticated or
+ * replayed input closes the connection with a logged reason; it never throws into the caller.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import {
+  clientProof,
+  HANDSHAKE_KEY,
+  NONCE_LENGTH,
+  proofMatches,
+  serverProof,
+  sessionKeys,
+  type Transcript,
+} from './auth.ts';
+import { encodeFrame, FrameDecoder } from './frame.ts';
+import { decodeMessage, encodeMessage, type Message } from './protocol.ts';
+
+export interface ConnectionLog {
+  warn(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
+}
+
+export const HANDSHAKE_TIMEOUT_MS = 5000;
+
+export class Connection {
+  readonly socket: Socket;
+  readonly peerNode: string;
+  #sendKey: Buffer;
+  #sendSeq: number;
+  #decoder: FrameDecoder;
+  #closed = false;
+  #onMessage: ((m: Message, epoch: number) => void) | undefined;
+  #onClose: Array<(reason: string) => void> = [];
+  #pendingMessages: Array<[Message, number]> = [];
+  /** Bytes of payload sent and received (the resync test counts what travels). */
+  bytesSent = 0;
+  bytesReceived = 0;
+  /** Epoch stamped on outgoing frames. */
+  epoch = 0;
+
+  constructor(
+    socket: Socket,
+    peerNode: string,
+    sendKey: Buffer,
+    sendSeq: number,
+    decoder: FrameDecoder,
+    leftover: Buffer[],
+  ) {
+    this.socket = socket;
+    this.peerNode = peerNode;
+    this.#sendKey = sendKey;
+    this.#sendSeq = sendSeq;
+    this.#decoder = decoder;
+    socket.on('data', (chunk: Buffer) => this.#input(chunk));
+    socket.on('close', () => this.close('socket closed'));
+    socket.on('error', (err) => this.close(`socket error: ${err.message}`));
+    for (const chunk of leftover) this.#input(chunk);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  onMessage(handler: (m: Message, epoch: number) => void): void {
+    this.#onMessage = handler;
+    const queued = this.#pendingMessages;
+    this.#pendingMessages = [];
+    for (const [m, e] of queued) if (!this.#closed) handler(m, e);
+  }
+
+  onClose(handler: (reason: string) => void): void {
+    if (this.#closed) handler('already closed');
+    else this.#onClose.push(handler);
+  }
+
+  /** Sends one message; false when the connection is closed (the caller treats the peer as gone). */
+  send(m: Message): boolean {
+    if (this.#closed) return false;
+    const { type, payload } = encodeMessage(m);
+    const frame = encodeFrame(this.#sendKey, { type, seq: this.#sendSeq++, epoch: this.epoch, payload });
+    this.bytesSent += frame.length;
+    return this.socket.write(frame);
+  }
+
+  close(reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.socket.destroy();
+    for (const h of this.#onClose.splice(0)) h(reason);
+  }
+
+  #input(chunk: Buffer): void {
+    if (this.#closed) return;
+    this.bytesReceived += chunk.length;
+    for (const r of this.#decoder.push(chunk)) {
+      if (!r.ok) {
+        this.close(`bad frame: ${r.error}: ${r.detail}`);
+        return;
+      }
+      const d = decodeMessage(r.frame.type, r.frame.payload);
+      if (!d.ok) {
+        this.close(`bad message: ${d.error}`);
+        return;
+      }
+      if (this.#onMessage) this.#onMessage(d.message, r.frame.epoch);
+      else this.#pendingMessages.push([d.message, r.frame.epoch]);
+      if (this.#closed) return;
+    }
+  }
+}
+
+export interface HandshakeOptions {
+  node: string;
+  volumeUuid: string;
+  secret: Buffer;
+  timeoutMs?: number;
+}
+
+/** Reads handshake frames one at a time (before the session key exists). */
+function handshakeReader(socket: Socket, timeoutMs: number, frames: number) {
+  const decoder = new FrameDecoder(HANDSHAKE_KEY);
+  const queue: Message[] = [];
+  const leftover: Buffer[] = [];
+  let waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | undefined;
+  let failure: Error | undefined;
+  let done = false;
+  let received = 0;
+  const fail = (e: Error) => {
+    failure ??= e;
+    waiter?.reject(failure);
+    waiter = undefined;
+  };
+  const onData = (chunk: Buffer) => {
+    if (done || received === frames) {
+      leftover.push(chunk);
+      return;
+    }
+    for (const r of decoder.push(chunk, frames - received)) {
+      if (!r.ok) return fail(new Error(`bad handshake frame: ${r.error}`));
+      const d = decodeMessage(r.frame.type, r.frame.payload);
+      if (!d.ok) return fail(new Error(`bad handshake message: ${d.error}`));
+      received++;
+      queue.push(d.message);
+    }
+    // Bytes after the last handshake frame belong to the authenticated stream.
+    if (received === frames) {
+      const rest = decoder.takeRemaining();
+      if (rest.length > 0) leftover.push(rest);
+    }
+    if (waiter && queue.length > 0) {
+      const w = waiter;
+      waiter = undefined;
+      w.resolve(queue.shift()!);
+    }
+  };
+  const onEnd = () => fail(new Error('connection closed during handshake'));
+  const onError = (e: Error) => fail(new Error(`socket error during handshake: ${e.message}`));
+  socket.on('data', onData);
+  socket.on('close', onEnd);
+  socket.on('error', onError);
+  const timer = setTimeout(() => fail(new Error('handshake timed out')), timeoutMs);
+  let seq = 0;
+  return {
+    decoder,
+    next(): Promise<Message> {
+      if (failure) return Promise.reject(failure);
+      const m = queue.shift();
+      if (m) return Promise.resolve(m);
+      return new Promise((resolve, reject) => {
+        waiter = { resolve, reject };
+      });
+    },
+    send(m: Message): void {
+      const { type, payload } = encodeMessage(m);
+      socket.write(encodeFrame(HANDSHAKE_KEY, { type, seq: seq++, epoch: 0, payload }));
+    },
+    get seq() {
+      return seq;
+    },
+    /** Stops reading handshake frames; bytes already buffered in the decoder are lost only on failure. */
+    finish(): Buffer[] {
+      done = true;
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('close', onEnd);
+      socket.off('error', onError);
+      return leftover;
+    },
+  };
+}
+
+/**
+ * Client side: HELLO, verify the server's proof, send ours. Rejects (and destroys the socket) on any
+ * failure. Authenticated frames follow immediately, so the server must not send before AUTH (it
+ * does not: it waits for the client's STATE).
+ */
+export async function clientHandshake(socket: Socket, o: HandshakeOptions): Promise<Connection> {
+  const r = handshakeReader(socket, o.timeoutMs ?? HANDSHAKE_TIMEOUT_MS, 1);
+  try {
+    const clientNonce = randomBytes(NONCE_LENGTH);
+    r.send({ type: 'hello', node: o.node, volume: o.volumeUuid, nonce: clientNonce });
+    const ch = await r.next();
+    if (ch.type !== 'challenge') throw new Error(`expected challenge, got ${ch.type}`);
+    const t: Transcript = {
+      clientNode: o.node,
+      serverNode: ch.node,
+      volumeUuid: o.volumeUuid,
+      clientNonce,
+      serverNonce: ch.nonce,
+    };
+    if (!proofMatches(serverProof(o.secret, t), ch.proof))
+      throw new Error('server failed authentication (wrong secret?)');
+    r.send({ type: 'auth', proof: clientProof(o.secret, t) });
+    const keys = sessionKeys(o.secret, t);
+    const sendSeq = r.seq;
+    const leftover = r.finish();
+    // The server's authenticated frames continue its sequence after its one handshake frame.
+    const decoder = new FrameDecoder(keys.serverToClient);
+    skipSeq(decoder, 1);
+    return new Connection(socket, ch.node, keys.clientToServer, sendSeq, decoder, leftover);
+  } catch (err) {
+    r.finish();
+    socket.destroy();
+    throw err;
+  }
+}
+
+export async function serverHandshake(socket: Socket, o: HandshakeOptions): Promise<Connection> {
+  const r = handshakeReader(socket, o.timeoutMs ?? HANDSHAKE_TIMEOUT_MS, 2);
+  try {
+    const hello = await r.next();
+    if (hello.type !== 'hello') throw new Error(`expected hello, got ${hello.type}`);
+    if (hello.volume !== o.volumeUuid)
+      throw new Error(`peer ${hello.node} asks for another volume (${hello.volume})`);
+    const serverNonce = randomBytes(NONCE_LENGTH);
+    const t: Transcript = {
+      clientNode: hello.node,
+      serverNode: o.node,
+      volumeUuid: o.volumeUuid,
+      clientNonce: hello.nonce,
+      serverNonce,
+    };
+    r.send({ type: 'challenge', node: o.node, nonce: serverNonce, proof: serverProof(o.secret, t) });
+    const auth = await r.next();
+    if (auth.type !== 'auth') throw new Error(`expected auth, got ${auth.type}`);
+    if (!proofMatches(clientProof(o.secret, t), auth.proof))
+      throw new Error(`peer ${hello.node} failed authentication`);
+    const keys = sessionKeys(o.secret, t);
+    const sendSeq = r.seq;
+    const leftover = r.finish();
+    const decoder = new FrameDecoder(keys.clientToServer);
+    skipSeq(decoder, 2);
+    return new Connection(socket, hello.node, keys.serverToClient, sendSeq, decoder, leftover);
+  } catch (err) {
+    r.finish();
+    socket.destroy();
+    throw err;
+  }
+}
+
+function skipSeq(decoder: FrameDecoder, n: number): void {
+  decoder.expectSeq(n);
+}

@@ -1,0 +1,238 @@
+/**
+ * The primary's link to one peer: connects to the peer's replica server, authenticates, exchanges
+ * STATE, then carries pipelined requests (each with an id, answered by an ack/reply with that id).
+ * Reconnects with exponential backoff unless stopped or parked (split-brain, unrelated data). When the
+ * connection drops, every pending request fails with `PeerGone` (the caller marks its bitmap).
+ */
+import { connect } from 'node:net';
+import { type Connection, type ConnectionLog, clientHandshake } from './connection.ts';
+import type { AckStatusCode, Message, PeerState } from './protocol.ts';
+import type { ConnectionState } from './role.ts';
+
+export class PeerGone extends Error {
+  constructor(peer: string, why: string) {
+    super(`peer ${peer} gone: ${why}`);
+    this.name = 'PeerGone';
+  }
+}
+
+export interface PeerAddress {
+  /** Node name of the peer (as it presents itself in the handshake). */
+  node: string;
+  host: string;
+  port: number;
+  /** A diskless tiebreaker: votes for quorum, receives no data. */
+  tiebreaker?: boolean;
+}
+
+export interface PeerLinkOptions {
+  node: string;
+  volumeUuid: string;
+  secret: Buffer;
+  peer: PeerAddress;
+  log: ConnectionLog;
+  /** Our STATE, sent after authentication. */
+  localState: () => PeerState;
+  /** Called once per connection with the peer's STATE; the owner decides what happens next. */
+  onConnected: (link: PeerLink, peerState: PeerState) => void;
+  onDisconnected: (link: PeerLink, reason: string) => void;
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+type Reply = Extract<Message, { type: 'ack' | 'digestReply' | 'readReply' }>;
+
+export class PeerLink {
+  readonly o: PeerLinkOptions;
+  state: ConnectionState = 'StandAlone';
+  peerState: PeerState | undefined;
+  lastError = '';
+  #conn: Connection | undefined;
+  #nextId = 1;
+  #pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
+  #stopped = true;
+  #parked = false;
+  #timer: NodeJS.Timeout | undefined;
+  #backoff: number;
+  /** Totals over all connections (bytes on the wire, frames included). */
+  bytesSentTotal = 0;
+  #bytesSentBefore = 0;
+
+  constructor(o: PeerLinkOptions) {
+    this.o = o;
+    this.#backoff = o.minBackoffMs ?? 100;
+  }
+
+  get node(): string {
+    return this.o.peer.node;
+  }
+
+  get bytesSent(): number {
+    return this.#bytesSentBefore + (this.#conn?.bytesSent ?? 0);
+  }
+
+  start(): void {
+    this.#stopped = false;
+    this.#parked = false;
+    if (!this.#conn && !this.#timer) this.#dial();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#conn?.close('link stopped');
+    this.state = 'StandAlone';
+  }
+
+  /** Closes the connection and does not reconnect until `start()` (split-brain, unrelated, refused). */
+  park(state: ConnectionState, reason: string): void {
+    this.#parked = true;
+    this.lastError = reason;
+    this.#conn?.send({ type: 'error', message: reason });
+    this.#conn?.close(reason);
+    this.state = state;
+  }
+
+  /** Drop the connection now (tests, admin); it reconnects with backoff. */
+  drop(reason: string): void {
+    this.#conn?.close(reason);
+  }
+
+  set epoch(e: number) {
+    if (this.#conn) this.#conn.epoch = e;
+    this.#epoch = e;
+  }
+  #epoch = 0;
+
+  send(m: Message): boolean {
+    return this.#conn?.send(m) ?? false;
+  }
+
+  write(offset: number, data: Buffer, resync = false): Promise<AckStatusCode> {
+    return this.#request((id) => ({ type: 'write', id, offset, data, resync })).then((r) =>
+      r.type === 'ack' ? r.status : 1,
+    );
+  }
+
+  flush(): Promise<AckStatusCode> {
+    return this.#request((id) => ({ type: 'flush', id })).then((r) => (r.type === 'ack' ? r.status : 1));
+  }
+
+  digests(offset: number, length: number, chunk: number): Promise<Buffer | undefined> {
+    return this.#request((id) => ({ type: 'digestRequest', id, offset, length, chunk })).then((r) =>
+      r.type === 'digestReply' && r.status === 0 ? r.digests : undefined,
+    );
+  }
+
+  read(offset: number, length: number): Promise<Buffer | undefined> {
+    return this.#request((id) => ({ type: 'readRequest', id, offset, length })).then((r) =>
+      r.type === 'readReply' && r.status === 0 ? r.data : undefined,
+    );
+  }
+
+  #request(make: (id: number) => Message): Promise<Reply> {
+    const conn = this.#conn;
+    if (!conn || conn.closed) return Promise.reject(new PeerGone(this.node, 'not connected'));
+    const id = this.#nextId;
+    this.#nextId = (this.#nextId % 0xfffffffe) + 1;
+    return new Promise<Reply>((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      conn.send(make(id));
+    });
+  }
+
+  #dial(): void {
+    this.#timer = undefined;
+    if (this.#stopped || this.#parked) return;
+    this.state = 'Connecting';
+    const socket = connect({ host: this.o.peer.host, port: this.o.peer.port });
+    socket.setNoDelay(true);
+    socket.on('error', () => undefined);
+    socket.once('connect', () => {
+      this.state = 'Handshaking';
+      clientHandshake(socket, {
+        node: this.o.node,
+        volumeUuid: this.o.volumeUuid,
+        secret: this.o.secret,
+      }).then(
+        (conn) => this.#established(conn),
+        (err: Error) => {
+          this.lastError = err.message;
+          this.state = /authentication/.test(err.message) ? 'AuthFailed' : 'Connecting';
+          this.#retry();
+        },
+      );
+    });
+    socket.once('close', () => {
+      if (this.state === 'Connecting') this.#retry();
+    });
+  }
+
+  #retry(): void {
+    if (this.#stopped || this.#parked || this.#timer) return;
+    const delay = this.#backoff;
+    this.#backoff = Math.min(this.#backoff * 2, this.o.maxBackoffMs ?? 5000);
+    this.#timer = setTimeout(() => this.#dial(), delay);
+  }
+
+  #established(conn: Connection): void {
+    if (this.#stopped || this.#parked) {
+      conn.close('link stopped');
+      return;
+    }
+    this.#conn = conn;
+    conn.epoch = this.#epoch;
+    let introduced = false;
+    conn.onClose((reason) => {
+      this.#bytesSentBefore += conn.bytesSent;
+      this.#conn = undefined;
+      for (const [, p] of this.#pending) p.reject(new PeerGone(this.node, reason));
+      this.#pending.clear();
+      if (!this.#parked) this.state = this.#stopped ? 'StandAlone' : 'Connecting';
+      this.peerState = undefined;
+      if (introduced) this.o.onDisconnected(this, reason);
+      this.o.log.info({ peer: this.node, reason }, 'peer link down');
+      this.#retry();
+    });
+    conn.onMessage((m) => {
+      switch (m.type) {
+        case 'state':
+          if (!introduced) {
+            introduced = true;
+            this.#backoff = this.o.minBackoffMs ?? 100;
+            this.peerState = m.state;
+            this.state = 'Connected';
+            this.o.onConnected(this, m.state);
+          } else {
+            this.peerState = m.state;
+          }
+          return;
+        case 'ack':
+        case 'digestReply':
+        case 'readReply': {
+          const p = this.#pending.get(m.id);
+          if (!p) {
+            conn.close(`bad reply: unknown request id ${m.id}`);
+            return;
+          }
+          this.#pending.delete(m.id);
+          p.resolve(m);
+          return;
+        }
+        case 'ping':
+          conn.send({ type: 'pong' });
+          return;
+        case 'pong':
+          return;
+        case 'error':
+          this.lastError = m.message;
+          conn.close(`peer error: ${m.message}`);
+          return;
+        default:
+          conn.close(`bad message: unexpected ${m.type}`);
+      }
+    });
+    conn.send({ type: 'state', state: this.o.localState() });
+  }
+}

@@ -1,0 +1,293 @@
+/**
+ * The secondary side: listens on its TCP address, authenticates primaries, applies their writes to
+ * the local BlockDevice in arrival order and acknowledges each one after it is written; FLUSH is
+ * acknowledged after every earlier write is applied and the device is flushed (fdatasync).
+ * A diskless tiebreaker runs the same server without a device: it only answers the handshake.
+ */
+import { createHash } from 'node:crypto';
+import { createServer, type Server, type Socket } from 'node:net';
+import type { BlockDevice } from '../block-device.ts';
+import { type Connection, type ConnectionLog, serverHandshake } from './connection.ts';
+import { adoptSourceGeneration } from './generation.ts';
+import { AckStatus, type AckStatusCode, type Message, type PeerState } from './protocol.ts';
+import type { ReplicaStore } from './replica-store.ts';
+
+export const MAX_DIGEST_SPAN = 256 * 1024 * 1024;
+export const MAX_READ = 1024 * 1024;
+
+export interface ReplicaServerOptions {
+  node: string;
+  volumeUuid: string;
+  secret: Buffer;
+  host: string;
+  port: number;
+  /** Absent for a diskless tiebreaker. */
+  device?: BlockDevice;
+  size: number;
+  store: ReplicaStore;
+  /** True while this node is primary itself (it then refuses peer writes). */
+  isPrimary?: () => boolean;
+  log: ConnectionLog;
+}
+
+export interface ReplicaServerStatus {
+  listening: string;
+  connections: Array<{ peer: string; bytesReceived: number; bytesSent: number }>;
+  writesApplied: number;
+  refused: number;
+  closedForBadInput: number;
+}
+
+export class ReplicaServer {
+  readonly o: ReplicaServerOptions;
+  #server: Server | undefined;
+  #conns = new Set<Connection>();
+  #introduced = new WeakSet<Connection>();
+  #sockets = new Set<Socket>();
+  #writesApplied = 0;
+  #refused = 0;
+  #closedForBadInput = 0;
+  /** Writes of all connections go through one chain: the order of application is the order of arrival. */
+  #chain: Promise<unknown> = Promise.resolve();
+
+  constructor(o: ReplicaServerOptions) {
+    this.o = o;
+  }
+
+  async listen(): Promise<number> {
+    const server = createServer((socket) => this.#accept(socket));
+    this.#server = server;
+    server.on('error', (err) => this.o.log.warn({ err: err.message }, 'replica server error'));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.o.port, this.o.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const addr = server.address();
+    return typeof addr === 'object' && addr ? addr.port : this.o.port;
+  }
+
+  status(): ReplicaServerStatus {
+    return {
+      listening: `${this.o.host}:${this.o.port}`,
+      connections: [...this.#conns].map((c) => ({
+        peer: c.peerNode,
+        bytesReceived: c.bytesReceived,
+        bytesSent: c.bytesSent,
+      })),
+      writesApplied: this.#writesApplied,
+      refused: this.#refused,
+      closedForBadInput: this.#closedForBadInput,
+    };
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.#conns) c.close('server closing');
+    for (const s of this.#sockets) s.destroy();
+    await new Promise<void>((resolve) => (this.#server ? this.#server.close(() => resolve()) : resolve()));
+    await this.#chain.catch(() => undefined);
+  }
+
+  #accept(socket: Socket): void {
+    this.#sockets.add(socket);
+    socket.on('close', () => this.#sockets.delete(socket));
+    socket.on('error', () => undefined);
+    socket.setNoDelay(true);
+    serverHandshake(socket, { node: this.o.node, volumeUuid: this.o.volumeUuid, secret: this.o.secret }).then(
+      (conn) => {
+        this.#conns.add(conn);
+        conn.onClose((reason) => {
+          this.#conns.delete(conn);
+          if (reason.startsWith('bad ')) this.#closedForBadInput++;
+          this.o.log.info({ peer: conn.peerNode, reason }, 'replication connection closed');
+        });
+        conn.onMessage((m, epoch) => this.#handle(conn, m, epoch));
+      },
+      (err: Error) => {
+        this.#closedForBadInput++;
+        this.o.log.warn(
+          { remote: socket.remoteAddress, reason: err.message },
+          'replication handshake refused',
+        );
+      },
+    );
+  }
+
+  state(): PeerState {
+    const m = this.o.store.load();
+    return {
+      node: this.o.node,
+      role: this.o.isPrimary?.() ? 'Primary' : 'Secondary',
+      diskState: this.o.device ? m.diskState : 'Diskless',
+      generation: m.generation,
+      crashedPrimary: m.primaryOpen,
+      epoch: m.epoch,
+      size: this.o.size,
+      changedBlocks: 0,
+      promotedAt: 0,
+    };
+  }
+
+  /** Remembers a higher epoch durably; returns false when `epoch` is older than the highest seen. */
+  #checkEpoch(epoch: number): boolean {
+    const m = this.o.store.load();
+    if (epoch < m.epoch) return false;
+    if (epoch > m.epoch) this.o.store.save({ ...m, epoch });
+    return true;
+  }
+
+  #handle(conn: Connection, m: Message, epoch: number): void {
+    const meta = this.o.store.load();
+    conn.epoch = meta.epoch;
+    switch (m.type) {
+      case 'state': {
+        // First STATE: the primary introduces itself; we answer with ours. A later STATE from a
+        // current-epoch primary says "you now hold my data": adopt its generation (sync done or
+        // generation rotated while connected).
+        if (!this.#checkEpoch(epoch)) {
+          this.#refuse(conn, 'stale epoch in state');
+          return;
+        }
+        if (conn.peerNode !== m.state.node) {
+          conn.close('bad state: node name differs from the handshake');
+          return;
+        }
+        if (m.state.role === 'Primary' && this.#introduced.has(conn) && this.o.device) {
+          const now = this.o.store.load();
+          this.#chain = this.#chain.then(() => {
+            this.o.store.save({
+              ...now,
+              generation: adoptSourceGeneration(now.generation, m.state.generation),
+              diskState: 'UpToDate',
+            });
+          });
+        }
+        this.#introduced.add(conn);
+        conn.send({ type: 'state', state: this.state() });
+        return;
+      }
+      case 'write': {
+        const refuse = this.#admit(epoch, m.offset, m.data.length);
+        if (refuse !== AckStatus.ok) {
+          this.#refused++;
+          conn.send({ type: 'ack', id: m.id, status: refuse });
+          return;
+        }
+        const device = this.o.device!;
+        const job = this.#chain.then(async () => {
+          if (m.resync) {
+            const cur = this.o.store.load();
+            if (cur.diskState === 'UpToDate' || cur.diskState === 'Outdated')
+              this.o.store.save({ ...cur, diskState: 'Inconsistent' });
+          }
+          await device.write(m.offset, m.data);
+        });
+        this.#chain = job.catch(() => undefined);
+        job.then(
+          () => {
+            this.#writesApplied++;
+            conn.send({ type: 'ack', id: m.id, status: AckStatus.ok });
+          },
+          () => conn.send({ type: 'ack', id: m.id, status: AckStatus.ioError }),
+        );
+        return;
+      }
+      case 'flush': {
+        if (!this.o.device) {
+          conn.send({ type: 'ack', id: m.id, status: AckStatus.ok });
+          return;
+        }
+        const device = this.o.device;
+        const job = this.#chain.then(() => device.flush());
+        this.#chain = job.catch(() => undefined);
+        job.then(
+          () => conn.send({ type: 'ack', id: m.id, status: AckStatus.ok }),
+          () => conn.send({ type: 'ack', id: m.id, status: AckStatus.ioError }),
+        );
+        return;
+      }
+      case 'digestRequest': {
+        const { id, offset, length, chunk } = m;
+        if (
+          !this.o.device ||
+          chunk <= 0 ||
+          chunk > MAX_READ ||
+          length > MAX_DIGEST_SPAN ||
+          offset + length > this.o.size
+        ) {
+          conn.send({ type: 'digestReply', id, status: AckStatus.outOfRange, digests: Buffer.alloc(0) });
+          return;
+        }
+        const device = this.o.device;
+        const job = this.#chain.then(() => blockDigests(device, offset, length, chunk));
+        this.#chain = job.catch(() => undefined);
+        job.then(
+          (digests) => conn.send({ type: 'digestReply', id, status: AckStatus.ok, digests }),
+          () => conn.send({ type: 'digestReply', id, status: AckStatus.ioError, digests: Buffer.alloc(0) }),
+        );
+        return;
+      }
+      case 'readRequest': {
+        const { id, offset, length } = m;
+        if (!this.o.device || length > MAX_READ || offset + length > this.o.size) {
+          conn.send({ type: 'readReply', id, status: AckStatus.outOfRange, data: Buffer.alloc(0) });
+          return;
+        }
+        const device = this.o.device;
+        const job = this.#chain.then(() => device.read(offset, length));
+        this.#chain = job.catch(() => undefined);
+        job.then(
+          (data) => conn.send({ type: 'readReply', id, status: AckStatus.ok, data }),
+          () => conn.send({ type: 'readReply', id, status: AckStatus.ioError, data: Buffer.alloc(0) }),
+        );
+        return;
+      }
+      case 'ping':
+        conn.send({ type: 'pong' });
+        return;
+      case 'pong':
+        return;
+      case 'error':
+        this.o.log.warn({ peer: conn.peerNode, message: m.message }, 'peer reported an error');
+        conn.close(`peer error: ${m.message}`);
+        return;
+      default:
+        conn.close(`bad message: unexpected ${m.type} after handshake`);
+    }
+  }
+
+  #admit(epoch: number, offset: number, length: number): AckStatusCode {
+    if (!this.o.device) return AckStatus.ioError;
+    if (this.o.isPrimary?.()) return AckStatus.notSecondary;
+    if (!this.#checkEpoch(epoch)) return AckStatus.staleEpoch;
+    if (offset % 512 !== 0 || offset + length > this.o.size || length === 0) return AckStatus.outOfRange;
+    return AckStatus.ok;
+  }
+
+  #refuse(conn: Connection, why: string): void {
+    this.#refused++;
+    conn.send({ type: 'error', message: why });
+    conn.close(`refused: ${why}`);
+  }
+}
+
+/** SHA-256 of each `chunk`-sized piece of [offset, offset+length). */
+export async function blockDigests(
+  device: BlockDevice,
+  offset: number,
+  length: number,
+  chunk: number,
+): Promise<Buffer> {
+  const out: Buffer[] = [];
+  for (let at = offset; at < offset + length; at += chunk) {
+    const n = Math.min(chunk, offset + length - at);
+    out.push(
+      createHash('sha256')
+        .update(await device.read(at, n))
+        .digest(),
+    );
+  }
+  return Buffer.concat(out);
+}

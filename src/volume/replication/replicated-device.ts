@@ -1,0 +1,759 @@
+/**
+ * The primary's BlockDevice (protocol C): a write resolves only after the local write and every
+ * connected peer that holds data acknowledged it; flush resolves after the local fdatasync and every
+ * such peer's. Absent peers get the write's extents marked in their dirty bitmap; on reconnect the
+ * generation identifiers decide what travels (bitmap resync, full sync, split-brain, unrelated).
+ */
+
+import { randomBytes } from 'node:crypto';
+import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { type BlockDevice, DeviceError } from '../block-device.ts';
+import {
+  ActivityLogFile,
+  ActivityLogState,
+  DEFAULT_AL_EXTENT_SIZE,
+  DEFAULT_AL_SLOTS,
+} from './activity-log.ts';
+import { type ByteRange, DEFAULT_EXTENT_SIZE, DirtyBitmap, loadBitmap, saveBitmap } from './bitmap.ts';
+import type { ConnectionLog } from './connection.ts';
+import {
+  type AfterSplitBrainPolicy,
+  clearBitmapGeneration,
+  decideSync,
+  type GenerationView,
+  randomGenerationId,
+  resolveSplitBrain,
+  startNewGeneration,
+} from './generation.ts';
+import { type PeerAddress, PeerGone, PeerLink } from './peer-link.ts';
+import { AckStatus, type PeerState } from './protocol.ts';
+import { blockDigests } from './replica-server.ts';
+import type { ReplicaStore } from './replica-store.ts';
+import {
+  admitWrite,
+  type ConnectionState,
+  type PeerView,
+  promote,
+  type QuorumPolicy,
+  quorum,
+  type ReplicaRoleState,
+} from './role.ts';
+
+export interface ReplicationConfig {
+  node: string;
+  volumeUuid: string;
+  secret: Buffer;
+  peers: PeerAddress[];
+  quorum: QuorumPolicy;
+  afterSplitBrain: AfterSplitBrainPolicy;
+  /** Directory for per-peer bitmaps, the activity log and saved discarded blocks. */
+  stateDir: string;
+  /** Resync bandwidth cap in bytes/s (0 = unlimited); application writes pause resync briefly too. */
+  resyncRate?: number;
+  extentSize?: number;
+  alExtentSize?: number;
+  alSlots?: number;
+  now?: () => number;
+}
+
+export interface ResyncProgress {
+  totalBytes: number;
+  doneBytes: number;
+  bytesPerSecond: number;
+  etaSeconds: number | undefined;
+}
+
+export interface PeerStatus {
+  node: string;
+  address: string;
+  tiebreaker: boolean;
+  connection: ConnectionState;
+  diskState: string | undefined;
+  role: string | undefined;
+  outOfSyncBytes: number;
+  resync: ResyncProgress | undefined;
+  lastResync: { bytes: number; ms: number } | undefined;
+  lastError: string;
+  bytesSent: number;
+}
+
+export interface ReplicationStatus {
+  role: 'Primary' | 'Secondary';
+  diskState: string;
+  epoch: number;
+  fenced: boolean;
+  generation: { current: string; bitmap: string; history: string[] };
+  quorum: {
+    policy: QuorumPolicy;
+    voters: number;
+    reachable: number;
+    needed: number;
+    hasQuorum: boolean;
+    suspendedWrites: number;
+  };
+  peers: PeerStatus[];
+}
+
+export interface VerifyResult {
+  peer: string;
+  bytesCompared: number;
+  mismatches: ByteRange[];
+}
+
+interface PeerData {
+  link: PeerLink;
+  bitmap: DirtyBitmap;
+  /** Extents written to the peer since its last successful flush: lost if it crashes before flushing. */
+  unflushed: DirtyBitmap;
+  flushing: DirtyBitmap[];
+  resync: (ResyncProgress & { startedAt: number }) | undefined;
+  resyncRunning: boolean;
+  lastResync: { bytes: number; ms: number } | undefined;
+}
+
+const VERIFY_SPAN = 64 * 1024 * 1024;
+
+export class ReplicatedDevice implements BlockDevice {
+  readonly size: number;
+  readonly local: BlockDevice;
+  readonly store: ReplicaStore;
+  readonly c: ReplicationConfig;
+  readonly log: ConnectionLog;
+  #role: 'Primary' | 'Secondary' = 'Secondary';
+  #fenced = false;
+  #peers: PeerData[] = [];
+  #al: ActivityLogState;
+  #alFile: ActivityLogFile;
+  #alWaiters: Array<() => void> = [];
+  #stateWaiters: Array<() => void> = [];
+  #suspended = 0;
+  #rotated = false;
+  /** Per bitmap extent: application writes in flight, and extents a resync holds. */
+  #writing = new Map<number, number>();
+  #locked = new Map<number, Promise<void>>();
+  #extentSize: number;
+  #promotedAt = 0;
+  #closed = false;
+
+  constructor(local: BlockDevice, store: ReplicaStore, c: ReplicationConfig, log: ConnectionLog) {
+    this.local = local;
+    this.size = local.size;
+    this.store = store;
+    this.c = c;
+    this.log = log;
+    this.#extentSize = c.extentSize ?? DEFAULT_EXTENT_SIZE;
+    mkdirSync(c.stateDir, { recursive: true });
+    const meta = store.load();
+    const { log: alFile, hot } = ActivityLogFile.open(
+      join(c.stateDir, 'activity-log'),
+      c.alSlots ?? DEFAULT_AL_SLOTS,
+    );
+    this.#alFile = alFile;
+    const alExtent = c.alExtentSize ?? DEFAULT_AL_EXTENT_SIZE;
+    this.#al = new ActivityLogState(alExtent, c.alSlots ?? DEFAULT_AL_SLOTS);
+    for (const peer of c.peers) {
+      const file = this.#bitmapFile(peer.node);
+      const bitmap =
+        existsSync(file) || meta.primaryOpen
+          ? loadBitmap(file, this.size, this.#extentSize).bitmap
+          : new DirtyBitmap(this.size, this.#extentSize);
+      // After a crash as primary, every extent the activity log held may have missed any peer.
+      if (meta.primaryOpen)
+        for (const r of ActivityLogState.crashRanges(hot, alExtent, this.size))
+          bitmap.markRange(r.offset, r.length);
+      const data: PeerData = {
+        bitmap,
+        unflushed: new DirtyBitmap(this.size, this.#extentSize),
+        flushing: [],
+        resync: undefined,
+        resyncRunning: false,
+        lastResync: undefined,
+        link: new PeerLink({
+          node: c.node,
+          volumeUuid: c.volumeUuid,
+          secret: c.secret,
+          peer,
+          log,
+          localState: () => this.#localState(),
+          onConnected: (link, st) => this.#onConnected(data, st),
+          onDisconnected: () => this.#onDisconnected(data),
+        }),
+      };
+      this.#peers.push(data);
+    }
+  }
+
+  get role(): 'Primary' | 'Secondary' {
+    return this.#role;
+  }
+
+  // ---- roles
+
+  /** Becomes primary with this epoch (fencing token) if the rules allow; connects to the peers first. */
+  async promote(epoch: number, waitMs = 3000): Promise<{ ok: true } | { ok: false; reason: string }> {
+    if (this.#role === 'Primary' && !this.#fenced) return { ok: true };
+    for (const p of this.#peers) p.link.start();
+    await this.#waitFor(() => quorum(this.#roleState()).hasQuorum, waitMs);
+    const d = promote(this.#roleState(), epoch);
+    if (!d.ok) {
+      for (const p of this.#peers) p.link.stop();
+      return d;
+    }
+    const meta = this.store.load();
+    this.store.save({ ...meta, epoch, primaryOpen: true });
+    for (const p of this.#peers) saveBitmap(this.#bitmapFile(p.link.node), p.bitmap);
+    this.#role = 'Primary';
+    this.#fenced = false;
+    this.#rotated = false;
+    this.#promotedAt = (this.c.now ?? Date.now)();
+    for (const p of this.#peers) {
+      p.link.epoch = epoch;
+      // Re-run the handshake decision now that we are primary.
+      if (p.link.peerState) this.#onConnected(p, p.link.peerState);
+    }
+    this.#wake();
+    return { ok: true };
+  }
+
+  /** Back to secondary: waits for nothing new (the caller has unmounted), flushes, saves bitmaps. */
+  async demote(): Promise<void> {
+    if (this.#role !== 'Primary') return;
+    await this.flush().catch(() => undefined);
+    this.#role = 'Secondary';
+    for (const p of this.#peers) {
+      p.link.stop();
+      p.bitmap.merge(p.unflushed);
+      for (const f of p.flushing) p.bitmap.merge(f);
+      saveBitmap(this.#bitmapFile(p.link.node), p.bitmap);
+    }
+    const meta = this.store.load();
+    this.store.save({ ...meta, primaryOpen: false });
+    this.#wake();
+  }
+
+  // ---- BlockDevice
+
+  read(offset: number, length: number): Promise<Buffer> {
+    return this.local.read(offset, length);
+  }
+
+  async write(offset: number, data: Buffer): Promise<void> {
+    if (offset < 0 || offset + data.length > this.size)
+      throw new DeviceError('EINVAL', 'write beyond the device');
+    await this.#admit();
+    await this.#enterActivityLog(offset, data.length);
+    const range = this.#extents(offset, data.length);
+    try {
+      await this.#waitUnlocked(range);
+      for (let e = range[0]; e <= range[1]; e++) this.#writing.set(e, (this.#writing.get(e) ?? 0) + 1);
+      try {
+        this.#maybeRotate();
+        const peerWrites: Promise<void>[] = [];
+        for (const p of this.#peers) {
+          if (p.link.o.peer.tiebreaker) continue;
+          if (!this.#receivesWrites(p)) {
+            p.bitmap.markRange(offset, data.length);
+            continue;
+          }
+          p.unflushed.markRange(offset, data.length);
+          peerWrites.push(
+            p.link.write(offset, data).then(
+              (status) => this.#peerAnswered(p, status, offset, data.length),
+              () => p.bitmap.markRange(offset, data.length),
+            ),
+          );
+        }
+        try {
+          await this.local.write(offset, data);
+        } finally {
+          await Promise.all(peerWrites);
+        }
+        // A peer lost mid-write: the data may now be on a minority only. Hold the ack until quorum.
+        if (this.#fenced) throw new DeviceError('EIO', 'fenced by a newer epoch');
+        await this.#admit();
+      } finally {
+        for (let e = range[0]; e <= range[1]; e++) this.#writing.set(e, (this.#writing.get(e) ?? 1) - 1);
+      }
+    } finally {
+      this.#al.complete(offset, data.length);
+      this.#alWaiters.splice(0).forEach((w) => {
+        w();
+      });
+    }
+  }
+
+  async flush(): Promise<void> {
+    const peerFlushes: Promise<void>[] = [];
+    for (const p of this.#peers) {
+      if (p.link.o.peer.tiebreaker || !this.#receivesWrites(p)) continue;
+      const snapshot = p.unflushed;
+      p.unflushed = new DirtyBitmap(this.size, this.#extentSize);
+      p.flushing.push(snapshot);
+      peerFlushes.push(
+        p.link
+          .flush()
+          .then(
+            (status) => {
+              if (status !== AckStatus.ok) p.bitmap.merge(snapshot);
+            },
+            () => p.bitmap.merge(snapshot),
+          )
+          .finally(() => {
+            p.flushing = p.flushing.filter((f) => f !== snapshot);
+          }),
+      );
+    }
+    try {
+      await this.local.flush();
+    } finally {
+      await Promise.all(peerFlushes);
+    }
+    if (this.#role === 'Primary') await this.#admit();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    if (this.#role === 'Primary') await this.demote();
+    for (const p of this.#peers) p.link.stop();
+    this.#closed = true;
+    this.#alFile.close();
+    this.#wake();
+    await this.local.close();
+  }
+
+  // ---- verify and split-brain resolution
+
+  /** Compares this replica with a peer by SHA-256 digests per extent; optionally resyncs differences. */
+  async verify(peerNode: string, o: { resync?: boolean } = {}): Promise<VerifyResult> {
+    const p = this.#peer(peerNode);
+    const mismatches: ByteRange[] = [];
+    const chunk = this.#extentSize;
+    for (let at = 0; at < this.size; at += VERIFY_SPAN) {
+      const len = Math.min(VERIFY_SPAN, this.size - at);
+      const [mine, theirs] = await Promise.all([
+        blockDigests(this.local, at, len, chunk),
+        p.link.digests(at, len, chunk),
+      ]);
+      if (!theirs || theirs.length !== mine.length)
+        throw new Error(`peer ${peerNode} did not answer the digest request`);
+      for (let i = 0; i * 32 < mine.length; i++) {
+        if (!mine.subarray(i * 32, i * 32 + 32).equals(theirs.subarray(i * 32, i * 32 + 32))) {
+          const offset = at + i * chunk;
+          const length = Math.min(chunk, this.size - offset);
+          const last = mismatches[mismatches.length - 1];
+          if (last && last.offset + last.length === offset) last.length += length;
+          else mismatches.push({ offset, length });
+        }
+      }
+    }
+    if (o.resync && mismatches.length > 0) {
+      for (const r of mismatches) p.bitmap.markRange(r.offset, r.length);
+      this.#startResync(p);
+    }
+    return { peer: peerNode, bytesCompared: this.size, mismatches };
+  }
+
+  /**
+   * The operator chose this node as the survivor of a split-brain with `peerNode`: the peer's
+   * diverging blocks are saved to a file first (offset + data records), then overwritten from here.
+   */
+  async resolveSplitBrainKeepLocal(peerNode: string): Promise<{ savedTo: string; bytesSaved: number }> {
+    const p = this.#peer(peerNode);
+    p.link.start();
+    await this.#waitFor(() => p.link.state === 'Connected' || p.link.state === 'SyncSource', 5000);
+    if (p.link.state !== 'Connected' && p.link.state !== 'SyncSource')
+      throw new Error(`peer ${peerNode} is not reachable`);
+    return this.#discardPeer(p);
+  }
+
+  status(): ReplicationStatus {
+    const meta = this.store.load();
+    const q = quorum(this.#roleState());
+    return {
+      role: this.#role,
+      diskState: meta.diskState,
+      epoch: meta.epoch,
+      fenced: this.#fenced,
+      generation: meta.generation,
+      quorum: { policy: this.c.quorum, ...q, suspendedWrites: this.#suspended },
+      peers: this.#peers.map((p) => ({
+        node: p.link.node,
+        address: `${p.link.o.peer.host}:${p.link.o.peer.port}`,
+        tiebreaker: p.link.o.peer.tiebreaker ?? false,
+        connection: p.link.state,
+        diskState: p.link.peerState?.diskState,
+        role: p.link.peerState?.role,
+        outOfSyncBytes: p.bitmap.dirtyBytes,
+        resync: p.resync && {
+          totalBytes: p.resync.totalBytes,
+          doneBytes: p.resync.doneBytes,
+          bytesPerSecond: p.resync.bytesPerSecond,
+          etaSeconds: p.resync.etaSeconds,
+        },
+        lastResync: p.lastResync,
+        lastError: p.link.lastError,
+        bytesSent: p.link.bytesSent,
+      })),
+    };
+  }
+
+  /** Test and admin hook: drop one peer's connection (it reconnects with backoff). */
+  dropPeer(node: string): void {
+    this.#peer(node).link.drop('dropped by request');
+  }
+
+  // ---- internals
+
+  #peer(node: string): PeerData {
+    const p = this.#peers.find((x) => x.link.node === node);
+    if (!p) throw new Error(`no peer named ${node}`);
+    return p;
+  }
+
+  #bitmapFile(node: string): string {
+    return join(this.c.stateDir, `bitmap-${node.replace(/[^A-Za-z0-9_.-]/g, '_')}`);
+  }
+
+  #receivesWrites(p: PeerData): boolean {
+    return p.link.state === 'Connected' || p.link.state === 'SyncSource';
+  }
+
+  #roleState(): ReplicaRoleState {
+    const meta = this.store.load();
+    return {
+      role: this.#role,
+      diskState: meta.diskState,
+      epoch: meta.epoch,
+      fenced: this.#fenced,
+      quorumPolicy: this.c.quorum,
+      peers: this.#peers.map(
+        (p): PeerView => ({
+          id: p.link.node,
+          tiebreaker: p.link.o.peer.tiebreaker ?? false,
+          connection: p.link.state,
+          diskState: p.link.peerState?.diskState,
+          role: p.link.peerState?.role,
+        }),
+      ),
+    };
+  }
+
+  #localState(): PeerState {
+    const meta = this.store.load();
+    let changed = 0;
+    for (const p of this.#peers) changed = Math.max(changed, p.bitmap.dirtyExtents);
+    return {
+      node: this.c.node,
+      role: this.#role,
+      diskState: meta.diskState,
+      generation: meta.generation,
+      crashedPrimary: false,
+      epoch: meta.epoch,
+      size: this.size,
+      changedBlocks: changed,
+      promotedAt: this.#promotedAt,
+    };
+  }
+
+  async #admit(): Promise<void> {
+    for (;;) {
+      if (this.#closed) throw new DeviceError('EIO', 'device closed');
+      const a = admitWrite(this.#roleState());
+      if (a.kind === 'proceed') return;
+      if (a.kind === 'fail') throw new DeviceError(a.errno, a.reason);
+      this.#suspended++;
+      try {
+        await new Promise<void>((resolve) => this.#stateWaiters.push(resolve));
+      } finally {
+        this.#suspended--;
+      }
+    }
+  }
+
+  #wake(): void {
+    for (const w of this.#stateWaiters.splice(0)) w();
+  }
+
+  async #waitFor(cond: () => boolean, ms: number): Promise<void> {
+    const end = Date.now() + ms;
+    while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+  }
+
+  async #enterActivityLog(offset: number, length: number): Promise<void> {
+    for (;;) {
+      const r = this.#al.admit(offset, length);
+      if (r) {
+        if (r.mustCommit) {
+          // Bits for extents leaving the log must be durable before the log forgets them.
+          if (r.evicted.length > 0) {
+            for (const p of this.#peers) {
+              if (p.bitmap.changedSincePersist) saveBitmap(this.#bitmapFile(p.link.node), p.bitmap);
+            }
+          }
+          this.#alFile.commit(this.#al.extentSize, this.#al.hot);
+        }
+        return;
+      }
+      await new Promise<void>((resolve) => this.#alWaiters.push(resolve));
+    }
+  }
+
+  #extents(offset: number, length: number): [number, number] {
+    return [Math.floor(offset / this.#extentSize), Math.floor((offset + length - 1) / this.#extentSize)];
+  }
+
+  async #waitUnlocked([first, last]: [number, number]): Promise<void> {
+    for (;;) {
+      let wait: Promise<void> | undefined;
+      for (let e = first; e <= last && !wait; e++) wait = this.#locked.get(e);
+      if (!wait) return;
+      await wait;
+    }
+  }
+
+  /** The first write while some data peer is not in sync starts a new data generation. */
+  #maybeRotate(): void {
+    if (this.#rotated) return;
+    const allInSync = this.#peers.every(
+      (p) => p.link.o.peer.tiebreaker || (p.link.state === 'Connected' && p.bitmap.dirtyExtents === 0),
+    );
+    if (allInSync) return;
+    const meta = this.store.load();
+    const generation = startNewGeneration(meta.generation, randomGenerationId(randomBytes));
+    this.store.save({ ...meta, generation });
+    this.#rotated = true;
+    this.log.info({ generation: generation.current }, 'new data generation (a peer is not in sync)');
+    // Peers in sync take the new name too, before the write that follows on the same connection.
+    for (const p of this.#peers) {
+      if (p.link.state === 'Connected' && !p.link.o.peer.tiebreaker && p.bitmap.dirtyExtents === 0) {
+        p.link.send({ type: 'state', state: this.#localState() });
+      }
+    }
+  }
+
+  #peerAnswered(p: PeerData, status: number, offset: number, length: number): void {
+    if (status === AckStatus.ok) return;
+    p.bitmap.markRange(offset, length);
+    if (status === AckStatus.staleEpoch) {
+      this.#fenced = true;
+      this.log.warn({ peer: p.link.node }, 'peer refused our epoch: fenced, refusing further writes');
+      this.#wake();
+    }
+    p.link.drop(`peer refused a write (status ${status})`);
+  }
+
+  #onDisconnected(p: PeerData): void {
+    p.bitmap.merge(p.unflushed);
+    for (const f of p.flushing) p.bitmap.merge(f);
+    p.resync = undefined;
+    if (this.#role === 'Primary' && !p.link.o.peer.tiebreaker) this.#rotated = false;
+    this.#wake();
+  }
+
+  #onConnected(p: PeerData, peer: PeerState): void {
+    if (peer.epoch > this.store.load().epoch) {
+      const meta = this.store.load();
+      this.store.save({ ...meta, epoch: peer.epoch });
+      if (this.#role === 'Primary') {
+        this.#fenced = true;
+        this.log.warn({ peer: peer.node, epoch: peer.epoch }, 'peer has a newer epoch: fenced');
+      }
+    }
+    if (peer.size !== this.size && !p.link.o.peer.tiebreaker && peer.diskState !== 'Diskless') {
+      p.link.park('Refused', `peer size ${peer.size} differs from ${this.size}`);
+      this.#wake();
+      return;
+    }
+    if (this.#role !== 'Primary' || p.link.o.peer.tiebreaker || peer.diskState === 'Diskless') {
+      this.#wake();
+      return;
+    }
+    if (peer.role === 'Primary') {
+      p.link.park('Refused', 'peer is primary too');
+      this.#wake();
+      return;
+    }
+    const meta = this.store.load();
+    const local: GenerationView = {
+      generation: meta.generation,
+      diskState: meta.diskState,
+      crashedPrimary: false,
+    };
+    const remote: GenerationView = {
+      generation: peer.generation,
+      diskState: peer.diskState,
+      crashedPrimary: peer.crashedPrimary,
+    };
+    const d = decideSync(local, remote);
+    this.log.info({ peer: peer.node, decision: d.kind, reason: d.reason }, 'peer handshake decision');
+    switch (d.kind) {
+      case 'none':
+        if (p.bitmap.dirtyExtents > 0) this.#startResync(p);
+        break;
+      case 'bitmap':
+      case 'full':
+        if (d.source === 'peer') {
+          p.link.park('Refused', `peer holds newer data than this primary (${d.reason})`);
+          break;
+        }
+        if (d.kind === 'full') p.bitmap.setAll();
+        this.#startResync(p);
+        break;
+      case 'split-brain': {
+        const r = resolveSplitBrain(
+          this.c.afterSplitBrain,
+          {
+            changedBlocks: p.bitmap.dirtyExtents,
+            promotedAt: this.#promotedAt,
+            current: meta.generation.current,
+          },
+          {
+            changedBlocks: peer.changedBlocks,
+            promotedAt: peer.promotedAt,
+            current: peer.generation.current,
+          },
+        );
+        if (r.kind === 'discard' && r.loser === 'peer') {
+          p.link.state = 'SyncSource';
+          this.#discardPeer(p).catch((err: Error) =>
+            p.link.park('SplitBrain', `split-brain resolution failed: ${err.message}`),
+          );
+        } else {
+          p.link.park('SplitBrain', `split-brain: ${d.reason}; ${r.reason}`);
+        }
+        break;
+      }
+      case 'unrelated':
+        p.link.park('Unrelated', d.reason);
+        break;
+      case 'no-source':
+        p.link.park('Refused', d.reason);
+        break;
+    }
+    this.#wake();
+  }
+
+  /** Saves the peer's diverging extents (found by digest) to a file, then resyncs them from here. */
+  async #discardPeer(p: PeerData): Promise<{ savedTo: string; bytesSaved: number }> {
+    p.link.state = 'SyncSource';
+    const v = await this.verify(p.link.node);
+    const file = join(
+      this.c.stateDir,
+      `discarded-${p.link.node}-${new Date().toISOString().replace(/[:.]/g, '-')}.bin`,
+    );
+    let bytesSaved = 0;
+    for (const r of v.mismatches) {
+      for (let at = r.offset; at < r.offset + r.length; at += this.#extentSize) {
+        const len = Math.min(this.#extentSize, r.offset + r.length - at);
+        const data = await p.link.read(at, len);
+        if (!data) throw new Error(`could not read diverging block at ${at} from ${p.link.node}`);
+        // Record: offset (u64), length (u32), data. Appended synchronously: small, and must be durable-ish before overwrite.
+        const head = Buffer.alloc(12);
+        head.writeBigUInt64BE(BigInt(at), 0);
+        head.writeUInt32BE(len, 8);
+        appendFileSync(file, Buffer.concat([head, data]));
+        bytesSaved += len;
+        p.bitmap.markRange(at, len);
+      }
+    }
+    this.log.warn({ peer: p.link.node, file, bytesSaved }, 'split-brain: discarded peer blocks saved');
+    this.#startResync(p);
+    return { savedTo: file, bytesSaved };
+  }
+
+  #startResync(p: PeerData): void {
+    if (p.resyncRunning) return;
+    p.resyncRunning = true;
+    p.link.state = 'SyncSource';
+    this.#resync(p)
+      .catch((err: Error) => {
+        this.log.warn({ peer: p.link.node, err: err.message }, 'resync interrupted');
+      })
+      .finally(() => {
+        p.resyncRunning = false;
+        this.#wake();
+      });
+  }
+
+  async #resync(p: PeerData): Promise<void> {
+    const now = this.c.now ?? Date.now;
+    const startedAt = now();
+    const progress: ResyncProgress & { startedAt: number } = {
+      totalBytes: p.bitmap.dirtyBytes,
+      doneBytes: 0,
+      bytesPerSecond: 0,
+      etaSeconds: undefined,
+      startedAt,
+    };
+    p.resync = progress;
+    const maxSpan = 16 * this.#extentSize;
+    while (p.bitmap.dirtyExtents > 0) {
+      if (p.link.state !== 'SyncSource') throw new PeerGone(p.link.node, 'connection lost during resync');
+      const next = p.bitmap.dirtyRanges(maxSpan).next();
+      if (next.done) break;
+      const r = next.value;
+      const [first, last] = this.#extents(r.offset, r.length);
+      // Hold the extents: application writes into them wait, and in-flight ones finish first, so the
+      // block we read is not older than one the peer already got directly.
+      let release: () => void = () => undefined;
+      const lock = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      for (let e = first; e <= last; e++) this.#locked.set(e, lock);
+      try {
+        while (this.#anyWriting(first, last)) await new Promise((res) => setTimeout(res, 1));
+        const data = await this.local.read(r.offset, r.length);
+        const status = await p.link.write(r.offset, data, true);
+        if (status !== AckStatus.ok) {
+          p.link.drop(`resync write refused (status ${status})`);
+          throw new Error(`peer refused resync write (status ${status})`);
+        }
+        p.unflushed.markRange(r.offset, r.length);
+        for (let e = first; e <= last; e++) p.bitmap.clearExtent(e);
+      } finally {
+        for (let e = first; e <= last; e++) this.#locked.delete(e);
+        release();
+      }
+      progress.doneBytes += r.length;
+      const done = progress.doneBytes;
+      const elapsed = Math.max(1, now() - startedAt) / 1000;
+      progress.totalBytes = Math.max(progress.totalBytes, done + p.bitmap.dirtyBytes);
+      progress.bytesPerSecond = Math.round(done / elapsed);
+      progress.etaSeconds =
+        progress.bytesPerSecond > 0 ? Math.ceil(p.bitmap.dirtyBytes / progress.bytesPerSecond) : undefined;
+      const rate = this.c.resyncRate ?? 0;
+      if (rate > 0) {
+        const ahead = done / rate - (now() - startedAt) / 1000;
+        if (ahead > 0) await new Promise((res) => setTimeout(res, ahead * 1000));
+      }
+      // Application writes first: yield when they are waiting.
+      if (this.#writing.size > 0 && [...this.#writing.values()].some((n) => n > 0))
+        await new Promise((res) => setImmediate(res));
+    }
+    const flushed = await p.link.flush();
+    if (flushed !== AckStatus.ok) throw new Error('peer could not flush after resync');
+    p.unflushed.clearAll();
+    // The peer now holds our data: it takes our generation (the STATE message) and is UpToDate.
+    p.link.state = 'Connected';
+    p.resync = undefined;
+    p.lastResync = { bytes: progress.doneBytes, ms: now() - startedAt };
+    const meta = this.store.load();
+    if (
+      this.#peers.every(
+        (x) => x.link.o.peer.tiebreaker || (x.link.state === 'Connected' && x.bitmap.dirtyExtents === 0),
+      )
+    ) {
+      this.store.save({ ...meta, generation: clearBitmapGeneration(meta.generation) });
+      this.#rotated = false;
+    }
+    p.link.send({ type: 'state', state: this.#localState() });
+    saveBitmap(this.#bitmapFile(p.link.node), p.bitmap);
+    this.log.info({ peer: p.link.node, ...p.lastResync }, 'resync finished');
+  }
+
+  #anyWriting(first: number, last: number): boolean {
+    for (let e = first; e <= last; e++) if ((this.#writing.get(e) ?? 0) > 0) return true;
+    return false;
+  }
+}
