@@ -182,7 +182,9 @@ export async function stopVserver(name: string, reason = 'stop requested'): Prom
     } catch {}
   }
   updateRuntime(name, (r) => ({ ...r, supervisorPid: undefined }));
-  return stopContainer(def, reason);
+  const how = await stopContainer(def, reason);
+  removeEmptyCgroupParents(name);
+  return how;
 }
 
 export async function destroyVserver(name: string, removeRootfs: boolean): Promise<void> {
