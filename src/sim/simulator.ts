@@ -174,7 +174,10 @@ export class Simulator {
         continue;
       }
       for (const [name, r] of reps) {
-        if (name === primary.name) continue;
+        if (name === primary.name) {
+          r.upToDate = true; // the running copy is the reference
+          continue;
+        }
         const n = this.nodes.get(name)!;
         if (!this.connected(n)) {
           // The primary keeps writing with quorum: an unreachable replica falls behind.
