@@ -181,7 +181,8 @@ export class Simulator {
         const n = this.nodes.get(name)!;
         if (!this.connected(n)) {
           // The primary keeps writing with quorum: an unreachable replica falls behind.
-          if (r.upToDate) this.say(`sim: ${v} replica on ${name} falls behind (${primary.name} writes without it)`);
+          if (r.upToDate)
+            this.say(`sim: ${v} replica on ${name} falls behind (${primary.name} writes without it)`);
           r.upToDate = false;
           r.syncFrom = null;
         } else if (!r.upToDate) {
