@@ -147,6 +147,8 @@ export class ReplicaServer {
         // current-epoch primary says "you now hold my data": adopt its generation (sync done or
         // generation rotated while connected).
         if (!this.#checkEpoch(epoch)) {
+          // Tell the old primary our epoch first: that is how it learns it is fenced.
+          conn.send({ type: 'state', state: this.state() });
           this.#refuse(conn, 'stale epoch in state');
           return;
         }
