@@ -249,3 +249,55 @@ test('hostile input on a replica port: connection closed, server up, data unchan
   assert.equal(digest(r.file), before);
   assert.equal(r.server.status().writesApplied, 0);
 });
+
+test('split-brain: detected at reconnect, stays disconnected, resolved by command with the loser blocks saved', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cv-repl-sb-'));
+  const b = await makeReplica(dir, 'b');
+  const aFile = join(dir, 'a.data');
+  writeFileSync(aFile, Buffer.alloc(SIZE));
+  const aStore = new MemoryReplicaStore(initial);
+  const a = new ReplicatedDevice(
+    await LocalDevice.open(aFile, SIZE),
+    aStore,
+    {
+      node: 'a',
+      volumeUuid,
+      secret,
+      peers: [{ node: 'b', host: '127.0.0.1', port: b.port }],
+      quorum: 'off',
+      afterSplitBrain: 'disconnect',
+      stateDir: join(dir, 'a-state'),
+    },
+    quiet,
+  );
+  t.after(async () => {
+    await a.close().catch(() => undefined);
+    await b.server.close();
+    await b.device.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  // b was made primary alone earlier (quorum disabled) and wrote 64 KiB: its generation moved on.
+  const bData = randomBytes(65536);
+  await b.device.write(3 * 65536, bData);
+  b.store.save({ ...b.store.load(), generation: { current: 'b2', bitmap: 'a1', history: [] } });
+  // a, alone too, rotates at its first write and writes elsewhere.
+  await b.server.close();
+  assert.deepEqual(await a.promote(1, 200), { ok: true });
+  await a.write(10 * 65536, randomBytes(65536));
+  const bServer = (await b.start(b.port)).server;
+  t.after(() => bServer.close());
+  await until(() => a.status().peers[0]!.connection === 'SplitBrain');
+  assert.match(a.status().peers[0]!.lastError, /split-brain/);
+  assert.notEqual(digest(aFile), digest(b.file));
+
+  const r = await a.resolveSplitBrainKeepLocal('b');
+  assert.equal(r.bytesSaved, 2 * 65536); // b's own block and the one a wrote
+  const saved = readFileSync(r.savedTo);
+  assert.equal(Number(saved.readBigUInt64BE(0)), 3 * 65536);
+  assert.ok(saved.subarray(12, 12 + 65536).equals(bData));
+  await until(
+    () => a.status().peers[0]!.connection === 'Connected' && a.status().peers[0]!.outOfSyncBytes === 0,
+  );
+  await a.flush();
+  assert.equal(digest(aFile), digest(b.file));
+});

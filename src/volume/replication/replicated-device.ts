@@ -110,6 +110,7 @@ interface PeerData {
   resync: (ResyncProgress & { startedAt: number }) | undefined;
   resyncRunning: boolean;
   lastResync: { bytes: number; ms: number } | undefined;
+  discarding?: Promise<{ savedTo: string; bytesSaved: number }> | undefined;
 }
 
 const VERIFY_SPAN = 64 * 1024 * 1024;
@@ -135,6 +136,8 @@ export class ReplicatedDevice implements BlockDevice {
   #extentSize: number;
   #promotedAt = 0;
   #closed = false;
+  /** Peers the operator chose to discard in a split-brain (next handshake resolves in our favour). */
+  #forceSurvivor = new Set<string>();
 
   constructor(local: BlockDevice, store: ReplicaStore, c: ReplicationConfig, log: ConnectionLog) {
     this.local = local;
@@ -176,7 +179,7 @@ export class ReplicatedDevice implements BlockDevice {
           peer,
           log,
           localState: () => this.#localState(),
-          onConnected: (link, st) => this.#onConnected(data, st),
+          onConnected: (_link, st) => this.#onConnected(data, st),
           onDisconnected: () => this.#onDisconnected(data),
         }),
       };
@@ -360,11 +363,16 @@ export class ReplicatedDevice implements BlockDevice {
    */
   async resolveSplitBrainKeepLocal(peerNode: string): Promise<{ savedTo: string; bytesSaved: number }> {
     const p = this.#peer(peerNode);
+    if (this.#role !== 'Primary') throw new Error('only the primary can resolve a split-brain in its favour');
+    this.#forceSurvivor.add(peerNode);
+    p.discarding = undefined;
     p.link.start();
-    await this.#waitFor(() => p.link.state === 'Connected' || p.link.state === 'SyncSource', 5000);
-    if (p.link.state !== 'Connected' && p.link.state !== 'SyncSource')
-      throw new Error(`peer ${peerNode} is not reachable`);
-    return this.#discardPeer(p);
+    await this.#waitFor(() => p.discarding !== undefined || p.link.state === 'Connected', 5000);
+    if (!p.discarding) {
+      this.#forceSurvivor.delete(peerNode);
+      throw new Error(`peer ${peerNode} is not reachable or not in split-brain (${p.link.state})`);
+    }
+    return p.discarding;
   }
 
   status(): ReplicationStatus {
@@ -614,9 +622,10 @@ export class ReplicatedDevice implements BlockDevice {
             current: peer.generation.current,
           },
         );
-        if (r.kind === 'discard' && r.loser === 'peer') {
+        if ((r.kind === 'discard' && r.loser === 'peer') || this.#forceSurvivor.delete(peer.node)) {
           p.link.state = 'SyncSource';
-          this.#discardPeer(p).catch((err: Error) =>
+          p.discarding = this.#discardPeer(p);
+          p.discarding.catch((err: Error) =>
             p.link.park('SplitBrain', `split-brain resolution failed: ${err.message}`),
           );
         } else {
