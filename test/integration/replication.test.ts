@@ -301,3 +301,37 @@ test('split-brain: detected at reconnect, stays disconnected, resolved by comman
   await a.flush();
   assert.equal(digest(aFile), digest(b.file));
 });
+
+test('a replica that was away cannot be promoted over a peer with newer data', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cv-repl-stale-'));
+  const b = await makeReplica(dir, 'b');
+  b.store.save({ ...b.store.load(), generation: { current: 'c3', bitmap: 'a1', history: [] }, epoch: 2 });
+  const aFile = join(dir, 'a.data');
+  writeFileSync(aFile, Buffer.alloc(SIZE));
+  const a = new ReplicatedDevice(
+    await LocalDevice.open(aFile, SIZE),
+    new MemoryReplicaStore(initial),
+    {
+      node: 'a',
+      volumeUuid,
+      secret,
+      peers: [{ node: 'b', host: '127.0.0.1', port: b.port }],
+      quorum: 'suspend-io',
+      afterSplitBrain: 'disconnect',
+      stateDir: join(dir, 'a-state'),
+    },
+    quiet,
+  );
+  t.after(async () => {
+    await a.close().catch(() => undefined);
+    await b.server.close();
+    await b.device.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const low = await a.promote(1);
+  assert.equal(low.ok, false); // b has seen epoch 2 (learnt at handshake)
+  const r = await a.promote(3);
+  assert.equal(r.ok, false);
+  if (!r.ok) assert.match(r.reason, /newer or diverged data/);
+  assert.equal(a.status().role, 'Secondary');
+});

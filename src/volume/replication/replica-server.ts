@@ -146,7 +146,7 @@ export class ReplicaServer {
         // First STATE: the primary introduces itself; we answer with ours. A later STATE from a
         // current-epoch primary says "you now hold my data": adopt its generation (sync done or
         // generation rotated while connected).
-        if (!this.#checkEpoch(epoch)) {
+        if (m.state.role === 'Primary' && !this.#checkEpoch(epoch)) {
           // Tell the old primary our epoch first: that is how it learns it is fenced.
           conn.send({ type: 'state', state: this.state() });
           this.#refuse(conn, 'stale epoch in state');

@@ -198,7 +198,7 @@ export class ReplicatedDevice implements BlockDevice {
     if (this.#role === 'Primary' && !this.#fenced) return { ok: true };
     for (const p of this.#peers) p.link.start();
     await this.#waitFor(() => quorum(this.#roleState()).hasQuorum, waitMs);
-    const d = promote(this.#roleState(), epoch);
+    const d = this.#newerPeer() ?? promote(this.#roleState(), epoch);
     if (!d.ok) {
       for (const p of this.#peers) p.link.stop();
       return d;
@@ -217,6 +217,39 @@ export class ReplicatedDevice implements BlockDevice {
     }
     this.#wake();
     return { ok: true };
+  }
+
+  /**
+   * A reachable peer with newer or diverged data forbids promotion: this node may have been away
+   * while another primary wrote (its disk still says UpToDate), and would otherwise serve old data.
+   */
+  #newerPeer(): { ok: false; reason: string } | undefined {
+    const meta = this.store.load();
+    const local: GenerationView = {
+      generation: meta.generation,
+      diskState: meta.diskState,
+      crashedPrimary: false,
+    };
+    for (const p of this.#peers) {
+      const st = p.link.peerState;
+      if (!st || p.link.o.peer.tiebreaker || st.diskState === 'Diskless') continue;
+      const d = decideSync(local, {
+        generation: st.generation,
+        diskState: st.diskState,
+        crashedPrimary: st.crashedPrimary,
+      });
+      if (
+        ((d.kind === 'bitmap' || d.kind === 'full') && d.source === 'peer') ||
+        d.kind === 'split-brain' ||
+        d.kind === 'unrelated'
+      ) {
+        return {
+          ok: false,
+          reason: `peer ${st.node} holds newer or diverged data (${d.kind}: ${d.reason}); promote it instead`,
+        };
+      }
+    }
+    return undefined;
   }
 
   /** Back to secondary: waits for nothing new (the caller has unmounted), flushes, saves bitmaps. */
