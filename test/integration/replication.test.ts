@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import { LocalDevice } from '../../src/volume/local-device.ts';
 import { clientHandshake } from '../../src/volume/replication/connection.ts';
 import { encodeFrame, FRAME_MAGIC } from '../../src/volume/replication/frame.ts';
@@ -68,6 +68,38 @@ async function makeReplica(dir: string, node: string, port = 0) {
 }
 
 const digest = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
+
+/** Node a, a would-be primary with one data peer b; closes both and removes `dir` when the test ends. */
+async function makePrimaryWithPeer(
+  t: TestContext,
+  dir: string,
+  b: Awaited<ReturnType<typeof makeReplica>>,
+  quorum: 'off' | 'suspend-io',
+) {
+  const aFile = join(dir, 'a.data');
+  writeFileSync(aFile, Buffer.alloc(SIZE));
+  const a = new ReplicatedDevice(
+    await LocalDevice.open(aFile, SIZE),
+    new MemoryReplicaStore(initial),
+    {
+      node: 'a',
+      volumeUuid,
+      secret,
+      peers: [{ node: 'b', host: '127.0.0.1', port: b.port }],
+      quorum,
+      afterSplitBrain: 'disconnect',
+      stateDir: join(dir, 'a-state'),
+    },
+    quiet,
+  );
+  t.after(async () => {
+    await a.close().catch(() => undefined);
+    await b.server.close();
+    await b.device.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { a, aFile };
+}
 
 test('three replicas: protocol C, peer loss, bitmap resync of only the dirty bytes, quorum, fencing', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'cv-repl-'));
@@ -253,29 +285,7 @@ test('hostile input on a replica port: connection closed, server up, data unchan
 test('split-brain: detected at reconnect, stays disconnected, resolved by command with the loser blocks saved', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'cv-repl-sb-'));
   const b = await makeReplica(dir, 'b');
-  const aFile = join(dir, 'a.data');
-  writeFileSync(aFile, Buffer.alloc(SIZE));
-  const aStore = new MemoryReplicaStore(initial);
-  const a = new ReplicatedDevice(
-    await LocalDevice.open(aFile, SIZE),
-    aStore,
-    {
-      node: 'a',
-      volumeUuid,
-      secret,
-      peers: [{ node: 'b', host: '127.0.0.1', port: b.port }],
-      quorum: 'off',
-      afterSplitBrain: 'disconnect',
-      stateDir: join(dir, 'a-state'),
-    },
-    quiet,
-  );
-  t.after(async () => {
-    await a.close().catch(() => undefined);
-    await b.server.close();
-    await b.device.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const { a, aFile } = await makePrimaryWithPeer(t, dir, b, 'off');
   // b was made primary alone earlier (quorum disabled) and wrote 64 KiB: its generation moved on.
   const bData = randomBytes(65536);
   await b.device.write(3 * 65536, bData);
@@ -306,28 +316,7 @@ test('a replica that was away cannot be promoted over a peer with newer data', a
   const dir = mkdtempSync(join(tmpdir(), 'cv-repl-stale-'));
   const b = await makeReplica(dir, 'b');
   b.store.save({ ...b.store.load(), generation: { current: 'c3', bitmap: 'a1', history: [] }, epoch: 2 });
-  const aFile = join(dir, 'a.data');
-  writeFileSync(aFile, Buffer.alloc(SIZE));
-  const a = new ReplicatedDevice(
-    await LocalDevice.open(aFile, SIZE),
-    new MemoryReplicaStore(initial),
-    {
-      node: 'a',
-      volumeUuid,
-      secret,
-      peers: [{ node: 'b', host: '127.0.0.1', port: b.port }],
-      quorum: 'suspend-io',
-      afterSplitBrain: 'disconnect',
-      stateDir: join(dir, 'a-state'),
-    },
-    quiet,
-  );
-  t.after(async () => {
-    await a.close().catch(() => undefined);
-    await b.server.close();
-    await b.device.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const { a } = await makePrimaryWithPeer(t, dir, b, 'suspend-io');
   const low = await a.promote(1);
   assert.equal(low.ok, false); // b has seen epoch 2 (learnt at handshake)
   const r = await a.promote(3);
