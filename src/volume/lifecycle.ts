@@ -164,6 +164,7 @@ export async function volumeStatus(name: string): Promise<VolumeStatus> {
   const { layout, meta } = requireVolume(name);
   const o = await observe(layout);
   const h = health(o);
+  const pid = o.daemonAlive ? (daemonPid(layout) ?? null) : null;
   return {
     name,
     uuid: meta.uuid,
@@ -172,7 +173,7 @@ export async function volumeStatus(name: string): Promise<VolumeStatus> {
     reason: h.reason,
     diskState: meta.diskState,
     epoch: meta.epoch,
-    pid: daemonPid(layout) ?? null,
+    pid,
     loop: o.loops[0] ?? null,
     mounts: o.fsMounts.map((m) => m.dir),
     daemon: o.daemonAlive ? (readJsonOr<DaemonStatus>(layout.statusFile) ?? null) : null,

@@ -53,9 +53,9 @@ export function planDown(o: VolumeObservation): Step[] {
 }
 
 export interface UpOptions {
+  /** Filesystem to make; the mkfs step itself skips a device that already carries one. */
   mkfs?: string;
   mountDir?: string;
-  /** Whether the attached device already carries a filesystem (asked after attaching). */
 }
 
 /** Bring up: repair a failed state first (as `down` would), then daemon → loop → (mkfs) → mount. */
