@@ -1,14 +1,109 @@
 import type { Command } from 'commander';
+import { UserError } from '../lib/errors.ts';
 import { formatSize, parseSizeOrThrow } from '../lib/size.ts';
 import {
   createVolume,
   listVolumes,
   type VolumeStatus,
   volumeDown,
+  volumeResolveSplitBrain,
+  volumeSecondary,
   volumeStatus,
   volumeUp,
+  volumeVerify,
 } from '../volume/lifecycle.ts';
+import { parsePeerFlag, type ReplicationConfigFile } from '../volume/replication-config.ts';
 import { emit, table } from './output.ts';
+
+const collect = (v: string, acc: string[]) => [...acc, v];
+
+interface CreateFlags {
+  size: string;
+  uuid?: string;
+  blank?: boolean;
+  diskless?: boolean;
+  node?: string;
+  listen?: string;
+  peer: string[];
+  tiebreaker?: string;
+  secretFile?: string;
+  quorum?: string;
+  afterSplitBrain?: string;
+  resyncRate?: string;
+  json?: boolean;
+}
+
+/** The replication options of `volume create`, as the config file they become (validated there). */
+function replicationFromFlags(o: CreateFlags): ReplicationConfigFile | undefined {
+  const given = o.node || o.listen || o.peer.length || o.tiebreaker || o.secretFile;
+  if (!given) return undefined;
+  const missing = [
+    ['--node', o.node],
+    ['--listen', o.listen],
+    ['--secret-file', o.secretFile],
+  ].filter(([, v]) => !v);
+  if (missing.length)
+    throw new UserError(`a replicated volume also needs ${missing.map(([f]) => f).join(', ')}`);
+  if (!o.peer.length && !o.tiebreaker) throw new UserError('a replicated volume needs at least one --peer');
+  return {
+    node: o.node!,
+    listen: o.listen!,
+    secretFile: o.secretFile!,
+    peers: [
+      ...o.peer.map((p) => ({ ...parsePeerFlag('--peer', p), tiebreaker: false })),
+      ...(o.tiebreaker ? [{ ...parsePeerFlag('--tiebreaker', o.tiebreaker), tiebreaker: true }] : []),
+    ],
+    quorum: (o.quorum ?? 'suspend-io') as ReplicationConfigFile['quorum'],
+    afterSplitBrain: (o.afterSplitBrain ?? 'disconnect') as ReplicationConfigFile['afterSplitBrain'],
+    resyncRate: o.resyncRate ?? 0,
+  };
+}
+
+function parseEpoch(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new UserError(`--epoch "${v}": expected a positive integer`);
+  return n;
+}
+
+function describeReplication(s: VolumeStatus): string[] {
+  const r = s.daemon?.replication;
+  if (!s.replication) return [];
+  const lines = [`  replica ${s.replication.node} listening on ${s.replication.listen}`];
+  if (!r) {
+    for (const p of s.replication.peers)
+      lines.push(`    peer ${p.node} ${p.address}${p.tiebreaker ? ' (tiebreaker)' : ''}: not running here`);
+    return lines;
+  }
+  lines[0] += `: ${r.role}, disk ${r.diskState}`;
+  if (r.quorum) {
+    const q = r.quorum;
+    lines.push(
+      `    quorum ${q.hasQuorum ? 'yes' : 'NO'} (${q.reachable}/${q.voters} voters, ${q.needed} needed, policy ${q.policy})` +
+        (q.suspendedWrites ? `, ${q.suspendedWrites} writes suspended` : '') +
+        ('fenced' in r && r.fenced ? ', FENCED by a newer epoch' : ''),
+    );
+  }
+  for (const p of r.peers ?? []) {
+    let line = `    peer ${p.node} ${p.address}${p.tiebreaker ? ' (tiebreaker)' : ''}: ${p.connection}`;
+    if (p.diskState) line += `, disk ${p.diskState}`;
+    if (p.role) line += `, ${p.role}`;
+    if (p.outOfSyncBytes) line += `, ${formatSize(p.outOfSyncBytes)} out of sync`;
+    if (p.resync) {
+      const pct = p.resync.totalBytes ? (100 * p.resync.doneBytes) / p.resync.totalBytes : 100;
+      line += `, resync ${pct.toFixed(1)}% at ${formatSize(p.resync.bytesPerSecond)}/s`;
+      if (p.resync.etaSeconds !== undefined) line += `, ETA ${Math.ceil(p.resync.etaSeconds)} s`;
+    }
+    if (p.lastError && p.connection !== 'Connected') line += ` (${p.lastError})`;
+    lines.push(line);
+  }
+  const srv = r.server;
+  if (srv.closedForBadInput || srv.refused)
+    lines.push(
+      `    refused ${srv.refused} writes, closed ${srv.closedForBadInput} connections for bad input`,
+    );
+  return lines;
+}
 
 function describe(s: VolumeStatus): string {
   const lines = [
@@ -23,6 +118,7 @@ function describe(s: VolumeStatus): string {
   }
   if (s.loop)
     lines.push(`  block device ${s.loop}${s.mounts.length ? ` mounted on ${s.mounts.join(', ')}` : ''}`);
+  lines.push(...describeReplication(s));
   return lines.join('\n');
 }
 
@@ -37,12 +133,41 @@ export function registerVolumeCommands(program: Command): void {
 
   volume
     .command('create <name>')
-    .description('create a volume (a sparse data file and its metadata)')
+    .description(
+      'create a volume (a sparse data file and its metadata); with --node/--listen/--peer, one replica of a replicated volume',
+    )
     .requiredOption('--size <size>', 'size, e.g. 2G or 512M (at least 16M)')
+    .option(
+      '--uuid <uuid>',
+      "join a replicated volume: the first replica's UUID (starts Inconsistent: full sync)",
+    )
+    .option('--blank', 'with --uuid: every replica is new and blank, no initial sync needed')
+    .option('--diskless', 'a diskless tiebreaker: stores no data, only votes for quorum')
+    .option('--node <name>', "this replica's node name, as its peers know it")
+    .option('--listen <host:port>', 'where this replica listens for the primary')
+    .option('--peer <node=host:port>', 'another replica (repeatable)', collect, [])
+    .option('--tiebreaker <node=host:port>', 'the diskless tiebreaker')
+    .option('--secret-file <file>', "the cluster's shared secret (mode 600, at least 16 bytes)")
+    .option('--quorum <policy>', 'on quorum loss: suspend-io (default), io-error, or off')
+    .option(
+      '--after-split-brain <policy>',
+      'disconnect (default), discard-zero-changes, discard-younger-primary, discard-least-changes',
+    )
+    .option('--resync-rate <rate>', 'resync bandwidth cap per second, e.g. 100M (default unlimited)')
     .option('--json', 'machine-readable output')
-    .action((name: string, o: { size: string; json?: boolean }) => {
-      const meta = createVolume(name, parseSizeOrThrow(o.size, '--size'));
-      emit(!!o.json, meta, () => `created volume ${name} (${formatSize(meta.size)}, uuid ${meta.uuid})`);
+    .action((name: string, o: CreateFlags) => {
+      if (o.blank && !o.uuid) throw new UserError('--blank only makes sense with --uuid');
+      const meta = createVolume(name, parseSizeOrThrow(o.size, '--size'), {
+        uuid: o.uuid,
+        blank: o.blank,
+        diskless: o.diskless,
+        replication: replicationFromFlags(o),
+      });
+      emit(
+        !!o.json,
+        meta,
+        () => `created volume ${name} (${formatSize(meta.size)}, uuid ${meta.uuid}, disk ${meta.diskState})`,
+      );
     });
 
   volume
@@ -52,10 +177,83 @@ export function registerVolumeCommands(program: Command): void {
     )
     .option('--mkfs <fstype>', 'make this filesystem (ext4 or xfs) if the device has none')
     .option('--mount <dir>', 'mount the filesystem on this directory')
+    .option('--primary', 'replicated volume: also become primary (as `volume primary`)')
+    .option('--epoch <n>', 'with --primary: the promotion epoch (default: one above the highest seen)')
     .option('--json', 'machine-readable output')
-    .action(async (name: string, o: { mkfs?: string; mount?: string; json?: boolean }) => {
-      const s = await volumeUp(name, { mkfs: o.mkfs, mountDir: o.mount }, progress(!!o.json));
+    .action(
+      async (
+        name: string,
+        o: { mkfs?: string; mount?: string; primary?: boolean; epoch?: string; json?: boolean },
+      ) => {
+        const primary = o.primary ? { epoch: parseEpoch(o.epoch) } : undefined;
+        const s = await volumeUp(name, { mkfs: o.mkfs, mountDir: o.mount, primary }, progress(!!o.json));
+        emit(!!o.json, s, () => describe(s));
+      },
+    );
+
+  volume
+    .command('primary <name>')
+    .description('replicated volume: become primary (needs quorum and up-to-date data), attach, mount')
+    .option('--epoch <n>', 'promotion epoch, a fencing token (default: one above the highest seen)')
+    .option('--mkfs <fstype>', 'make this filesystem (ext4 or xfs) if the device has none')
+    .option('--mount <dir>', 'mount the filesystem on this directory')
+    .option('--json', 'machine-readable output')
+    .action(async (name: string, o: { epoch?: string; mkfs?: string; mount?: string; json?: boolean }) => {
+      const s = await volumeUp(
+        name,
+        { mkfs: o.mkfs, mountDir: o.mount, primary: { epoch: parseEpoch(o.epoch) } },
+        progress(!!o.json),
+      );
       emit(!!o.json, s, () => describe(s));
+    });
+
+  volume
+    .command('secondary <name>')
+    .description('replicated volume: unmount, detach and become secondary')
+    .option('--json', 'machine-readable output')
+    .action(async (name: string, o: { json?: boolean }) => {
+      const s = await volumeSecondary(name, progress(!!o.json));
+      emit(!!o.json, s, () => describe(s));
+    });
+
+  volume
+    .command('verify <name>')
+    .description('on the primary: compare replicas by block digests (only digests travel)')
+    .option('--peer <node>', 'only this peer (default: every data peer)')
+    .option('--resync', 'resync the mismatching ranges from this primary')
+    .option('--json', 'machine-readable output')
+    .action(async (name: string, o: { peer?: string; resync?: boolean; json?: boolean }) => {
+      const results = await volumeVerify(name, { peer: o.peer, resync: !!o.resync });
+      emit(!!o.json, results, () =>
+        results
+          .map((r) => {
+            const bad = r.mismatches.reduce((n, m) => n + m.length, 0);
+            const head = `peer ${r.peer}: compared ${formatSize(r.bytesCompared)}, ${r.mismatches.length ? `${r.mismatches.length} mismatching ranges (${formatSize(bad)})${o.resync ? ', resynced' : ''}` : 'identical'}`;
+            return [
+              head,
+              ...r.mismatches.slice(0, 20).map((m) => `  offset ${m.offset} length ${m.length}`),
+            ].join('\n');
+          })
+          .join('\n'),
+      );
+      if (!o.resync && results.some((r) => r.mismatches.length > 0)) process.exitCode = 4;
+    });
+
+  volume
+    .command('resolve-split-brain <name>')
+    .description(
+      "on the chosen survivor, as primary: keep this node's data; the peer's diverging blocks are saved to a file, then overwritten",
+    )
+    .requiredOption('--peer <node>', 'the peer whose changes are discarded')
+    .option('--json', 'machine-readable output')
+    .action(async (name: string, o: { peer: string; json?: boolean }) => {
+      const r = await volumeResolveSplitBrain(name, o.peer);
+      emit(
+        !!o.json,
+        r,
+        () =>
+          `split-brain with ${o.peer} resolved: its ${formatSize(r.bytesSaved)} of diverging blocks saved to ${r.savedTo}`,
+      );
     });
 
   volume

@@ -1,4 +1,17 @@
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+
+/** Writes a configuration file durably: temp file, fsync, rename (a crash leaves the old or the new one). */
+export function writeFileAtomic(file: string, text: string, mode = 0o644): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  const fd = openSync(tmp, 'w', mode);
+  try {
+    writeFileSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, file);
+}
 
 /** Writes JSON atomically (temp file + rename) so a reader never sees half a file. Not fsync'd: run-time state only. */
 export function writeJsonAtomic(file: string, value: unknown): void {

@@ -1,19 +1,33 @@
 /**
- * The volume daemon: serves one volume's data file as `fuse/device` over our FUSE server.
- * Started detached by `cvserver volume up`; exits when its FUSE mount is unmounted (`volume down`).
+ * The volume daemon, started detached by `cvserver volume up`.
+ * - Local volume: serves the data file as `fuse/device` over our FUSE server; exits when that is
+ *   unmounted (`volume down`).
+ * - Replicated volume (replication.yaml present): runs the replica server, and serves FUSE over the
+ *   replicated device only while primary. Controlled through `run/control.sock`.
  *   node src/volume/daemon.ts <volume-dir>
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { DeviceFilesystem } from '../fuse/device-filesystem.ts';
-import { mountFuse } from '../fuse/mount.ts';
+import { mountFuse, unmountFuse } from '../fuse/mount.ts';
 import { FuseSession } from '../fuse/session.ts';
 import { writeJsonAtomic } from '../lib/json-file.ts';
-import { createLogger } from '../lib/log.ts';
+import { createLogger, type Logger } from '../lib/log.ts';
 import type { BlockDevice } from './block-device.ts';
-import { type DaemonStatus, volumeLayout } from './layout.ts';
+import { type ControlRequest, serveControl } from './control.ts';
+import { type DaemonStatus, type VolumeLayout, volumeLayout } from './layout.ts';
 import { LocalDevice } from './local-device.ts';
-import { readMetadata, updateMetadata } from './metadata.ts';
+import { readMetadata, updateMetadata, type VolumeMetadata } from './metadata.ts';
+import { ReplicaServer } from './replication/replica-server.ts';
+import { MetadataReplicaStore } from './replication/replica-store.ts';
+import { ReplicatedDevice } from './replication/replicated-device.ts';
+import {
+  type ReplicationConfigFile,
+  readReplicationConfig,
+  readSecret,
+  resyncRateBytes,
+  splitAddress,
+} from './replication-config.ts';
 
 /** Concurrent /dev/fuse reads; CVSERVER_FUSE_READERS overrides it for tuning. */
 const READERS = Number(process.env.CVSERVER_FUSE_READERS ?? 8);
@@ -62,6 +76,225 @@ class CountingDevice implements BlockDevice {
   }
 }
 
+/** What every mode shares: the layout, the logger, the status file. */
+interface DaemonContext {
+  layout: VolumeLayout;
+  log: Logger;
+  startedAt: string;
+  recoveredFromCrash: boolean;
+}
+
+function statusWriter(ctx: DaemonContext, extra: () => Partial<DaemonStatus>) {
+  return (state: DaemonStatus['state'], counters: DaemonStatus['counters'] = NO_COUNTERS): void =>
+    writeJsonAtomic(ctx.layout.statusFile, {
+      pid: process.pid,
+      state,
+      startedAt: ctx.startedAt,
+      updatedAt: new Date().toISOString(),
+      recoveredFromCrash: ctx.recoveredFromCrash,
+      counters,
+      ...extra(),
+    } satisfies DaemonStatus);
+}
+
+const NO_COUNTERS: DaemonStatus['counters'] = {
+  reads: 0,
+  writes: 0,
+  fsyncs: 0,
+  bytesRead: 0,
+  bytesWritten: 0,
+  errors: 0,
+};
+
+/** A local volume: FUSE is served from the start; the daemon exits when it is unmounted. */
+async function runLocal(ctx: DaemonContext, meta: VolumeMetadata): Promise<void> {
+  const { layout, log } = ctx;
+  const device = new CountingDevice(await LocalDevice.open(layout.dataFile, meta.size));
+  const status = statusWriter(ctx, () => ({}));
+  status('starting', device.counters);
+  updateMetadata(layout.dir, (m) => ({ ...m, primaryOpen: true }));
+  if (ctx.recoveredFromCrash)
+    log.warn({ reason: 'previous daemon did not stop cleanly' }, 'recovering volume');
+
+  const fs = new DeviceFilesystem(device);
+  const fd = await mountFuse(layout.fuseDir, `cvserver:${layout.name}`);
+  const session = new FuseSession(fd, fs, { readers: READERS, log });
+  const ticker = setInterval(() => status(fs.initialised ? 'serving' : 'starting', device.counters), 1000);
+  const served = session.run();
+  log.info({ event: 'serving', mount: layout.fuseDir }, 'volume daemon serving');
+  // SIGTERM does not unmount: the loop device and ext4 above us must go first (`volume down`).
+  process.on('SIGTERM', () =>
+    log.warn('SIGTERM ignored: use `cvserver volume down` to stop a volume in order'),
+  );
+  await served;
+  clearInterval(ticker);
+  status('stopping', device.counters);
+  await device.flush();
+  await device.close();
+  updateMetadata(layout.dir, (m) => ({ ...m, primaryOpen: false }));
+  status('stopped', device.counters);
+}
+
+/**
+ * A replica of a replicated volume: the replica server always listens; FUSE is served only while
+ * this node is primary. Commands arrive on the control socket; the daemon exits on `shutdown`.
+ */
+async function runReplica(
+  ctx: DaemonContext,
+  meta: VolumeMetadata,
+  cfg: ReplicationConfigFile,
+): Promise<void> {
+  const { layout, log } = ctx;
+  const secret = readSecret(cfg.secretFile);
+  const store = new MetadataReplicaStore(layout.dir);
+  const listen = splitAddress(cfg.listen);
+  const diskless = meta.diskState === 'Diskless';
+  const local = diskless ? undefined : await LocalDevice.open(layout.dataFile, meta.size);
+  const device = local
+    ? new ReplicatedDevice(
+        local,
+        store,
+        {
+          node: cfg.node,
+          volumeUuid: meta.uuid,
+          secret,
+          peers: cfg.peers.map((p) => ({
+            node: p.node,
+            ...splitAddress(p.address),
+            tiebreaker: p.tiebreaker,
+          })),
+          quorum: cfg.quorum,
+          afterSplitBrain: cfg.afterSplitBrain,
+          stateDir: layout.replicationDir,
+          resyncRate: resyncRateBytes(cfg),
+        },
+        log,
+      )
+    : undefined;
+  const counting = device ? new CountingDevice(device) : undefined;
+  const server = new ReplicaServer({
+    node: cfg.node,
+    volumeUuid: meta.uuid,
+    secret,
+    host: listen.host,
+    port: listen.port,
+    device: local,
+    size: meta.size,
+    store,
+    isPrimary: () => device?.role === 'Primary',
+    log,
+  });
+  let fuse: { fs: DeviceFilesystem; served: Promise<void> } | undefined;
+  let state: DaemonStatus['state'] = 'starting';
+  const status = statusWriter(ctx, () => ({
+    role: device?.role ?? 'Secondary',
+    replication: {
+      node: cfg.node,
+      listen: cfg.listen,
+      ...(device ? device.status() : { role: 'Secondary', diskState: 'Diskless' }),
+      fuseServing: fuse !== undefined,
+      server: server.status(),
+    },
+  }));
+  const report = () => status(state, counting?.counters);
+  await server.listen();
+  state = 'serving';
+  report();
+  const ticker = setInterval(report, 1000);
+  log.info({ event: 'listening', listen: cfg.listen, diskless }, 'replica serving');
+
+  /** The FUSE session ends when the device is unmounted: a primary without it demotes itself. */
+  const serveFuse = async (): Promise<void> => {
+    if (!counting || !device) return;
+    const fs = new DeviceFilesystem(counting);
+    const fd = await mountFuse(layout.fuseDir, `cvserver:${layout.name}`);
+    const session = new FuseSession(fd, fs, { readers: READERS, log });
+    const served = session.run().then(async () => {
+      fuse = undefined;
+      await device.demote();
+      log.info({ event: 'demoted' }, 'FUSE device unmounted: now secondary');
+      report();
+    });
+    fuse = { fs, served };
+  };
+
+  const demote = async (): Promise<void> => {
+    if (fuse) {
+      const served = fuse.served;
+      try {
+        await unmountFuse(layout.fuseDir);
+      } catch (err) {
+        throw new Error(
+          `the device is still in use (${(err as Error).message}); unmount the filesystem and detach the loop device first`,
+        );
+      }
+      await served;
+    }
+    await device?.demote();
+    report();
+  };
+
+  let stopping: (() => void) | undefined;
+  const stopped = new Promise<void>((resolve) => (stopping = resolve));
+
+  const handle = async (req: ControlRequest): Promise<unknown> => {
+    switch (req.op) {
+      case 'promote': {
+        if (!device) throw new Error('a diskless tiebreaker cannot become primary');
+        if (device.role === 'Primary' && fuse) return { role: 'Primary', epoch: device.status().epoch };
+        let epoch = req.epoch ?? device.status().epoch + 1;
+        let r = await device.promote(epoch);
+        // Without an explicit epoch, a peer may have taught us a higher one during the attempt.
+        if (!r.ok && req.epoch === undefined && device.status().epoch >= epoch) {
+          epoch = device.status().epoch + 1;
+          r = await device.promote(epoch);
+        }
+        if (!r.ok) throw new Error(`cannot become primary: ${r.reason}`);
+        await serveFuse();
+        log.info({ event: 'promoted', epoch }, 'now primary');
+        report();
+        return { role: 'Primary', epoch };
+      }
+      case 'demote':
+        await demote();
+        return { role: 'Secondary' };
+      case 'verify': {
+        if (device?.role !== 'Primary') throw new Error('verify runs on the primary');
+        const peers = req.peer ? [req.peer] : cfg.peers.filter((p) => !p.tiebreaker).map((p) => p.node);
+        const results = [];
+        for (const p of peers) results.push(await device.verify(p, { resync: req.resync }));
+        return results;
+      }
+      case 'resolve-split-brain':
+        if (device?.role !== 'Primary')
+          throw new Error('run this on the survivor, as primary (`cvserver volume primary` first)');
+        return device.resolveSplitBrainKeepLocal(req.peer);
+      case 'shutdown':
+        await demote();
+        setImmediate(() => stopping?.());
+        return { stopped: true };
+    }
+  };
+  const control = await serveControl(layout.controlSocket, handle);
+  process.on('SIGTERM', () => {
+    if (device?.role === 'Primary')
+      log.warn('SIGTERM ignored while primary: use `cvserver volume down` to stop a volume in order');
+    else stopping?.();
+  });
+
+  await stopped;
+  clearInterval(ticker);
+  state = 'stopping';
+  report();
+  control.close();
+  rmSync(layout.controlSocket, { force: true });
+  await device?.close();
+  await server.close();
+  if (!device) await local?.close();
+  state = 'stopped';
+  report();
+}
+
 async function main(dir: string): Promise<void> {
   const layout = volumeLayout(basename(dir), dir);
   const log = createLogger('volume-daemon', { volume: layout.name });
@@ -71,44 +304,21 @@ async function main(dir: string): Promise<void> {
     process.exit(2);
   }
   const meta = readMetadata(dir);
-  const recoveredFromCrash = meta.primaryOpen;
+  const cfg = readReplicationConfig(dir);
   mkdirSync(layout.runDir, { recursive: true });
   mkdirSync(layout.fuseDir, { recursive: true });
+  mkdirSync(layout.replicationDir, { recursive: true });
   writeFileSync(layout.pidFile, `${process.pid}\n`);
-  const device = new CountingDevice(await LocalDevice.open(layout.dataFile, meta.size));
-  const startedAt = new Date().toISOString();
-  const status = (state: DaemonStatus['state']): void =>
-    writeJsonAtomic(layout.statusFile, {
-      pid: process.pid,
-      state,
-      startedAt,
-      updatedAt: new Date().toISOString(),
-      recoveredFromCrash,
-      counters: device.counters,
-    } satisfies DaemonStatus);
-  status('starting');
-  updateMetadata(dir, (m) => ({ ...m, primaryOpen: true }));
-  if (recoveredFromCrash) log.warn({ reason: 'previous daemon did not stop cleanly' }, 'recovering volume');
-
-  const fs = new DeviceFilesystem(device);
-  const fd = await mountFuse(layout.fuseDir, `cvserver:${layout.name}`);
-  const session = new FuseSession(fd, fs, { readers: READERS, log });
-  const ticker = setInterval(() => status(fs.initialised ? 'serving' : 'starting'), 1000);
-  const served = session.run();
-  log.info({ event: 'serving', mount: layout.fuseDir }, 'volume daemon serving');
-  // SIGTERM does not unmount: the loop device and ext4 above us must go first (`volume down`).
-  process.on('SIGTERM', () =>
-    log.warn('SIGTERM ignored: use `cvserver volume down` to stop a volume in order'),
-  );
-  await served;
-  clearInterval(ticker);
-  status('stopping');
-  await device.flush();
-  await device.close();
-  updateMetadata(dir, (m) => ({ ...m, primaryOpen: false }));
-  status('stopped');
+  const ctx: DaemonContext = {
+    layout,
+    log,
+    startedAt: new Date().toISOString(),
+    recoveredFromCrash: meta.primaryOpen,
+  };
+  if (cfg) await runReplica(ctx, meta, cfg);
+  else await runLocal(ctx, meta);
   rmSync(layout.pidFile, { force: true });
-  log.info({ event: 'stopped', reason: 'FUSE unmounted' }, 'volume daemon stopped');
+  log.info({ event: 'stopped' }, 'volume daemon stopped');
 }
 
 const dir = process.argv[2];

@@ -1,6 +1,8 @@
 import { join } from 'node:path';
 import { volumeDir } from '../lib/paths.ts';
 import { DATA_FILE, METADATA_FILE } from './metadata.ts';
+import type { ReplicaServerStatus } from './replication/replica-server.ts';
+import type { ReplicationStatus } from './replication/replicated-device.ts';
 
 /** Where a volume's files live: its data and metadata, and the run-time state of its daemon. */
 export interface VolumeLayout {
@@ -18,6 +20,10 @@ export interface VolumeLayout {
   fuseDir: string;
   /** The file the FUSE server exposes; the loop device is attached to it. */
   deviceFile: string;
+  /** The daemon's control socket (promote, demote, verify, ... of a replicated volume). */
+  controlSocket: string;
+  /** Bitmaps, activity log and saved split-brain blocks of a replicated volume. */
+  replicationDir: string;
 }
 
 export const DEVICE_FILE_NAME = 'device';
@@ -38,6 +44,8 @@ export function volumeLayout(name: string, dir = volumeDir(name)): VolumeLayout 
     logFile: join(runDir, 'daemon.log'),
     fuseDir,
     deviceFile: join(fuseDir, DEVICE_FILE_NAME),
+    controlSocket: join(runDir, 'control.sock'),
+    replicationDir: join(dir, 'replication'),
   };
 }
 
@@ -57,6 +65,19 @@ export interface DaemonStatus {
     bytesWritten: number;
     errors: number;
   };
-  /** Filled in by the replication layer when the volume is replicated. */
-  replication?: unknown;
+  /** Replicated volumes only: this replica's role. */
+  role?: 'Primary' | 'Secondary';
+  /** Replicated volumes only: roles, disk and connection states, quorum, resync progress. */
+  replication?: DaemonReplicationStatus;
 }
+
+export type DaemonReplicationStatus = (
+  | ReplicationStatus
+  | { role: 'Secondary'; diskState: 'Diskless'; peers?: undefined; quorum?: undefined }
+) & {
+  node: string;
+  listen: string;
+  /** The FUSE device is mounted (only on the primary). */
+  fuseServing: boolean;
+  server: ReplicaServerStatus;
+};

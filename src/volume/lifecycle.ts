@@ -18,17 +18,27 @@ import { errnoCode, UserError } from '../lib/errors.ts';
 import { run, tryRun } from '../lib/exec.ts';
 import { readJsonOr } from '../lib/json-file.ts';
 import { volumesDir } from '../lib/paths.ts';
+import { callControl } from './control.ts';
 import { type DaemonStatus, type VolumeLayout, volumeLayout } from './layout.ts';
 import { BLOCK_SIZE, newMetadata, readMetadata, type VolumeMetadata, writeMetadata } from './metadata.ts';
 import {
   type Health,
   health,
   planDown,
+  planSecondary,
   planUp,
   type Step,
   type UpOptions,
   type VolumeObservation,
 } from './plan.ts';
+import type { VerifyResult } from './replication/replicated-device.ts';
+import {
+  type ReplicationConfigFile,
+  readReplicationConfig,
+  readSecret,
+  replicationConfigSchema,
+  writeReplicationConfig,
+} from './replication-config.ts';
 
 const NAME_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 const DAEMON = join(dirname(fileURLToPath(import.meta.url)), 'daemon.ts');
@@ -41,9 +51,37 @@ export function checkName(name: string): void {
   }
 }
 
-/** Creates a volume: a sparse data file of `size` bytes and its metadata. Nothing is left behind on failure. */
-export function createVolume(name: string, size: number): VolumeMetadata {
+export interface CreateOptions {
+  /** Replicas of one volume share its UUID: give the first replica's to the others. */
+  uuid?: string;
+  /**
+   * With a UUID: this replica joins a volume that may already hold data, so it starts Inconsistent
+   * and receives a full sync. `blank` asserts that every replica is new (all zeros): no initial sync.
+   */
+  blank?: boolean;
+  /** A diskless tiebreaker: no data file, it only votes. */
+  diskless?: boolean;
+  replication?: ReplicationConfigFile;
+}
+
+/**
+ * Creates a volume: a sparse data file of `size` bytes and its metadata (and its replication config).
+ * Everything is validated first; nothing is left behind on failure.
+ */
+export function createVolume(name: string, size: number, o: CreateOptions = {}): VolumeMetadata {
   checkName(name);
+  if (o.uuid !== undefined && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(o.uuid))
+    throw new UserError(`--uuid "${o.uuid}": expected a UUID like 3f2c1e9a-8b7d-4c6e-9a1f-2b3c4d5e6f70`);
+  if (o.diskless && !o.replication)
+    throw new UserError('--diskless: a tiebreaker needs the replication options (--node, --listen, --peer)');
+  if (o.replication) {
+    const parsed = replicationConfigSchema.safeParse(o.replication);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new UserError(`replication options: ${issue.path.join('.') || 'config'}: ${issue.message}`);
+    }
+    readSecret(o.replication.secretFile);
+  }
   if (size <= 0 || size % BLOCK_SIZE !== 0)
     throw new UserError(`size ${size} must be a positive multiple of ${BLOCK_SIZE} bytes`);
   if (size < 16 * 1024 * 1024) throw new UserError(`size must be at least 16M (got ${size} bytes)`);
@@ -53,15 +91,22 @@ export function createVolume(name: string, size: number): VolumeMetadata {
   const tmpDir = `${l.dir}.creating-${process.pid}`;
   try {
     mkdirSync(tmpDir);
-    // A sparse file: blocks are allocated as the filesystem above writes them.
-    const fd = openSync(join(tmpDir, 'data'), 'wx');
-    try {
-      ftruncateSync(fd, size);
-    } finally {
-      closeSync(fd);
+    if (!o.diskless) {
+      // A sparse file: blocks are allocated as the filesystem above writes them.
+      const fd = openSync(join(tmpDir, 'data'), 'wx');
+      try {
+        ftruncateSync(fd, size);
+      } finally {
+        closeSync(fd);
+      }
     }
-    const meta = newMetadata(name, size);
+    const meta: VolumeMetadata = {
+      ...newMetadata(name, size),
+      ...(o.uuid ? { uuid: o.uuid } : {}),
+      diskState: o.diskless ? 'Diskless' : o.uuid && !o.blank ? 'Inconsistent' : 'UpToDate',
+    };
     writeMetadata(tmpDir, meta);
+    if (o.replication) writeReplicationConfig(tmpDir, o.replication);
     mkdirSync(join(tmpDir, 'run'));
     // Renamed last, so a crash mid-way never leaves a half-made volume under its real name.
     renameSync(tmpDir, l.dir);
@@ -138,8 +183,11 @@ async function loopsOf(file: string): Promise<string[]> {
 export async function observe(l: VolumeLayout): Promise<VolumeObservation> {
   const mounts = readMounts();
   const loops = await loopsOf(l.deviceFile);
+  const daemonAlive = daemonPid(l) !== undefined;
   return {
-    daemonAlive: daemonPid(l) !== undefined,
+    daemonAlive,
+    replicated: existsSync(join(l.dir, 'replication.yaml')),
+    role: daemonAlive ? readJsonOr<DaemonStatus>(l.statusFile)?.role : undefined,
     fuseMounted: mounts.some((m) => m.dir === l.fuseDir && m.fstype === FUSE_FSTYPE),
     loops,
     fsMounts: mounts.filter((m) => loops.includes(m.source)).map((m) => ({ loop: m.source, dir: m.dir })),
@@ -158,10 +206,13 @@ export interface VolumeStatus {
   loop: string | null;
   mounts: string[];
   daemon: DaemonStatus | null;
+  /** Replicated volumes: this node's name and the configured peers. */
+  replication: { node: string; listen: string; peers: ReplicationConfigFile['peers'] } | null;
 }
 
 export async function volumeStatus(name: string): Promise<VolumeStatus> {
   const { layout, meta } = requireVolume(name);
+  const cfg = readReplicationConfig(layout.dir);
   const o = await observe(layout);
   const h = health(o);
   const pid = o.daemonAlive ? (daemonPid(layout) ?? null) : null;
@@ -177,6 +228,7 @@ export async function volumeStatus(name: string): Promise<VolumeStatus> {
     loop: o.loops[0] ?? null,
     mounts: o.fsMounts.map((m) => m.dir),
     daemon: o.daemonAlive ? (readJsonOr<DaemonStatus>(layout.statusFile) ?? null) : null,
+    replication: cfg ? { node: cfg.node, listen: cfg.listen, peers: cfg.peers } : null,
   };
 }
 
@@ -187,15 +239,68 @@ export async function volumeUp(
   opts: UpOptions,
   progress: Progress = () => {},
 ): Promise<VolumeStatus> {
-  const { layout } = requireVolume(name);
+  const { layout, meta } = requireVolume(name);
   if (opts.mkfs && !['ext4', 'xfs'].includes(opts.mkfs))
     throw new UserError(`--mkfs: "${opts.mkfs}" is not supported (expected ext4 or xfs)`);
   if (opts.mountDir && !existsSync(opts.mountDir))
     throw new UserError(`--mount: directory ${opts.mountDir} does not exist`);
+  const cfg = readReplicationConfig(layout.dir);
+  if (cfg) readSecret(cfg.secretFile);
+  if (opts.primary && !cfg)
+    throw new UserError(`volume "${name}" is not replicated: it is always primary (no replication.yaml)`);
+  if (opts.primary && meta.diskState === 'Diskless')
+    throw new UserError(`volume "${name}" is a diskless tiebreaker here: it cannot become primary`);
+  if (cfg && !opts.primary && (opts.mkfs || opts.mountDir))
+    throw new UserError(
+      `volume "${name}" is replicated: only the primary has a block device (add --primary, or use \`cvserver volume primary\`)`,
+    );
   await withLock(layout, async () => {
     for (const step of planUp(await observe(layout), opts)) await execute(layout, step, progress);
   });
   return volumeStatus(name);
+}
+
+/** Primary → secondary: unmount, detach, then the daemon unmounts FUSE and demotes. */
+export async function volumeSecondary(name: string, progress: Progress = () => {}): Promise<VolumeStatus> {
+  const { layout } = requireReplicated(name);
+  await withLock(layout, async () => {
+    const o = await observe(layout);
+    if (!o.daemonAlive)
+      throw new UserError(`volume "${name}" is not up (run \`cvserver volume up ${name}\`)`);
+    for (const step of planSecondary(o)) await execute(layout, step, progress);
+  });
+  return volumeStatus(name);
+}
+
+/** Compares this primary's data with each peer's by block digests; `resync` repairs the differences. */
+export async function volumeVerify(
+  name: string,
+  o: { peer?: string; resync: boolean },
+): Promise<VerifyResult[]> {
+  const { layout } = requireReplicated(name);
+  return (await callControl(layout.controlSocket, { op: 'verify', ...o }, 3_600_000)) as VerifyResult[];
+}
+
+/** Split-brain: keep this node's data; the peer's diverging blocks are saved to a file first. */
+export async function volumeResolveSplitBrain(
+  name: string,
+  peer: string,
+): Promise<{ savedTo: string; bytesSaved: number }> {
+  const { layout } = requireReplicated(name);
+  return (await callControl(layout.controlSocket, { op: 'resolve-split-brain', peer }, 3_600_000)) as {
+    savedTo: string;
+    bytesSaved: number;
+  };
+}
+
+function requireReplicated(name: string): { layout: VolumeLayout; cfg: ReplicationConfigFile } {
+  const { layout } = requireVolume(name);
+  const cfg = readReplicationConfig(layout.dir);
+  if (!cfg)
+    throw new UserError(`volume "${name}" is not replicated (no ${join(layout.dir, 'replication.yaml')})`);
+  if (daemonPid(layout) === undefined)
+    throw new UserError(`volume "${name}" is not up here (run \`cvserver volume up ${name}\`)`);
+  return { layout, cfg };
 }
 
 export async function volumeDown(name: string, progress: Progress = () => {}): Promise<VolumeStatus> {
@@ -241,6 +346,23 @@ async function execute(l: VolumeLayout, step: Step, progress: Progress): Promise
       progress('starting the volume daemon');
       await startDaemon(l);
       return;
+    case 'promote': {
+      progress(`becoming primary${step.epoch ? ` (epoch ${step.epoch})` : ''}`);
+      const r = (await callControl(l.controlSocket, { op: 'promote', epoch: step.epoch })) as {
+        epoch: number;
+      };
+      progress(`primary with epoch ${r.epoch}`);
+      await waitFor(async () => readMounts().some((m) => m.dir === l.fuseDir), 10_000, 'the FUSE device');
+      return;
+    }
+    case 'demote':
+      progress('becoming secondary');
+      await callControl(l.controlSocket, { op: 'demote' });
+      return;
+    case 'stop-daemon':
+      progress('stopping the volume daemon');
+      await callControl(l.controlSocket, { op: 'shutdown' });
+      return;
     case 'attach-loop':
       progress('attaching a loop device (direct I/O)');
       await run('losetup', ['--find', '--direct-io=on', l.deviceFile]);
@@ -284,9 +406,10 @@ async function startDaemon(l: VolumeLayout): Promise<void> {
   const ok = await waitFor(
     async () => {
       if (exited !== null) return true;
+      const replicated = existsSync(join(l.dir, 'replication.yaml'));
       return (
         readJsonOr<DaemonStatus>(l.statusFile)?.state === 'serving' &&
-        readMounts().some((m) => m.dir === l.fuseDir)
+        (replicated ? existsSync(l.controlSocket) : readMounts().some((m) => m.dir === l.fuseDir))
       );
     },
     30_000,

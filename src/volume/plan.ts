@@ -10,6 +10,13 @@ export interface VolumeObservation {
   loops: string[];
   /** Mounts of those loop devices: [loop device, mount point]. */
   fsMounts: Array<{ loop: string; dir: string }>;
+  /**
+   * A replicated volume (replication.yaml): its daemon outlives the FUSE mount, which exists only
+   * while this replica is primary.
+   */
+  replicated?: boolean;
+  /** The running daemon's role, as it last reported it (replicated volumes). */
+  role?: 'Primary' | 'Secondary';
 }
 
 export type Step =
@@ -20,7 +27,10 @@ export type Step =
   | { kind: 'wait-daemon-exit' }
   | { kind: 'attach-loop' }
   | { kind: 'mkfs'; fstype: string }
-  | { kind: 'mount-fs'; dir: string };
+  | { kind: 'mount-fs'; dir: string }
+  | { kind: 'promote'; epoch?: number }
+  | { kind: 'demote' }
+  | { kind: 'stop-daemon' };
 
 export type Health = 'down' | 'up' | 'failed' | 'partial';
 
@@ -33,6 +43,7 @@ export function health(o: VolumeObservation): { health: Health; reason: string }
     };
   }
   if (!o.daemonAlive) return { health: 'down', reason: 'not running' };
+  if (o.replicated) return replicaHealth(o);
   if (!o.fuseMounted) return { health: 'failed', reason: 'volume daemon runs but its FUSE mount is gone' };
   if (o.loops.length === 0) return { health: 'partial', reason: 'daemon serving, no loop device attached' };
   return {
@@ -43,19 +54,51 @@ export function health(o: VolumeObservation): { health: Health; reason: string }
   };
 }
 
-/** Tear down in order: filesystem → loop device → FUSE mount (the daemon exits when unmounted). */
-export function planDown(o: VolumeObservation): Step[] {
+function replicaHealth(o: VolumeObservation): { health: Health; reason: string } {
+  if (o.role !== 'Primary') {
+    if (o.loops.length > 0 || o.fsMounts.length > 0)
+      return { health: 'partial', reason: 'secondary, but its device is still attached' };
+    return { health: 'up', reason: "secondary (receives the primary's writes)" };
+  }
+  if (!o.fuseMounted) return { health: 'partial', reason: 'primary, FUSE device not (yet) mounted' };
+  if (o.loops.length === 0) return { health: 'up', reason: 'primary, no loop device attached' };
+  return {
+    health: 'up',
+    reason: `primary, ${o.fsMounts.length ? `mounted on ${o.fsMounts.map((m) => m.dir).join(', ')}` : 'block device attached'}`,
+  };
+}
+
+/** Release the block device above the daemon: filesystem, then loop device. */
+function releaseDevice(o: VolumeObservation): Step[] {
   const steps: Step[] = o.fsMounts.map((m) => ({ kind: 'unmount-fs', dir: m.dir }));
   for (const loop of o.loops) steps.push({ kind: 'detach-loop', loop });
-  if (o.fuseMounted) steps.push({ kind: 'unmount-fuse' });
+  return steps;
+}
+
+/**
+ * Tear down in order: filesystem → loop device → FUSE mount (a local volume's daemon exits when
+ * unmounted; a replica's daemon is asked to stop, which demotes it first).
+ */
+export function planDown(o: VolumeObservation): Step[] {
+  const steps = releaseDevice(o);
+  if (o.replicated && o.daemonAlive) steps.push({ kind: 'stop-daemon' });
+  else if (o.fuseMounted) steps.push({ kind: 'unmount-fuse' });
   if (o.daemonAlive) steps.push({ kind: 'wait-daemon-exit' });
   return steps;
+}
+
+/** Primary → secondary: release the device, then the daemon unmounts FUSE and demotes. */
+export function planSecondary(o: VolumeObservation): Step[] {
+  if (!o.daemonAlive) return [];
+  return [...releaseDevice(o), { kind: 'demote' }];
 }
 
 export interface UpOptions {
   /** Filesystem to make; the mkfs step itself skips a device that already carries one. */
   mkfs?: string;
   mountDir?: string;
+  /** Replicated volumes: become primary (with this epoch, or the next one when absent). */
+  primary?: { epoch?: number };
 }
 
 /** Bring up: repair a failed state first (as `down` would), then daemon → loop → (mkfs) → mount. */
@@ -64,6 +107,12 @@ export function planUp(o: VolumeObservation, opts: UpOptions): Step[] {
   const steps: Step[] = h === 'failed' ? planDown(o) : [];
   const fresh = h === 'failed';
   if (fresh || !o.daemonAlive) steps.push({ kind: 'start-daemon' });
+  if (o.replicated) {
+    // A secondary only receives: no block device above it.
+    if (!opts.primary) return steps;
+    if (fresh || !o.daemonAlive || o.role !== 'Primary' || !o.fuseMounted)
+      steps.push({ kind: 'promote', epoch: opts.primary.epoch });
+  }
   if (fresh || o.loops.length === 0) steps.push({ kind: 'attach-loop' });
   if (opts.mkfs) steps.push({ kind: 'mkfs', fstype: opts.mkfs });
   if (opts.mountDir && (fresh || !o.fsMounts.some((m) => m.dir === opts.mountDir))) {
