@@ -23,6 +23,12 @@ export interface ConnectionLog {
 }
 
 export const HANDSHAKE_TIMEOUT_MS = 5000;
+/**
+ * Liveness: a connection that received nothing for this long is dead (a cut link sends no RST, and
+ * TCP would retry for many minutes). Pings go out when idle, so a healthy peer is never silent.
+ */
+export const PEER_TIMEOUT_MS = Number(process.env.CVSERVER_PEER_TIMEOUT_MS ?? 6000);
+const PING_INTERVAL_MS = Math.max(50, Math.floor(PEER_TIMEOUT_MS / 4));
 
 export class Connection {
   readonly socket: Socket;
@@ -39,6 +45,8 @@ export class Connection {
   bytesReceived = 0;
   /** Epoch stamped on outgoing frames. */
   epoch = 0;
+  #lastInput = Date.now();
+  #liveness: NodeJS.Timeout;
 
   constructor(
     socket: Socket,
@@ -57,6 +65,14 @@ export class Connection {
     socket.on('close', () => this.close('socket closed'));
     socket.on('error', (err) => this.close(`socket error: ${err.message}`));
     for (const chunk of leftover) this.#input(chunk);
+    this.#liveness = setInterval(() => this.#checkLiveness(), PING_INTERVAL_MS);
+    this.#liveness.unref();
+  }
+
+  #checkLiveness(): void {
+    const silent = Date.now() - this.#lastInput;
+    if (silent >= PEER_TIMEOUT_MS) this.close(`peer timeout: nothing received for ${silent} ms`);
+    else if (silent >= PING_INTERVAL_MS) this.send({ type: 'ping' });
   }
 
   get closed(): boolean {
@@ -87,12 +103,14 @@ export class Connection {
   close(reason: string): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#liveness);
     this.socket.destroy();
     for (const h of this.#onClose.splice(0)) h(reason);
   }
 
   #input(chunk: Buffer): void {
     if (this.#closed) return;
+    this.#lastInput = Date.now();
     this.bytesReceived += chunk.length;
     for (const r of this.#decoder.push(chunk)) {
       if (!r.ok) {
