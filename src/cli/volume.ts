@@ -76,6 +76,20 @@ function describeReplication(s: VolumeStatus): string[] {
     return lines;
   }
   lines[0] += `: ${r.role}, disk ${r.diskState}`;
+  if (r.role === 'Secondary') {
+    // A secondary does not dial out: what matters is which primary feeds it.
+    const conns = r.server.connections;
+    lines.push(
+      conns.length
+        ? `    connected from: ${conns.map((c) => `${c.peer} (${formatSize(c.bytesReceived)} received)`).join(', ')}`
+        : '    no primary connected',
+    );
+    if (r.server.closedForBadInput || r.server.refused)
+      lines.push(
+        `    refused ${r.server.refused} writes, closed ${r.server.closedForBadInput} connections for bad input`,
+      );
+    return lines;
+  }
   if (r.quorum) {
     const q = r.quorum;
     lines.push(
