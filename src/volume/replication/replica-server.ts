@@ -163,6 +163,8 @@ export class ReplicaServer {
               ...now,
               generation: adoptSourceGeneration(now.generation, m.state.generation),
               diskState: 'UpToDate',
+              // Holding the primary's data ends what a crash as primary left unsure here.
+              primaryOpen: false,
             });
           });
         }
