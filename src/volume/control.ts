@@ -14,6 +14,7 @@ export const controlRequestSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('verify'), peer: z.string().optional(), resync: z.boolean() }),
   z.strictObject({ op: z.literal('resolve-split-brain'), peer: z.string() }),
   z.strictObject({ op: z.literal('shutdown') }),
+  z.strictObject({ op: z.literal('status') }),
 ]);
 
 export type ControlRequest = z.infer<typeof controlRequestSchema>;

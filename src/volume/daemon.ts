@@ -84,17 +84,22 @@ interface DaemonContext {
   recoveredFromCrash: boolean;
 }
 
+function statusSnapshot(ctx: DaemonContext, extra: () => Partial<DaemonStatus>) {
+  return (state: DaemonStatus['state'], counters: DaemonStatus['counters'] = NO_COUNTERS): DaemonStatus => ({
+    pid: process.pid,
+    state,
+    startedAt: ctx.startedAt,
+    updatedAt: new Date().toISOString(),
+    recoveredFromCrash: ctx.recoveredFromCrash,
+    counters,
+    ...extra(),
+  });
+}
+
 function statusWriter(ctx: DaemonContext, extra: () => Partial<DaemonStatus>) {
+  const snapshot = statusSnapshot(ctx, extra);
   return (state: DaemonStatus['state'], counters: DaemonStatus['counters'] = NO_COUNTERS): void =>
-    writeJsonAtomic(ctx.layout.statusFile, {
-      pid: process.pid,
-      state,
-      startedAt: ctx.startedAt,
-      updatedAt: new Date().toISOString(),
-      recoveredFromCrash: ctx.recoveredFromCrash,
-      counters,
-      ...extra(),
-    } satisfies DaemonStatus);
+    writeJsonAtomic(ctx.layout.statusFile, snapshot(state, counters));
 }
 
 const NO_COUNTERS: DaemonStatus['counters'] = {
@@ -186,7 +191,7 @@ async function runReplica(
   });
   let fuse: { fs: DeviceFilesystem; served: Promise<void> } | undefined;
   let state: DaemonStatus['state'] = 'starting';
-  const status = statusWriter(ctx, () => ({
+  const extra = (): Partial<DaemonStatus> => ({
     role: device?.role ?? 'Secondary',
     replication: {
       node: cfg.node,
@@ -195,7 +200,9 @@ async function runReplica(
       fuseServing: fuse !== undefined,
       server: server.status(),
     },
-  }));
+  });
+  const status = statusWriter(ctx, extra);
+  const snapshot = statusSnapshot(ctx, extra);
   const report = () => status(state, counting?.counters);
   await server.listen();
   state = 'serving';
@@ -269,6 +276,8 @@ async function runReplica(
         if (device?.role !== 'Primary')
           throw new Error('run this on the survivor, as primary (`cvserver volume primary` first)');
         return device.resolveSplitBrainKeepLocal(req.peer);
+      case 'status':
+        return snapshot(state, counting?.counters);
       case 'shutdown':
         await demote();
         setImmediate(() => stopping?.());

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import {
   closeSync,
   existsSync,
@@ -100,10 +101,20 @@ export function createVolume(name: string, size: number, o: CreateOptions = {}):
         closeSync(fd);
       }
     }
+    const base = newMetadata(name, size);
+    const uuid = o.uuid ?? base.uuid;
+    const joining = o.uuid !== undefined && !o.blank;
     const meta: VolumeMetadata = {
-      ...newMetadata(name, size),
-      ...(o.uuid ? { uuid: o.uuid } : {}),
-      diskState: o.diskless ? 'Diskless' : o.uuid && !o.blank ? 'Inconsistent' : 'UpToDate',
+      ...base,
+      uuid,
+      diskState: o.diskless ? 'Diskless' : joining ? 'Inconsistent' : 'UpToDate',
+      // Blank replicas of one volume hold the same (all-zero) data: they share a first generation
+      // derived from the UUID, so they start in sync. A joiner starts with none: it gets a full sync.
+      generation: {
+        current: joining || o.diskless ? '0' : initialGeneration(uuid),
+        bitmap: '0',
+        history: [],
+      },
     };
     writeMetadata(tmpDir, meta);
     if (o.replication) writeReplicationConfig(tmpDir, o.replication);
@@ -115,6 +126,10 @@ export function createVolume(name: string, size: number, o: CreateOptions = {}):
     rmSync(tmpDir, { recursive: true, force: true });
     throw err;
   }
+}
+
+function initialGeneration(uuid: string): string {
+  return createHash('sha256').update(`cvserver-initial-generation:${uuid}`).digest('hex').slice(0, 16);
 }
 
 export function listVolumes(): string[] {
@@ -227,9 +242,19 @@ export async function volumeStatus(name: string): Promise<VolumeStatus> {
     pid,
     loop: o.loops[0] ?? null,
     mounts: o.fsMounts.map((m) => m.dir),
-    daemon: o.daemonAlive ? (readJsonOr<DaemonStatus>(layout.statusFile) ?? null) : null,
+    daemon: o.daemonAlive ? await daemonStatus(layout, cfg !== undefined) : null,
     replication: cfg ? { node: cfg.node, listen: cfg.listen, peers: cfg.peers } : null,
   };
+}
+
+/** A replica daemon answers live on its control socket; the status file (1 s old at most) is the fallback. */
+async function daemonStatus(l: VolumeLayout, replicated: boolean): Promise<DaemonStatus | null> {
+  if (replicated && existsSync(l.controlSocket)) {
+    try {
+      return (await callControl(l.controlSocket, { op: 'status' }, 5000)) as DaemonStatus;
+    } catch {}
+  }
+  return readJsonOr<DaemonStatus>(l.statusFile) ?? null;
 }
 
 export type Progress = (message: string) => void;
