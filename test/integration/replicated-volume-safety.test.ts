@@ -2,6 +2,8 @@
  * Replicated volumes, safety through the real CLI and daemons: a forced split-brain is detected,
  * stays apart, and is resolved by the operator with the loser's blocks saved; hostile bytes on a
  * running replica's port change nothing and do not disturb the primary feeding it.
+ * Two known engine bugs are pinned as `todo` tests (they fail until fixed, without failing the run):
+ * remove the `todo` once they pass.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
