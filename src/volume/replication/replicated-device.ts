@@ -123,6 +123,8 @@ export class ReplicatedDevice implements BlockDevice {
   readonly log: ConnectionLog;
   #role: 'Primary' | 'Secondary' = 'Secondary';
   #fenced = false;
+  /** The epoch of this node's own promotion: any higher one seen anywhere fences it. */
+  #epoch = 0;
   #peers: PeerData[] = [];
   #al: ActivityLogState;
   #alFile: ActivityLogFile;
@@ -208,6 +210,7 @@ export class ReplicatedDevice implements BlockDevice {
     for (const p of this.#peers) saveBitmap(this.#bitmapFile(p.link.node), p.bitmap);
     this.#role = 'Primary';
     this.#fenced = false;
+    this.#epoch = epoch;
     this.#rotated = false;
     this.#promotedAt = (this.c.now ?? Date.now)();
     for (const p of this.#peers) {
@@ -466,7 +469,7 @@ export class ReplicatedDevice implements BlockDevice {
       role: this.#role,
       diskState: meta.diskState,
       epoch: meta.epoch,
-      fenced: this.#fenced,
+      fenced: this.#fenced || (this.#role === 'Primary' && meta.epoch > this.#epoch),
       quorumPolicy: this.c.quorum,
       peers: this.#peers.map(
         (p): PeerView => ({
@@ -593,9 +596,11 @@ export class ReplicatedDevice implements BlockDevice {
   }
 
   #onConnected(p: PeerData, peer: PeerState): void {
-    if (peer.epoch > this.store.load().epoch) {
+    // Compared with our own promotion's epoch too: our replica server may already have stored the
+    // newer epoch (the new primary dialled us), and that must fence us all the same.
+    if (peer.epoch > this.store.load().epoch || (this.#role === 'Primary' && peer.epoch > this.#epoch)) {
       const meta = this.store.load();
-      this.store.save({ ...meta, epoch: peer.epoch });
+      if (peer.epoch > meta.epoch) this.store.save({ ...meta, epoch: peer.epoch });
       if (this.#role === 'Primary') {
         this.#fenced = true;
         this.log.warn({ peer: peer.node, epoch: peer.epoch }, 'peer has a newer epoch: fenced');
