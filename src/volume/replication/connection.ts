@@ -2,6 +2,11 @@
  * One authenticated replication connection over a TCP socket: the handshake (auth.ts), then framed
  * messages (frame.ts, protocol.ts) in both directions. Any malformed, oversized, unauthenticated or
  * replayed input closes the connection with a logged reason; it never throws into the caller.
+ *
+ * Sending never copies a payload: a frame goes out as header, payload parts and MAC, written
+ * corked, and everything sent within one tick (many acks, say) leaves in one writev.
+ * PING (answered), PONG and ERROR (the peer's reason, then close) are handled here, for both sides;
+ * the owner sees only the other messages.
  */
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
@@ -14,8 +19,8 @@ import {
   sessionKeys,
   type Transcript,
 } from './auth.ts';
-import { encodeFrame, FrameDecoder } from './frame.ts';
-import { decodeMessage, encodeMessage, type Message } from './protocol.ts';
+import { encodeFrame, encodeFrameParts, FrameDecoder, type MacKey, macKey } from './frame.ts';
+import { decodeMessage, encodeMessage, encodeMessageParts, type Message } from './protocol.ts';
 
 export interface ConnectionLog {
   warn(obj: object, msg: string): void;
@@ -33,8 +38,9 @@ const PING_INTERVAL_MS = Math.max(50, Math.floor(PEER_TIMEOUT_MS / 4));
 export class Connection {
   readonly socket: Socket;
   readonly peerNode: string;
-  #sendKey: Buffer;
+  #sendKey: MacKey;
   #sendSeq: number;
+  #corked = false;
   #decoder: FrameDecoder;
   #closed = false;
   #onMessage: ((m: Message, epoch: number) => void) | undefined;
@@ -45,6 +51,8 @@ export class Connection {
   bytesReceived = 0;
   /** Epoch stamped on outgoing frames. */
   epoch = 0;
+  /** The reason the peer sent in an ERROR message before closing, if it did. */
+  peerError: string | undefined;
   #lastInput = Date.now();
   #liveness: NodeJS.Timeout;
 
@@ -58,7 +66,7 @@ export class Connection {
   ) {
     this.socket = socket;
     this.peerNode = peerNode;
-    this.#sendKey = sendKey;
+    this.#sendKey = macKey(sendKey);
     this.#sendSeq = sendSeq;
     this.#decoder = decoder;
     socket.on('data', (chunk: Buffer) => this.#input(chunk));
@@ -94,16 +102,33 @@ export class Connection {
   /** Sends one message; false when the connection is closed (the caller treats the peer as gone). */
   send(m: Message): boolean {
     if (this.#closed) return false;
-    const { type, payload } = encodeMessage(m);
-    const frame = encodeFrame(this.#sendKey, { type, seq: this.#sendSeq++, epoch: this.epoch, payload });
-    this.bytesSent += frame.length;
-    return this.socket.write(frame);
+    const { type, parts } = encodeMessageParts(m);
+    const frame = encodeFrameParts(this.#sendKey, { type, seq: this.#sendSeq++, epoch: this.epoch, parts });
+    if (!this.#corked) {
+      this.#corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.#corked = false;
+        this.socket.uncork();
+      });
+    }
+    let ok = true;
+    for (const b of frame) {
+      this.bytesSent += b.length;
+      ok = this.socket.write(b);
+    }
+    return ok;
   }
 
   close(reason: string): void {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#liveness);
+    // What was sent this tick (an ERROR with the reason, say) goes out before the socket closes.
+    if (this.#corked) {
+      this.#corked = false;
+      this.socket.uncork();
+    }
     this.socket.destroy();
     for (const h of this.#onClose.splice(0)) h(reason);
   }
@@ -122,6 +147,16 @@ export class Connection {
         this.close(`bad message: ${d.error}`);
         return;
       }
+      if (d.message.type === 'ping') {
+        this.send({ type: 'pong' });
+        continue;
+      }
+      if (d.message.type === 'pong') continue;
+      if (d.message.type === 'error') {
+        this.peerError = d.message.message;
+        this.close(`peer error: ${d.message.message}`);
+        return;
+      }
       if (this.#onMessage) this.#onMessage(d.message, r.frame.epoch);
       else this.#pendingMessages.push([d.message, r.frame.epoch]);
       if (this.#closed) return;
@@ -136,9 +171,11 @@ export interface HandshakeOptions {
   timeoutMs?: number;
 }
 
+const HANDSHAKE_MAC_KEY = macKey(HANDSHAKE_KEY);
+
 /** Reads handshake frames one at a time (before the session key exists). */
 function handshakeReader(socket: Socket, timeoutMs: number, frames: number) {
-  const decoder = new FrameDecoder(HANDSHAKE_KEY);
+  const decoder = new FrameDecoder(HANDSHAKE_MAC_KEY);
   const queue: Message[] = [];
   const leftover: Buffer[] = [];
   let waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | undefined;
@@ -192,7 +229,7 @@ function handshakeReader(socket: Socket, timeoutMs: number, frames: number) {
     },
     send(m: Message): void {
       const { type, payload } = encodeMessage(m);
-      socket.write(encodeFrame(HANDSHAKE_KEY, { type, seq: seq++, epoch: 0, payload }));
+      socket.write(encodeFrame(HANDSHAKE_MAC_KEY, { type, seq: seq++, epoch: 0, payload }));
     },
     get seq() {
       return seq;

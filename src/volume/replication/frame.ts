@@ -8,20 +8,27 @@
  *   8  length  u32  payload bytes, at most MAX_PAYLOAD
  *  12  seq     u64  per direction, starting at 0, +1 per frame: a replayed or reordered frame is refused
  *  20  epoch   u64  sender's promotion epoch (fencing token)
- *  28  crc     u32  CRC-32 of header bytes 0..27 and the payload (catches corruption cheaply)
+ *  28  crc     u32  CRC-32 of header bytes 0..27: a corrupt length is caught before we wait for it
  *  32  payload
- *  ..  mac     32 bytes HMAC-SHA-256(key, header || payload), key per session and direction
+ *  ..  mac     16 bytes GMAC (AES-256-GCM tag, no plaintext) over header || payload
+ *
+ * The MAC covers every byte of the frame, so it is also the payload's checksum (a far stronger
+ * one than a CRC). Version 1 carried a CRC-32 and an HMAC-SHA-256 over the payload; on this machine
+ * they cost 0.29 + 0.60 ms per MiB, against 0.06 ms for GMAC (AES-NI and PCLMUL), which made them
+ * the largest CPU cost of the data path. The GMAC key is derived per session and direction
+ * (auth.ts), the 96-bit nonce is the frame's sequence number, which never repeats under one key.
  *
  * The decoder is incremental and never throws on input: bad bytes produce one error value, after
- * which the decoder refuses everything (the caller closes the connection).
+ * which the decoder refuses everything (the caller closes the connection). Decoded payloads are
+ * views into the received bytes: no copy.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createHash, createSecretKey, type KeyObject, timingSafeEqual } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 
 export const FRAME_MAGIC = 0x43565231; // "CVR1"
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 export const HEADER_LENGTH = 32;
-export const MAC_LENGTH = 32;
+export const MAC_LENGTH = 16;
 /** Largest payload: one 1 MiB write plus room for its fields. Anything larger is hostile. */
 export const MAX_PAYLOAD = 1024 * 1024 + 4096;
 
@@ -45,20 +52,57 @@ export type FrameError =
 
 export type DecodeResult = { ok: true; frame: Frame } | { ok: false; error: FrameError; detail: string };
 
-export function encodeFrame(key: Buffer, frame: Frame): Buffer {
-  if (frame.payload.length > MAX_PAYLOAD)
-    throw new RangeError(`frame payload ${frame.payload.length} > ${MAX_PAYLOAD}`);
-  const header = Buffer.alloc(HEADER_LENGTH);
+/** A frame MAC key: raw key material (any length) turned into an AES-256 key once. */
+export type MacKey = KeyObject;
+
+export function macKey(material: Buffer | MacKey): MacKey {
+  if (!Buffer.isBuffer(material)) return material;
+  return createSecretKey(createHash('sha256').update('cvr2-frame-gmac').update(material).digest());
+}
+
+function mac(key: MacKey, header: Buffer, parts: readonly Buffer[]): Buffer {
+  const nonce = Buffer.alloc(12);
+  header.copy(nonce, 4, 12, 20); // the frame's sequence number
+  const c = createCipheriv('aes-256-gcm', key, nonce);
+  c.setAAD(header);
+  for (const p of parts) if (p.length > 0) c.setAAD(p);
+  c.final();
+  return c.getAuthTag();
+}
+
+/**
+ * The frame as a list of buffers to write in order (header, the payload parts as given, MAC):
+ * the payload is never copied. The caller writes them with cork/writev.
+ */
+export function encodeFrameParts(
+  key: MacKey,
+  f: { type: number; seq: number; epoch: number; parts: readonly Buffer[] },
+): Buffer[] {
+  let length = 0;
+  for (const p of f.parts) length += p.length;
+  if (length > MAX_PAYLOAD) throw new RangeError(`frame payload ${length} > ${MAX_PAYLOAD}`);
+  const header = Buffer.allocUnsafe(HEADER_LENGTH);
   header.writeUInt32BE(FRAME_MAGIC, 0);
   header.writeUInt8(PROTOCOL_VERSION, 4);
-  header.writeUInt8(frame.type, 5);
+  header.writeUInt8(f.type, 5);
   header.writeUInt16BE(0, 6);
-  header.writeUInt32BE(frame.payload.length, 8);
-  header.writeBigUInt64BE(BigInt(frame.seq), 12);
-  header.writeBigUInt64BE(BigInt(frame.epoch), 20);
-  header.writeUInt32BE(crc32(frame.payload, crc32(header.subarray(0, 28))), 28);
-  const mac = createHmac('sha256', key).update(header).update(frame.payload).digest();
-  return Buffer.concat([header, frame.payload, mac]);
+  header.writeUInt32BE(length, 8);
+  header.writeBigUInt64BE(BigInt(f.seq), 12);
+  header.writeBigUInt64BE(BigInt(f.epoch), 20);
+  header.writeUInt32BE(crc32(header.subarray(0, 28)), 28);
+  return [header, ...f.parts, mac(key, header, f.parts)];
+}
+
+/** One contiguous frame (tests, handshake). */
+export function encodeFrame(key: Buffer | MacKey, frame: Frame): Buffer {
+  return Buffer.concat(
+    encodeFrameParts(macKey(key), {
+      type: frame.type,
+      seq: frame.seq,
+      epoch: frame.epoch,
+      parts: [frame.payload],
+    }),
+  );
 }
 
 /**
@@ -67,18 +111,18 @@ export function encodeFrame(key: Buffer, frame: Frame): Buffer {
  * proofs themselves).
  */
 export class FrameDecoder {
-  #key: Buffer;
+  #key: MacKey;
   #expectedSeq = 0;
   #chunks: Buffer[] = [];
   #buffered = 0;
   #failed = false;
 
-  constructor(key: Buffer) {
-    this.#key = key;
+  constructor(key: Buffer | MacKey) {
+    this.#key = macKey(key);
   }
 
-  setKey(key: Buffer): void {
-    this.#key = key;
+  setKey(key: Buffer | MacKey): void {
+    this.#key = macKey(key);
   }
 
   /** Authenticated frames continue the sequence numbers of the handshake frames before them. */
@@ -94,8 +138,10 @@ export class FrameDecoder {
   push(chunk: Buffer, maxFrames = Number.POSITIVE_INFINITY): DecodeResult[] {
     const out: DecodeResult[] = [];
     if (this.#failed) return [{ ok: false, error: 'decoder-failed', detail: 'connection already failed' }];
-    this.#chunks.push(chunk);
-    this.#buffered += chunk.length;
+    if (chunk.length > 0) {
+      this.#chunks.push(chunk);
+      this.#buffered += chunk.length;
+    }
     for (;;) {
       if (out.length >= maxFrames) return out;
       if (this.#buffered < HEADER_LENGTH) return out;
@@ -118,12 +164,9 @@ export class FrameDecoder {
   #verify(whole: Buffer, length: number): DecodeResult {
     const header = whole.subarray(0, HEADER_LENGTH);
     const payload = whole.subarray(HEADER_LENGTH, HEADER_LENGTH + length);
-    const mac = whole.subarray(HEADER_LENGTH + length);
-    const crc = crc32(payload, crc32(header.subarray(0, 28)));
-    if (crc !== header.readUInt32BE(28))
-      return { ok: false, error: 'bad-crc', detail: 'frame checksum mismatch' };
-    const expected = createHmac('sha256', this.#key).update(header).update(payload).digest();
-    if (!timingSafeEqual(expected, mac)) return { ok: false, error: 'bad-mac', detail: 'frame MAC mismatch' };
+    const tag = whole.subarray(HEADER_LENGTH + length);
+    const expected = mac(this.#key, header, [payload]);
+    if (!timingSafeEqual(expected, tag)) return { ok: false, error: 'bad-mac', detail: 'frame MAC mismatch' };
     const seq = header.readBigUInt64BE(12);
     if (seq !== BigInt(this.#expectedSeq)) {
       return {
@@ -138,12 +181,7 @@ export class FrameDecoder {
     this.#expectedSeq++;
     return {
       ok: true,
-      frame: {
-        type: header.readUInt8(5),
-        seq: Number(seq),
-        epoch: Number(epoch),
-        payload: Buffer.from(payload),
-      },
+      frame: { type: header.readUInt8(5), seq: Number(seq), epoch: Number(epoch), payload },
     };
   }
 
@@ -164,20 +202,34 @@ export class FrameDecoder {
   }
 
   #peek(n: number): Buffer {
-    const first = this.#chunks[0];
-    if (first && first.length >= n) return first.subarray(0, n);
-    const all = Buffer.concat(this.#chunks);
-    this.#chunks = [all];
-    return all.subarray(0, n);
+    const first = this.#chunks[0]!;
+    if (first.length >= n) return first.subarray(0, n);
+    const merged = this.#take(n);
+    this.#chunks.unshift(merged);
+    this.#buffered += n;
+    return merged;
   }
 
+  /** The next n buffered bytes: a view when one chunk holds them, else one copy of exactly n bytes. */
   #take(n: number): Buffer {
-    const all = this.#chunks.length === 1 ? this.#chunks[0]! : Buffer.concat(this.#chunks);
-    const taken = all.subarray(0, n);
-    const rest = all.subarray(n);
-    this.#chunks = rest.length > 0 ? [rest] : [];
     this.#buffered -= n;
-    return taken;
+    const first = this.#chunks[0]!;
+    if (first.length >= n) {
+      if (first.length === n) this.#chunks.shift();
+      else this.#chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      const c = this.#chunks[0]!;
+      const k = Math.min(c.length, n - filled);
+      c.copy(out, filled, 0, k);
+      filled += k;
+      if (k === c.length) this.#chunks.shift();
+      else this.#chunks[0] = c.subarray(k);
+    }
+    return out;
   }
 }
 
@@ -187,6 +239,8 @@ function checkHeader(head: Buffer): { error: FrameError; detail: string } | unde
   const version = head.readUInt8(4);
   if (version !== PROTOCOL_VERSION)
     return { error: 'bad-version', detail: `protocol version ${version}, expected ${PROTOCOL_VERSION}` };
+  if (crc32(head.subarray(0, 28)) !== head.readUInt32BE(28))
+    return { error: 'bad-crc', detail: 'frame header checksum mismatch' };
   if (head.readUInt16BE(6) !== 0) return { error: 'bad-flags', detail: 'reserved flags set' };
   const length = head.readUInt32BE(8);
   if (length > MAX_PAYLOAD) return { error: 'too-long', detail: `payload length ${length} > ${MAX_PAYLOAD}` };

@@ -185,6 +185,7 @@ export class PeerLink {
     conn.epoch = this.#epoch;
     let introduced = false;
     conn.onClose((reason) => {
+      if (conn.peerError !== undefined) this.lastError = conn.peerError;
       this.#bytesSentBefore += conn.bytesSent;
       this.#conn = undefined;
       for (const [, p] of this.#pending) p.reject(new PeerGone(this.node, reason));
@@ -220,15 +221,6 @@ export class PeerLink {
           p.resolve(m);
           return;
         }
-        case 'ping':
-          conn.send({ type: 'pong' });
-          return;
-        case 'pong':
-          return;
-        case 'error':
-          this.lastError = m.message;
-          conn.close(`peer error: ${m.message}`);
-          return;
         default:
           conn.close(`bad message: unexpected ${m.type}`);
       }

@@ -85,6 +85,33 @@ function put48(b: Buffer, at: number, v: number): void {
   b.writeUIntBE(v, at, 6);
 }
 
+/**
+ * The payload as parts to send in order: a write's or a reply's data is a part of its own, never
+ * copied into a new buffer (the connection writes the parts with writev).
+ */
+export function encodeMessageParts(m: Message): { type: number; parts: Buffer[] } {
+  switch (m.type) {
+    case 'write': {
+      const head = Buffer.allocUnsafe(11);
+      head.writeUInt32BE(m.id, 0);
+      put48(head, 4, m.offset);
+      head.writeUInt8(m.resync ? 1 : 0, 10);
+      return { type: MessageType.write, parts: [head, m.data] };
+    }
+    case 'digestReply':
+    case 'readReply': {
+      const head = Buffer.allocUnsafe(5);
+      head.writeUInt32BE(m.id, 0);
+      head.writeUInt8(m.status, 4);
+      return { type: MessageType[m.type], parts: [head, m.type === 'digestReply' ? m.digests : m.data] };
+    }
+    default: {
+      const { type, payload } = encodeMessage(m);
+      return { type, parts: [payload] };
+    }
+  }
+}
+
 export function encodeMessage(m: Message): { type: number; payload: Buffer } {
   const json = (o: unknown) => Buffer.from(JSON.stringify(o));
   switch (m.type) {
@@ -232,7 +259,7 @@ export function decodeMessage(type: number, payload: Buffer): DecodeMessageResul
       if (!need(11, false)) return bad('write too short');
       const flag = payload.readUInt8(10);
       if (flag > 1) return bad('write: bad flag');
-      const data = Buffer.from(payload.subarray(11));
+      const data = payload.subarray(11); // a view: the frame's bytes are not reused
       return {
         ok: true,
         message: {
@@ -281,7 +308,7 @@ export function decodeMessage(type: number, payload: Buffer): DecodeMessageResul
       if (!need(5, false)) return bad('reply too short');
       const s = status(payload, 4);
       if (s === undefined) return bad('reply: unknown status');
-      const body = Buffer.from(payload.subarray(5));
+      const body = payload.subarray(5);
       const id = payload.readUInt32BE(0);
       return {
         ok: true,

@@ -1,12 +1,15 @@
 /**
  * The secondary side: listens on its TCP address, authenticates primaries, applies their writes to
- * the local BlockDevice in arrival order and acknowledges each one after it is written; FLUSH is
- * acknowledged after every earlier write is applied and the device is flushed (fdatasync).
+ * the local BlockDevice and acknowledges each one after it is written. Writes to different blocks
+ * run concurrently; a write waits for every earlier one it overlaps (apply-queue.ts), so arrival
+ * order holds wherever it matters. FLUSH is acknowledged after every earlier write is applied and
+ * the device is flushed (fdatasync).
  * A diskless tiebreaker runs the same server without a device: it only answers the handshake.
  */
 import { createHash } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { BlockDevice } from '../block-device.ts';
+import { ApplyQueue } from './apply-queue.ts';
 import { type Connection, type ConnectionLog, serverHandshake } from './connection.ts';
 import { adoptSourceGeneration } from './generation.ts';
 import { AckStatus, type AckStatusCode, type Message, type PeerState } from './protocol.ts';
@@ -47,8 +50,8 @@ export class ReplicaServer {
   #writesApplied = 0;
   #refused = 0;
   #closedForBadInput = 0;
-  /** Writes of all connections go through one chain: the order of application is the order of arrival. */
-  #chain: Promise<unknown> = Promise.resolve();
+  /** Operations of all connections, in arrival order; overlapping ones never overtake each other. */
+  #queue = new ApplyQueue();
 
   constructor(o: ReplicaServerOptions) {
     this.o = o;
@@ -87,7 +90,7 @@ export class ReplicaServer {
     for (const c of this.#conns) c.close('server closing');
     for (const s of this.#sockets) s.destroy();
     await new Promise<void>((resolve) => (this.#server ? this.#server.close(() => resolve()) : resolve()));
-    await this.#chain.catch(() => undefined);
+    await this.#queue.idle();
   }
 
   #accept(socket: Socket): void {
@@ -101,6 +104,8 @@ export class ReplicaServer {
         conn.onClose((reason) => {
           this.#conns.delete(conn);
           if (reason.startsWith('bad ')) this.#closedForBadInput++;
+          if (conn.peerError !== undefined)
+            this.o.log.warn({ peer: conn.peerNode, message: conn.peerError }, 'peer reported an error');
           this.o.log.info({ peer: conn.peerNode, reason }, 'replication connection closed');
         });
         conn.onMessage((m, epoch) => this.#handle(conn, m, epoch));
@@ -157,8 +162,8 @@ export class ReplicaServer {
           return;
         }
         if (m.state.role === 'Primary' && this.#introduced.has(conn) && this.o.device) {
-          const now = this.o.store.load();
-          this.#chain = this.#chain.then(() => {
+          void this.#queue.submit(undefined, async () => {
+            const now = this.o.store.load();
             this.o.store.save({
               ...now,
               generation: adoptSourceGeneration(now.generation, m.state.generation),
@@ -180,15 +185,16 @@ export class ReplicaServer {
           return;
         }
         const device = this.o.device!;
-        const job = this.#chain.then(async () => {
+        const job = this.#queue.submit({ offset: m.offset, length: m.data.length }, async () => {
           if (m.resync) {
+            // Before the first resync block lands, the disk is no longer a consistent image. (In
+            // the queue: it must come after a STATE barrier that declared this disk UpToDate.)
             const cur = this.o.store.load();
             if (cur.diskState === 'UpToDate' || cur.diskState === 'Outdated')
               this.o.store.save({ ...cur, diskState: 'Inconsistent' });
           }
           await device.write(m.offset, m.data);
         });
-        this.#chain = job.catch(() => undefined);
         job.then(
           () => {
             this.#writesApplied++;
@@ -204,8 +210,7 @@ export class ReplicaServer {
           return;
         }
         const device = this.o.device;
-        const job = this.#chain.then(() => device.flush());
-        this.#chain = job.catch(() => undefined);
+        const job = this.#queue.submit(undefined, () => device.flush());
         job.then(
           () => conn.send({ type: 'ack', id: m.id, status: AckStatus.ok }),
           () => conn.send({ type: 'ack', id: m.id, status: AckStatus.ioError }),
@@ -225,8 +230,7 @@ export class ReplicaServer {
           return;
         }
         const device = this.o.device;
-        const job = this.#chain.then(() => blockDigests(device, offset, length, chunk));
-        this.#chain = job.catch(() => undefined);
+        const job = this.#queue.submit({ offset, length }, () => blockDigests(device, offset, length, chunk));
         job.then(
           (digests) => conn.send({ type: 'digestReply', id, status: AckStatus.ok, digests }),
           () => conn.send({ type: 'digestReply', id, status: AckStatus.ioError, digests: Buffer.alloc(0) }),
@@ -240,23 +244,13 @@ export class ReplicaServer {
           return;
         }
         const device = this.o.device;
-        const job = this.#chain.then(() => device.read(offset, length));
-        this.#chain = job.catch(() => undefined);
+        const job = this.#queue.submit({ offset, length }, () => device.read(offset, length));
         job.then(
           (data) => conn.send({ type: 'readReply', id, status: AckStatus.ok, data }),
           () => conn.send({ type: 'readReply', id, status: AckStatus.ioError, data: Buffer.alloc(0) }),
         );
         return;
       }
-      case 'ping':
-        conn.send({ type: 'pong' });
-        return;
-      case 'pong':
-        return;
-      case 'error':
-        this.o.log.warn({ peer: conn.peerNode, message: m.message }, 'peer reported an error');
-        conn.close(`peer error: ${m.message}`);
-        return;
       default:
         conn.close(`bad message: unexpected ${m.type} after handshake`);
     }

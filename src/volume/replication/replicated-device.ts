@@ -299,7 +299,12 @@ export class ReplicatedDevice implements BlockDevice {
           peerWrites.push(
             p.link.write(offset, data).then(
               (status) => this.#peerAnswered(p, status, offset, data.length),
-              () => p.bitmap.markRange(offset, data.length),
+              () => {
+                // The peer went away with this write in flight: it is behind now, which must show in
+                // the generation before the write is acknowledged (as for a write made without it).
+                p.bitmap.markRange(offset, data.length);
+                this.#maybeRotate();
+              },
             ),
           );
         }
@@ -579,6 +584,7 @@ export class ReplicatedDevice implements BlockDevice {
   #peerAnswered(p: PeerData, status: number, offset: number, length: number): void {
     if (status === AckStatus.ok) return;
     p.bitmap.markRange(offset, length);
+    this.#maybeRotate();
     if (status === AckStatus.staleEpoch) {
       this.#fenced = true;
       this.log.warn({ peer: p.link.node }, 'peer refused our epoch: fenced, refusing further writes');

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createHmac, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { crc32 } from 'node:zlib';
 import {
@@ -13,11 +13,19 @@ import {
 import {
   type DecodeResult,
   encodeFrame,
+  encodeFrameParts,
   FrameDecoder,
   HEADER_LENGTH,
+  MAC_LENGTH,
   MAX_PAYLOAD,
+  macKey,
 } from '../../../src/volume/replication/frame.ts';
-import { decodeMessage, encodeMessage, type Message } from '../../../src/volume/replication/protocol.ts';
+import {
+  decodeMessage,
+  encodeMessage,
+  encodeMessageParts,
+  type Message,
+} from '../../../src/volume/replication/protocol.ts';
 
 const key = Buffer.alloc(32, 7);
 const frame = (seq: number, payload = Buffer.from('hello'), epoch = 3) =>
@@ -57,10 +65,15 @@ test('hostile input produces one error and then the decoder stays failed', () =>
   cases.push(['version', badVersion, 'bad-version']);
   const huge = frame(0);
   huge.writeUInt32BE(0xffffffff, 8);
+  cases.push(['huge length, header checksum not updated', Buffer.from(huge), 'bad-crc']);
+  huge.writeUInt32BE(crc32(huge.subarray(0, 28)), 28);
   cases.push(['huge length', huge, 'too-long']);
   const flipped = frame(0);
   flipped.writeUInt8(flipped.readUInt8(HEADER_LENGTH + 1) ^ 1, HEADER_LENGTH + 1);
-  cases.push(['corrupt payload', flipped, 'bad-crc']);
+  cases.push(['corrupt payload (the MAC covers it)', flipped, 'bad-mac']);
+  const tag = frame(0);
+  tag[tag.length - 1] = (tag[tag.length - 1] ?? 0) ^ 1;
+  cases.push(['corrupt MAC', tag, 'bad-mac']);
   const wrongKey = encodeFrame(Buffer.alloc(32, 8), {
     type: 10,
     seq: 0,
@@ -81,11 +94,7 @@ test('hostile input produces one error and then the decoder stays failed', () =>
 
 function encodeFrameRawEpoch(): Buffer {
   // A correctly MACed frame whose epoch does not fit a safe integer (a peer with the key but a bug).
-  const f = encodeFrame(key, { type: 10, seq: 0, epoch: 0, payload: Buffer.alloc(0) });
-  f.writeBigUInt64BE(2n ** 60n, 20);
-  f.writeUInt32BE(crc32(Buffer.alloc(0), crc32(f.subarray(0, 28))), 28);
-  createHmac('sha256', key).update(f.subarray(0, HEADER_LENGTH)).digest().copy(f, HEADER_LENGTH);
-  return f;
+  return encodeFrame(key, { type: 10, seq: 0, epoch: 2 ** 60, payload: Buffer.alloc(0) });
 }
 
 test('random bytes never throw and never yield a frame', () => {
@@ -94,6 +103,19 @@ test('random bytes never throw and never yield a frame', () => {
     const rs = dec.push(randomBytes(1 + (i % 200) * 13));
     assert.ok(rs.every((r) => !r.ok));
   }
+});
+
+test('a frame sent as parts is byte-identical to the contiguous encoding, and decodes to views', () => {
+  const data = randomBytes(70000);
+  const head = Buffer.from([1, 2, 3]);
+  const parts = encodeFrameParts(macKey(key), { type: 10, seq: 0, epoch: 3, parts: [head, data] });
+  assert.equal(parts[2], data); // the payload itself, not a copy
+  const whole = Buffer.concat(parts);
+  assert.deepEqual(whole, frame(0, Buffer.concat([head, data])));
+  const [r] = new FrameDecoder(key).push(whole);
+  assert.ok(r?.ok);
+  assert.equal(r.frame.payload.buffer, whole.buffer); // a view of the received bytes
+  assert.equal(whole.length, HEADER_LENGTH + 3 + 70000 + MAC_LENGTH);
 });
 
 test('encoder refuses payloads over the hard maximum', () => {
@@ -134,6 +156,9 @@ test('messages round-trip through their codecs', () => {
   for (const m of msgs) {
     const { type, payload } = encodeMessage(m);
     assert.deepEqual(decodeMessage(type, payload), { ok: true, message: m }, m.type);
+    const parts = encodeMessageParts(m);
+    assert.deepEqual(Buffer.concat(parts.parts), payload, m.type);
+    assert.equal(parts.type, type);
   }
 });
 
