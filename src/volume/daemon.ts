@@ -292,6 +292,11 @@ async function runReplica(
   });
 
   await stopped;
+  // Demoted and flushed by now: closing connections must not keep a stopped volume's daemon alive.
+  setTimeout(() => {
+    log.warn('closing took more than 10 s: exiting anyway');
+    process.exit(0);
+  }, 10_000).unref();
   clearInterval(ticker);
   state = 'stopping';
   report();

@@ -199,16 +199,17 @@ export class ReplicaCluster {
 
   #forceDown(n: ReplicaNode): void {
     const vol = this.volumeDir(n.name);
-    spawnSync('umount', ['-l', n.mnt]);
-    const loops = spawnSync('losetup', ['-j', join(vol, 'fuse', 'device')], { encoding: 'utf8' }).stdout;
-    for (const line of loops.split('\n').filter(Boolean)) spawnSync('losetup', ['-d', line.split(':')[0]!]);
-    spawnSync('umount', ['-l', join(vol, 'fuse')]);
+    // The daemon first: with it gone, I/O it held (suspended writes) fails and the device lets go.
     const pidFile = join(vol, 'run', 'daemon.pid');
     if (existsSync(pidFile)) {
       const pid = Number(readFileSync(pidFile, 'utf8'));
       const cmdline = existsSync(`/proc/${pid}/cmdline`) ? readFileSync(`/proc/${pid}/cmdline`, 'utf8') : '';
       if (pid && cmdline.includes(vol)) process.kill(pid, 'SIGKILL');
     }
+    spawnSync('umount', ['-l', n.mnt]);
+    const loops = spawnSync('losetup', ['-j', join(vol, 'fuse', 'device')], { encoding: 'utf8' }).stdout;
+    for (const line of loops.split('\n').filter(Boolean)) spawnSync('losetup', ['-d', line.split(':')[0]!]);
+    spawnSync('umount', ['-l', join(vol, 'fuse')]);
   }
 }
 

@@ -130,9 +130,72 @@ test('a replica that was away gets back only what it missed, and ends identical'
       `(${(bytes / 1e6 / Math.max(ms / 1000, 0.001)).toFixed(0)} MB/s); on the wire ${sent} bytes, of which ` +
       `${appWrites} bytes were new application writes: ${((sent - appWrites) / dirty).toFixed(3)}x the dirty bytes`,
   );
-  assert.ok(bytes <= dirty * 1.1, `resynced ${bytes} bytes for ${dirty} dirty`);
+  assert.ok(bytes <= (dirty + appWrites) * 1.1, `resynced ${bytes} bytes for ${dirty} dirty`);
   assert.ok(sent - appWrites <= dirty * 1.1, `sent ${sent - appWrites} resync bytes for ${dirty} dirty`);
   const v = cl.run('a', ['volume', 'verify', cl.volume, '--json']);
+  assert.equal(v.status, 0, v.stderr);
+  for (const r of JSON.parse(v.stdout)) assert.deepEqual(r.mismatches, [], `replica ${r.peer} differs`);
+});
+
+test('a primary cut off from its peers suspends I/O; the other side promotes with a newer epoch; the old primary is fenced', async (t) => {
+  // Detect the cut link in 2 s instead of 6 (the daemons inherit the environment).
+  process.env.CVSERVER_PEER_TIMEOUT_MS = '2000';
+  const cl = new ReplicaCluster({ size: '128M', netns: true });
+  t.after(() => {
+    delete process.env.CVSERVER_PEER_TIMEOUT_MS;
+    cl.cleanup();
+  });
+  cl.setup();
+  const aMnt = cl.node('a').mnt;
+  cl.ok('a', ['volume', 'primary', cl.volume, '--mkfs', 'ext4', '--mount', aMnt]);
+  spawnSync('dd', ['if=/dev/urandom', `of=${join(aMnt, 'before-cut')}`, 'bs=1M', 'count=4', 'conv=fsync']);
+  const epochA = cl.status('a').daemon.replication.epoch as number;
+
+  cl.cut('a');
+  const writer = spawn(
+    'dd',
+    ['if=/dev/urandom', `of=${join(aMnt, 'during-cut')}`, 'bs=4k', 'count=1', 'conv=fsync'],
+    {
+      stdio: 'ignore',
+    },
+  );
+  const writerDone = new Promise<number>((r) => writer.once('exit', (code) => r(code ?? -1)));
+  t.after(() => stop(writer));
+  await cl.until('a to lose quorum and suspend the write', () => {
+    const q = cl.status('a').daemon.replication.quorum;
+    return !q.hasQuorum && q.suspendedWrites > 0;
+  });
+  assert.equal(writer.exitCode, null, 'the write completed without quorum');
+
+  // The majority side: the same epoch is refused, a newer one wins.
+  const same = cl.run('b', ['volume', 'primary', cl.volume, '--epoch', String(epochA)]);
+  assert.notEqual(same.status, 0, 'b became primary with the old epoch');
+  assert.match(same.stderr, /epoch/);
+  const bMnt = cl.node('b').mnt;
+  cl.ok('b', ['volume', 'primary', cl.volume, '--epoch', String(epochA + 1), '--mount', bMnt]);
+  assert.ok(existsSync(join(bMnt, 'before-cut')), 'data written before the cut is on the new primary');
+  spawnSync('dd', ['if=/dev/urandom', `of=${join(bMnt, 'new-primary')}`, 'bs=1M', 'count=2', 'conv=fsync']);
+
+  // The link comes back: the old primary learns the newer epoch, is fenced, its suspended write fails.
+  cl.heal('a');
+  const code = await writerDone;
+  assert.notEqual(code, 0, 'the old primary acknowledged a write after being fenced');
+  assert.equal(cl.status('a').daemon.replication.fenced, true);
+  assert.equal(existsSync(join(bMnt, 'during-cut')), false);
+
+  // The old primary steps down and rejoins as a secondary; the replicas end identical.
+  cl.ok('a', ['volume', 'secondary', cl.volume]);
+  let last: unknown;
+  await cl
+    .until('a back in sync', () => {
+      const p = cl.status('b').daemon.replication.peers.find((x: { node: string }) => x.node === 'a');
+      last = p;
+      return p.connection === 'Connected' && p.outOfSyncBytes === 0 && !p.resync;
+    })
+    .catch((err: Error) => {
+      throw new Error(`${err.message}: ${JSON.stringify(last)}`);
+    });
+  const v = cl.run('b', ['volume', 'verify', cl.volume, '--json']);
   assert.equal(v.status, 0, v.stderr);
   for (const r of JSON.parse(v.stdout)) assert.deepEqual(r.mismatches, [], `replica ${r.peer} differs`);
 });

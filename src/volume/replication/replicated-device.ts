@@ -235,7 +235,9 @@ export class ReplicatedDevice implements BlockDevice {
     };
     for (const p of this.#peers) {
       const st = p.link.peerState;
-      if (!st || p.link.o.peer.tiebreaker || st.diskState === 'Diskless') continue;
+      // An Outdated peer was fenced by a newer primary: it cannot hold acknowledged data we lack.
+      if (!st || p.link.o.peer.tiebreaker || st.diskState === 'Diskless' || st.diskState === 'Outdated')
+        continue;
       const d = decideSync(local, {
         generation: st.generation,
         diskState: st.diskState,
@@ -259,6 +261,7 @@ export class ReplicatedDevice implements BlockDevice {
   async demote(): Promise<void> {
     if (this.#role !== 'Primary') return;
     await this.flush().catch(() => undefined);
+    const fenced = this.#roleState().fenced;
     this.#role = 'Secondary';
     for (const p of this.#peers) {
       p.link.stop();
@@ -267,7 +270,9 @@ export class ReplicatedDevice implements BlockDevice {
       saveBitmap(this.#bitmapFile(p.link.node), p.bitmap);
     }
     const meta = this.store.load();
-    this.store.save({ ...meta, primaryOpen: false });
+    // A fenced primary's data is not the newest any more (another primary took over): Outdated
+    // until it resyncs, so it can neither be promoted nor win a split-brain.
+    this.store.save({ ...meta, primaryOpen: false, ...(fenced ? { diskState: 'Outdated' as const } : {}) });
     this.#wake();
   }
 
@@ -622,7 +627,9 @@ export class ReplicatedDevice implements BlockDevice {
       return;
     }
     if (peer.role === 'Primary') {
-      p.link.park('Refused', 'peer is primary too');
+      // Usually transient (an old primary about to step down): retry with backoff, do not park.
+      p.link.lastError = 'peer is primary too';
+      p.link.drop('peer is primary too');
       this.#wake();
       return;
     }
@@ -671,7 +678,16 @@ export class ReplicatedDevice implements BlockDevice {
             current: peer.generation.current,
           },
         );
-        if ((r.kind === 'discard' && r.loser === 'peer') || this.#forceSurvivor.delete(peer.node)) {
+        // An Outdated peer is an old primary fenced by ours, which had quorum: whatever it wrote since
+        // was never acknowledged (it held the acks for quorum). Discard it, its blocks saved first.
+        const fencedPeer = peer.diskState === 'Outdated' && this.c.quorum !== 'off';
+        if (fencedPeer)
+          this.log.warn({ peer: peer.node }, 'split-brain with a fenced old primary: its unacknowledged writes are saved, then discarded');
+        if (
+          fencedPeer ||
+          (r.kind === 'discard' && r.loser === 'peer') ||
+          this.#forceSurvivor.delete(peer.node)
+        ) {
           p.link.state = 'SyncSource';
           p.discarding = this.#discardPeer(p);
           p.discarding.catch((err: Error) =>
