@@ -2,8 +2,8 @@
  * Replicated volumes, safety through the real CLI and daemons: a forced split-brain is detected,
  * stays apart, and is resolved by the operator with the loser's blocks saved; hostile bytes on a
  * running replica's port change nothing and do not disturb the primary feeding it.
- * Two known engine bugs are pinned as `todo` tests (they fail until fixed, without failing the run):
- * remove the `todo` once they pass.
+ * A known engine bug is pinned as a `todo` test (it fails until fixed, without failing the run):
+ * remove the `todo` once it passes.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -39,13 +39,6 @@ import {
 import { readSecret } from '../../src/volume/replication-config.ts';
 import { ReplicaCluster } from '../helpers/replica-cluster.ts';
 
-/**
- * Known engine bug (src/volume/replication/connection.ts): Connection.send corks the socket until the
- * next tick and Connection.close destroys it at once, so whatever is sent just before a close (the
- * replica's STATE and ERROR to a stale primary) is dropped.
- */
-const STALE_STATE_LOST =
-  'engine: Connection.close() destroys the corked socket, dropping the STATE/ERROR sent just before';
 /**
  * Known engine bug (src/volume/replication/replicated-device.ts): promote() waits for quorum only, and
  * with quorum off (or once a majority answered) it decides before every peer's STATE has arrived, so
@@ -228,7 +221,9 @@ class RawClient {
         resolve();
       }),
     );
-    socket.on('error', () => undefined);
+    socket.on('error', (err) => {
+      this.socketError = err.message;
+    });
     socket.on('data', (chunk: Buffer) => {
       for (const r of this.#decoder.push(chunk)) {
         if (!r.ok) return;
@@ -317,6 +312,8 @@ class RawClient {
   }
 
   serverProofOk = false;
+  /** The socket error that ended the connection, if any (ECONNRESET: the server reset it). */
+  socketError: string | undefined;
 
   /** The messages received and not yet taken by `next`. */
   received(): Message[] {
@@ -562,19 +559,13 @@ test('hostile input on a running replica port: closed and counted, daemon up, da
       assert.deepEqual(ack, { type: 'ack', id: 7, status: 2 }, 'an old-epoch write was not refused as stale');
       c.send({ type: 'state', state: peerState('evil', 'Primary', old, target.size) }, old);
       assert.ok(await c.closedWithin(3000), 'an old-epoch primary STATE: the connection stayed open');
-      // b must tell the stale primary its epoch (STATE, then ERROR) before closing: that is how an
-      // old primary learns that it is fenced (docs/replication.md).
-      await t.test(
-        'a refused old-epoch primary receives the STATE and ERROR sent before the close',
-        { todo: STALE_STATE_LOST },
-        () => {
-          const got = c.received();
-          assert.ok(
-            got.some((m) => m.type === 'state'),
-            `nothing but ${JSON.stringify(got.map((m) => m.type))}`,
-          );
-          assert.ok(got.some((m) => m.type === 'error' && /stale epoch/.test(m.message)));
-        },
+      // b told the stale primary its epoch (STATE, then ERROR) before closing: that is how an old
+      // primary learns that it is fenced (docs/replication.md).
+      const got = c.received();
+      assert.ok(
+        got.some((m) => m.type === 'state') &&
+          got.some((m) => m.type === 'error' && /stale epoch/.test(m.message)),
+        `received only ${JSON.stringify(got.map((m) => m.type))}, socket error: ${c.socketError}`,
       );
       log('an old-epoch write (refused) and an old-epoch primary STATE');
     }
