@@ -14,6 +14,7 @@ import {
   type OpcodeName,
   OUT_HEADER_SIZE,
   STATFS_OUT_SIZE,
+  WRITE_IN_SIZE,
   WRITE_OUT_SIZE,
 } from './protocol.ts';
 
@@ -127,12 +128,13 @@ function decodeBody(name: OpcodeName | undefined, opcode: number, body: Buffer):
       };
     case 'WRITE': {
       const size = body.readUInt32LE(16);
-      if (body.length - 40 !== size) return `WRITE of ${size} bytes carries ${body.length - 40}`;
+      if (body.length - WRITE_IN_SIZE !== size)
+        return `WRITE of ${size} bytes carries ${body.length - WRITE_IN_SIZE}`;
       return {
         op: 'WRITE',
         fh: body.readBigUInt64LE(0),
         offset: body.readBigUInt64LE(8),
-        data: body.subarray(40),
+        data: body.subarray(WRITE_IN_SIZE),
       };
     }
     case 'FLUSH':

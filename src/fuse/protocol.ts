@@ -55,6 +55,8 @@ export const WANTED_INIT_FLAGS =
   InitFlag.MAX_PAGES;
 
 export const IN_HEADER_SIZE = 40;
+/** fuse_write_in: the WRITE payload starts this far into the request body. */
+export const WRITE_IN_SIZE = 40;
 export const OUT_HEADER_SIZE = 16;
 export const ATTR_SIZE = 88;
 export const ENTRY_OUT_SIZE = 40 + ATTR_SIZE;

@@ -2,10 +2,13 @@ import { read, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { errnoCode, errorMessage } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
+import { allocAlignedBuffers } from '../volume/block-device.ts';
 import { decodeRequest, encodeError, expectsReply, type InHeader, type Request } from './codec.ts';
-import { READ_BUFFER_SIZE } from './protocol.ts';
+import { IN_HEADER_SIZE, READ_BUFFER_SIZE, WRITE_IN_SIZE } from './protocol.ts';
 
 const readAsync = promisify(read);
+/** Read buffers are allocated this many at a time (one aligned allocation; untouched ones cost no RSS). */
+const BUFFERS_PER_ALLOCATION = 8;
 
 /** What the session serves; DeviceFilesystem is the one implementation. */
 export interface FuseHandler {
@@ -60,7 +63,7 @@ export class FuseSession {
   }
 
   private async readOne(): Promise<void> {
-    const buf = this.pool.pop() ?? Buffer.allocUnsafe(READ_BUFFER_SIZE);
+    const buf = this.pool.pop() ?? this.allocateBuffers();
     let n: number;
     try {
       n = (await readAsync(this.fd, buf, 0, buf.length, null)).bytesRead;
@@ -93,6 +96,21 @@ export class FuseSession {
       this.inFlight--;
       if (this.inFlight === 0 && this.drained) this.drained();
     });
+  }
+
+  /**
+   * Read buffers placed so that a WRITE's payload (after the in header and fuse_write_in) starts
+   * on a direct-I/O boundary: the device can then write it to disk with O_DIRECT as it is, no copy.
+   */
+  private allocateBuffers(): Buffer {
+    const bufs = allocAlignedBuffers(
+      READ_BUFFER_SIZE,
+      BUFFERS_PER_ALLOCATION,
+      IN_HEADER_SIZE + WRITE_IN_SIZE,
+    );
+    const first = bufs.pop()!;
+    this.pool.push(...bufs);
+    return first;
   }
 
   private async serve(msg: Buffer): Promise<void> {
