@@ -9,7 +9,8 @@
  * write, 4 in flight (about what ext4 on a loop device produces). Prints MB/s, IOPS and b/a, c/a.
  * Then a resync: the peer goes away, the primary writes, the peer returns; prints dirty bytes, bytes
  * on the wire and resync MB/s. No assertions: figures only.
- *   scripts/node bench/replication.ts [--seconds 3] [--size 256M] [--profile]
+ *   scripts/node bench/replication.ts [--seconds 3] [--size 256M] [--only 1|2] [--cases seq1,seq4,rand]
+ *     [--dir /dev/shm (engine cost without the disk)] [--profile (CPU profiles of the replicas in ./prof)]
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -124,6 +125,8 @@ const { values } = parseArgs({
     replica: { type: 'string' },
     profile: { type: 'boolean', default: false },
     only: { type: 'string' },
+    cases: { type: 'string', default: 'seq1,seq4,rand' },
+    dir: { type: 'string' },
   },
 });
 const profile = values.profile;
@@ -169,9 +172,10 @@ async function workloads(dev: BlockDevice, seconds: number): Promise<Figures> {
   const big = randomBytes(MiB);
   const small = randomBytes(4096);
   const blocks = Math.floor(dev.size / MiB);
+  const cases = new Set(values.cases.split(','));
   // Sequential 1 MiB, write + flush, one at a time (dd oflag=dsync).
   let at = 0;
-  const seqSync = await timed(seconds, 1, async () => {
+  const seqSync = await timed(cases.has('seq1') ? seconds : 0, 1, async () => {
     await dev.write((at++ % blocks) * MiB, big);
     await dev.flush();
     return MiB;
@@ -179,7 +183,7 @@ async function workloads(dev: BlockDevice, seconds: number): Promise<Figures> {
   // Sequential 1 MiB, 4 in flight, a flush every 32 MiB (dd conv=fsync through ext4 + loop).
   let next = 0;
   let sinceFlush = 0;
-  const seq = await timed(seconds, 4, async () => {
+  const seq = await timed(cases.has('seq4') ? seconds : 0, 4, async () => {
     const off = (next++ % blocks) * MiB;
     await dev.write(off, big);
     if (++sinceFlush >= 32) {
@@ -191,7 +195,7 @@ async function workloads(dev: BlockDevice, seconds: number): Promise<Figures> {
   await dev.flush();
   // 4 KiB random, write + flush per write, 4 in flight (fio --rw=randwrite --bs=4k --fsync=1, iodepth 4).
   const pages = Math.floor(dev.size / 4096);
-  const rand = await timed(seconds, 4, async () => {
+  const rand = await timed(cases.has('rand') ? seconds : 0, 4, async () => {
     await dev.write(Math.floor(Math.random() * pages) * 4096, small);
     await dev.flush();
     return 4096;
@@ -235,7 +239,7 @@ async function replicated(
 async function main(): Promise<void> {
   const seconds = Number(values.seconds);
   const size = parseSize(values.size) ?? 256 * MiB;
-  const work = mkdtempSync(join(tmpdir(), 'cvs-repl-bench-'));
+  const work = mkdtempSync(join(values.dir ?? tmpdir(), 'cvs-repl-bench-'));
   const replicas: Replica[] = [];
   try {
     console.log(`replication bench: ${seconds} s per case, ${size / MiB} MiB volume, files in ${work}`);

@@ -20,6 +20,7 @@ import {
   type Transcript,
 } from './auth.ts';
 import { encodeFrame, encodeFrameParts, FrameDecoder, type MacKey, macKey } from './frame.ts';
+import { type FramePool, POOLED_FRAME_MIN } from './frame-pool.ts';
 import { decodeMessage, encodeMessage, encodeMessageParts, type Message } from './protocol.ts';
 
 export interface ConnectionLog {
@@ -43,9 +44,10 @@ export class Connection {
   #corked = false;
   #decoder: FrameDecoder;
   #closed = false;
-  #onMessage: ((m: Message, epoch: number) => void) | undefined;
+  #onMessage: MessageHandler | undefined;
   #onClose: Array<(reason: string) => void> = [];
-  #pendingMessages: Array<[Message, number]> = [];
+  #pendingMessages: Array<[Message, number, () => void]> = [];
+  #pool: FramePool | undefined;
   /** Bytes of payload sent and received (the resync test counts what travels). */
   bytesSent = 0;
   bytesReceived = 0;
@@ -63,7 +65,9 @@ export class Connection {
     sendSeq: number,
     decoder: FrameDecoder,
     leftover: Buffer[],
+    pool?: FramePool,
   ) {
+    this.#pool = pool;
     this.socket = socket;
     this.peerNode = peerNode;
     this.#sendKey = macKey(sendKey);
@@ -87,11 +91,15 @@ export class Connection {
     return this.#closed;
   }
 
-  onMessage(handler: (m: Message, epoch: number) => void): void {
+  /**
+   * The handler gets each message with the frame's epoch and a `release` to call once the message's
+   * buffers are no longer used (a write's data after it reached the disk); not calling it is safe.
+   */
+  onMessage(handler: MessageHandler): void {
     this.#onMessage = handler;
     const queued = this.#pendingMessages;
     this.#pendingMessages = [];
-    for (const [m, e] of queued) if (!this.#closed) handler(m, e);
+    for (const [m, e, release] of queued) if (!this.#closed) handler(m, e, release);
   }
 
   onClose(handler: (reason: string) => void): void {
@@ -157,8 +165,11 @@ export class Connection {
         this.close(`peer error: ${d.message.message}`);
         return;
       }
-      if (this.#onMessage) this.#onMessage(d.message, r.frame.epoch);
-      else this.#pendingMessages.push([d.message, r.frame.epoch]);
+      const slot = r.frame.slot;
+      const pool = this.#pool;
+      const release = slot && pool ? () => pool.release(slot) : noop;
+      if (this.#onMessage) this.#onMessage(d.message, r.frame.epoch, release);
+      else this.#pendingMessages.push([d.message, r.frame.epoch, release]);
       if (this.#closed) return;
     }
   }
@@ -169,7 +180,12 @@ export interface HandshakeOptions {
   volumeUuid: string;
   secret: Buffer;
   timeoutMs?: number;
+  /** Receive buffers for large frames (the replica server passes one; see frame-pool.ts). */
+  pool?: FramePool;
 }
+
+export type MessageHandler = (m: Message, epoch: number, release: () => void) => void;
+const noop = () => undefined;
 
 const HANDSHAKE_MAC_KEY = macKey(HANDSHAKE_KEY);
 
@@ -272,9 +288,9 @@ export async function clientHandshake(socket: Socket, o: HandshakeOptions): Prom
     const sendSeq = r.seq;
     const leftover = r.finish();
     // The server's authenticated frames continue its sequence after its one handshake frame.
-    const decoder = new FrameDecoder(keys.serverToClient);
+    const decoder = new FrameDecoder(keys.serverToClient, o.pool, POOLED_FRAME_MIN);
     skipSeq(decoder, 1);
-    return new Connection(socket, ch.node, keys.clientToServer, sendSeq, decoder, leftover);
+    return new Connection(socket, ch.node, keys.clientToServer, sendSeq, decoder, leftover, o.pool);
   } catch (err) {
     r.finish();
     socket.destroy();
@@ -305,9 +321,9 @@ export async function serverHandshake(socket: Socket, o: HandshakeOptions): Prom
     const keys = sessionKeys(o.secret, t);
     const sendSeq = r.seq;
     const leftover = r.finish();
-    const decoder = new FrameDecoder(keys.clientToServer);
+    const decoder = new FrameDecoder(keys.clientToServer, o.pool, POOLED_FRAME_MIN);
     skipSeq(decoder, 2);
-    return new Connection(socket, hello.node, keys.serverToClient, sendSeq, decoder, leftover);
+    return new Connection(socket, hello.node, keys.serverToClient, sendSeq, decoder, leftover, o.pool);
   } catch (err) {
     r.finish();
     socket.destroy();

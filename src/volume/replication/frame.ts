@@ -37,6 +37,13 @@ export interface Frame {
   seq: number;
   epoch: number;
   payload: Buffer;
+  /** The pooled buffer holding this frame, if any: give it back when the payload is no longer used. */
+  slot?: Buffer;
+}
+
+/** Where the decoder gathers a frame that spans several chunks (frame-pool.ts). */
+export interface SlotSource {
+  acquire(): Buffer;
 }
 
 export type FrameError =
@@ -116,9 +123,13 @@ export class FrameDecoder {
   #chunks: Buffer[] = [];
   #buffered = 0;
   #failed = false;
+  #pool: SlotSource | undefined;
+  #poolMin: number;
 
-  constructor(key: Buffer | MacKey) {
+  constructor(key: Buffer | MacKey, pool?: SlotSource, poolMin = 64 * 1024) {
     this.#key = macKey(key);
+    this.#pool = pool;
+    this.#poolMin = poolMin;
   }
 
   setKey(key: Buffer | MacKey): void {
@@ -151,8 +162,11 @@ export class FrameDecoder {
       const length = head.readUInt32BE(8);
       const total = HEADER_LENGTH + length + MAC_LENGTH;
       if (this.#buffered < total) return out;
-      const whole = this.#take(total);
+      const pooled = this.#pool !== undefined && total >= this.#poolMin && this.#chunks[0]!.length < total;
+      const slot = pooled ? this.#pool!.acquire() : undefined;
+      const whole = this.#take(total, slot);
       const r = this.#verify(whole, length);
+      if (r.ok && slot) r.frame.slot = slot;
       out.push(r);
       if (!r.ok) {
         this.#failed = true;
@@ -210,8 +224,11 @@ export class FrameDecoder {
     return merged;
   }
 
-  /** The next n buffered bytes: a view when one chunk holds them, else one copy of exactly n bytes. */
-  #take(n: number): Buffer {
+  /**
+   * The next n buffered bytes: a view when one chunk holds them, else one copy of exactly n bytes
+   * (into `into` when given).
+   */
+  #take(n: number, into?: Buffer): Buffer {
     this.#buffered -= n;
     const first = this.#chunks[0]!;
     if (first.length >= n) {
@@ -219,7 +236,7 @@ export class FrameDecoder {
       else this.#chunks[0] = first.subarray(n);
       return first.subarray(0, n);
     }
-    const out = Buffer.allocUnsafe(n);
+    const out = into && into.length >= n ? into.subarray(0, n) : Buffer.allocUnsafe(n);
     let filled = 0;
     while (filled < n) {
       const c = this.#chunks[0]!;

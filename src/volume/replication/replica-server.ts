@@ -11,6 +11,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { BlockDevice } from '../block-device.ts';
 import { ApplyQueue } from './apply-queue.ts';
 import { type Connection, type ConnectionLog, serverHandshake } from './connection.ts';
+import { FramePool } from './frame-pool.ts';
 import { adoptSourceGeneration } from './generation.ts';
 import { AckStatus, type AckStatusCode, type Message, type PeerState } from './protocol.ts';
 import type { ReplicaStore } from './replica-store.ts';
@@ -52,6 +53,8 @@ export class ReplicaServer {
   #closedForBadInput = 0;
   /** Operations of all connections, in arrival order; overlapping ones never overtake each other. */
   #queue = new ApplyQueue();
+  /** Receive buffers for large writes, reused once each write is on the disk. */
+  #pool = new FramePool();
 
   constructor(o: ReplicaServerOptions) {
     this.o = o;
@@ -98,7 +101,12 @@ export class ReplicaServer {
     socket.on('close', () => this.#sockets.delete(socket));
     socket.on('error', () => undefined);
     socket.setNoDelay(true);
-    serverHandshake(socket, { node: this.o.node, volumeUuid: this.o.volumeUuid, secret: this.o.secret }).then(
+    serverHandshake(socket, {
+      node: this.o.node,
+      volumeUuid: this.o.volumeUuid,
+      secret: this.o.secret,
+      pool: this.#pool,
+    }).then(
       (conn) => {
         this.#conns.add(conn);
         conn.onClose((reason) => {
@@ -108,7 +116,7 @@ export class ReplicaServer {
             this.o.log.warn({ peer: conn.peerNode, message: conn.peerError }, 'peer reported an error');
           this.o.log.info({ peer: conn.peerNode, reason }, 'replication connection closed');
         });
-        conn.onMessage((m, epoch) => this.#handle(conn, m, epoch));
+        conn.onMessage((m, epoch, release) => this.#handle(conn, m, epoch, release));
       },
       (err: Error) => {
         this.#closedForBadInput++;
@@ -143,7 +151,7 @@ export class ReplicaServer {
     return true;
   }
 
-  #handle(conn: Connection, m: Message, epoch: number): void {
+  #handle(conn: Connection, m: Message, epoch: number, release: () => void): void {
     const meta = this.o.store.load();
     conn.epoch = meta.epoch;
     switch (m.type) {
@@ -195,6 +203,7 @@ export class ReplicaServer {
           }
           await device.write(m.offset, m.data);
         });
+        void job.finally(release).catch(() => undefined);
         job.then(
           () => {
             this.#writesApplied++;

@@ -682,7 +682,10 @@ export class ReplicatedDevice implements BlockDevice {
         // was never acknowledged (it held the acks for quorum). Discard it, its blocks saved first.
         const fencedPeer = peer.diskState === 'Outdated' && this.c.quorum !== 'off';
         if (fencedPeer)
-          this.log.warn({ peer: peer.node }, 'split-brain with a fenced old primary: its unacknowledged writes are saved, then discarded');
+          this.log.warn(
+            { peer: peer.node },
+            'split-brain with a fenced old primary: its unacknowledged writes are saved, then discarded',
+          );
         if (
           fencedPeer ||
           (r.kind === 'discard' && r.loser === 'peer') ||

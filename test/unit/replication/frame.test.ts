@@ -20,6 +20,7 @@ import {
   MAX_PAYLOAD,
   macKey,
 } from '../../../src/volume/replication/frame.ts';
+import { FramePool, POOLED_FRAME_MIN } from '../../../src/volume/replication/frame-pool.ts';
 import {
   decodeMessage,
   encodeMessage,
@@ -215,4 +216,27 @@ test('handshake proofs and session keys depend on the secret and both nonces', (
   // A frame recorded on one session is refused on another (MAC under a different key).
   const recorded = encodeFrame(k1.clientToServer, { type: 10, seq: 0, epoch: 1, payload: Buffer.from('x') });
   assert.deepEqual(errors(new FrameDecoder(k2.clientToServer).push(recorded)), ['bad-mac']);
+});
+
+test('a large frame split across chunks is gathered into a pooled slot, which is reused once released', () => {
+  const pool = new FramePool({ maxIdle: 4 });
+  const dec = new FrameDecoder(key, pool, POOLED_FRAME_MIN);
+  const payload = randomBytes(200_000);
+  const bytes = frame(0, payload);
+  const out: DecodeResult[] = [];
+  for (let at = 0; at < bytes.length; at += 65536) out.push(...dec.push(bytes.subarray(at, at + 65536)));
+  const [r] = out;
+  assert.ok(r?.ok && r.frame.slot);
+  assert.deepEqual(r.frame.payload, payload);
+  assert.equal(r.frame.payload.buffer, r.frame.slot.buffer);
+  const made = pool.allocated;
+  pool.release(r.frame.slot);
+  const again = frame(1, randomBytes(100_000));
+  const out2: DecodeResult[] = [];
+  for (let at = 0; at < again.length; at += 65536) out2.push(...dec.push(again.subarray(at, at + 65536)));
+  assert.ok(out2[0]?.ok && out2[0].frame.slot);
+  assert.equal(pool.allocated, made); // no new slot
+  // Small frames, or a frame inside one chunk, are views of the input: no slot.
+  const [small] = dec.push(frame(2));
+  assert.ok(small?.ok && small.frame.slot === undefined);
 });
