@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseSize } from '../src/lib/size.ts';
-import type { BlockDevice } from '../src/volume/block-device.ts';
+import { allocAlignedBuffers, type BlockDevice } from '../src/volume/block-device.ts';
 import { LocalDevice } from '../src/volume/local-device.ts';
 import { newMetadata, writeMetadata } from '../src/volume/metadata.ts';
 import { ReplicaServer } from '../src/volume/replication/replica-server.ts';
@@ -169,8 +169,11 @@ async function timed(
 }
 
 async function workloads(dev: BlockDevice, seconds: number): Promise<Figures> {
-  const big = randomBytes(MiB);
-  const small = randomBytes(4096);
+  // Aligned memory, as the FUSE layer hands its WRITE payloads to the device.
+  const big = allocAlignedBuffers(MiB)[0]!;
+  const small = allocAlignedBuffers(4096)[0]!;
+  randomBytes(MiB).copy(big);
+  randomBytes(4096).copy(small);
   const blocks = Math.floor(dev.size / MiB);
   const cases = new Set(values.cases.split(','));
   // Sequential 1 MiB, write + flush, one at a time (dd oflag=dsync).

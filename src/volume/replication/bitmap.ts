@@ -76,6 +76,11 @@ export class DirtyBitmap {
     for (let e = 0; e < this.extents; e++) this.clearExtent(e);
   }
 
+  /** Marks every extent of a sparse set (the unflushed extents of a peer that went away). */
+  markExtents(extents: Iterable<number>): void {
+    for (const e of extents) this.setExtent(e);
+  }
+
   /** OR another bitmap in (split-brain resolution: the union of both sides' changes must travel). */
   merge(other: DirtyBitmap): void {
     if (other.extents !== this.extents) throw new RangeError('bitmaps of different volumes');
@@ -176,4 +181,35 @@ export function loadBitmap(
   const all = new DirtyBitmap(size, extentSize);
   all.setAll();
   return { bitmap: all, trusted: false };
+}
+
+/**
+ * A sparse set of extents: what was written to a peer since its last FLUSH. A new one per flush
+ * costs nothing, where a whole bitmap would cost (volume size / 512 KiB) bytes per FSYNC.
+ */
+export class ExtentSet {
+  readonly extentSize: number;
+  #extents = new Set<number>();
+
+  constructor(extentSize = DEFAULT_EXTENT_SIZE) {
+    this.extentSize = extentSize;
+  }
+
+  markRange(offset: number, length: number): void {
+    if (length <= 0) return;
+    const last = Math.floor((offset + length - 1) / this.extentSize);
+    for (let e = Math.floor(offset / this.extentSize); e <= last; e++) this.#extents.add(e);
+  }
+
+  get size(): number {
+    return this.#extents.size;
+  }
+
+  clearAll(): void {
+    this.#extents.clear();
+  }
+
+  [Symbol.iterator](): Iterator<number> {
+    return this.#extents.values();
+  }
 }

@@ -4,10 +4,11 @@
  * per frame made the garbage collector the replica's largest CPU cost. A slot goes back to the pool
  * when its owner is done (the write reached the disk); a slot never given back is simply collected.
  *
- * `lead` is the offset in a slot that should start on a DIRECT_IO_ALIGNMENT boundary: the payload of
- * a WRITE frame, so the device can write it with O_DIRECT without staging it in a bounce buffer,
- * when the allocator gives aligned memory.
+ * Slots come from allocAlignedBuffers with the data of a WRITE frame (offset WRITE_DATA_LEAD) on a
+ * DIRECT_IO_ALIGNMENT boundary, so LocalDevice writes it with O_DIRECT straight from the slot,
+ * without staging it in a bounce buffer.
  */
+import { allocAlignedBuffers } from '../block-device.ts';
 import { HEADER_LENGTH, MAC_LENGTH, MAX_PAYLOAD } from './frame.ts';
 
 /** Frames at least this long use pooled slots; smaller ones are cheap to allocate. */
@@ -18,9 +19,6 @@ export const WRITE_DATA_LEAD = HEADER_LENGTH + 11;
 
 export type SlotAllocator = (size: number, count: number, lead: number) => Buffer[];
 
-const plainAllocator: SlotAllocator = (size, count) =>
-  Array.from({ length: count }, () => Buffer.allocUnsafeSlow(size));
-
 export class FramePool {
   readonly maxIdle: number;
   #idle: Buffer[] = [];
@@ -30,7 +28,7 @@ export class FramePool {
 
   constructor(o: { maxIdle?: number; allocator?: SlotAllocator } = {}) {
     this.maxIdle = o.maxIdle ?? 32;
-    this.#alloc = o.allocator ?? plainAllocator;
+    this.#alloc = o.allocator ?? allocAlignedBuffers;
   }
 
   /** A slot of SLOT_SIZE bytes (its first `n` are what the caller uses). */

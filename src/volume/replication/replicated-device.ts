@@ -15,7 +15,14 @@ import {
   DEFAULT_AL_EXTENT_SIZE,
   DEFAULT_AL_SLOTS,
 } from './activity-log.ts';
-import { type ByteRange, DEFAULT_EXTENT_SIZE, DirtyBitmap, loadBitmap, saveBitmap } from './bitmap.ts';
+import {
+  type ByteRange,
+  DEFAULT_EXTENT_SIZE,
+  DirtyBitmap,
+  ExtentSet,
+  loadBitmap,
+  saveBitmap,
+} from './bitmap.ts';
 import type { ConnectionLog } from './connection.ts';
 import {
   type AfterSplitBrainPolicy,
@@ -104,9 +111,10 @@ export interface VerifyResult {
 interface PeerData {
   link: PeerLink;
   bitmap: DirtyBitmap;
-  /** Extents written to the peer since its last successful flush: lost if it crashes before flushing. */
-  unflushed: DirtyBitmap;
-  flushing: DirtyBitmap[];
+  /** Extents written to the peer since its last FLUSH was sent: lost if it crashes before flushing. */
+  unflushed: ExtentSet;
+  /** FLUSHes on the wire, with the extents each one covers (they become dirty if it fails). */
+  flushing: Array<{ extents: ExtentSet; done: Promise<void> }>;
   resync: (ResyncProgress & { startedAt: number }) | undefined;
   resyncRunning: boolean;
   lastResync: { bytes: number; ms: number } | undefined;
@@ -114,6 +122,8 @@ interface PeerData {
 }
 
 const VERIFY_SPAN = 64 * 1024 * 1024;
+/** Resync ranges (up to 1 MiB each) on the wire at once. */
+const RESYNC_DEPTH = 8;
 
 export class ReplicatedDevice implements BlockDevice {
   readonly size: number;
@@ -169,7 +179,7 @@ export class ReplicatedDevice implements BlockDevice {
           bitmap.markRange(r.offset, r.length);
       const data: PeerData = {
         bitmap,
-        unflushed: new DirtyBitmap(this.size, this.#extentSize),
+        unflushed: new ExtentSet(this.#extentSize),
         flushing: [],
         resync: undefined,
         resyncRunning: false,
@@ -265,8 +275,8 @@ export class ReplicatedDevice implements BlockDevice {
     this.#role = 'Secondary';
     for (const p of this.#peers) {
       p.link.stop();
-      p.bitmap.merge(p.unflushed);
-      for (const f of p.flushing) p.bitmap.merge(f);
+      p.bitmap.markExtents(p.unflushed);
+      for (const f of p.flushing) p.bitmap.markExtents(f.extents);
       saveBitmap(this.#bitmapFile(p.link.node), p.bitmap);
     }
     const meta = this.store.load();
@@ -332,26 +342,38 @@ export class ReplicatedDevice implements BlockDevice {
     }
   }
 
+  /**
+   * Local fdatasync and the peers' FLUSHes run in parallel. One guest fsync arrives as several
+   * FSYNCs: a peer that was sent nothing since its last FLUSH went out gets no new one, the flush
+   * waits for that one instead (the replica acknowledges a FLUSH only after every write before it
+   * is applied and synced, so it covers every write that finished before this call).
+   */
   async flush(): Promise<void> {
     const peerFlushes: Promise<void>[] = [];
     for (const p of this.#peers) {
       if (p.link.o.peer.tiebreaker || !this.#receivesWrites(p)) continue;
-      const snapshot = p.unflushed;
-      p.unflushed = new DirtyBitmap(this.size, this.#extentSize);
-      p.flushing.push(snapshot);
-      peerFlushes.push(
-        p.link
+      if (p.unflushed.size === 0) {
+        for (const f of p.flushing) peerFlushes.push(f.done);
+        continue;
+      }
+      const extents = p.unflushed;
+      p.unflushed = new ExtentSet(this.#extentSize);
+      const entry = {
+        extents,
+        done: p.link
           .flush()
           .then(
             (status) => {
-              if (status !== AckStatus.ok) p.bitmap.merge(snapshot);
+              if (status !== AckStatus.ok) p.bitmap.markExtents(extents);
             },
-            () => p.bitmap.merge(snapshot),
+            () => p.bitmap.markExtents(extents),
           )
           .finally(() => {
-            p.flushing = p.flushing.filter((f) => f !== snapshot);
+            p.flushing = p.flushing.filter((f) => f !== entry);
           }),
-      );
+      };
+      p.flushing.push(entry);
+      peerFlushes.push(entry.done);
     }
     try {
       await this.local.flush();
@@ -599,8 +621,9 @@ export class ReplicatedDevice implements BlockDevice {
   }
 
   #onDisconnected(p: PeerData): void {
-    p.bitmap.merge(p.unflushed);
-    for (const f of p.flushing) p.bitmap.merge(f);
+    p.bitmap.markExtents(p.unflushed);
+    p.unflushed.clearAll();
+    for (const f of p.flushing) p.bitmap.markExtents(f.extents);
     p.resync = undefined;
     if (this.#role === 'Primary' && !p.link.o.peer.tiebreaker) this.#rotated = false;
     this.#wake();
@@ -765,52 +788,54 @@ export class ReplicatedDevice implements BlockDevice {
     };
     p.resync = progress;
     const maxSpan = 16 * this.#extentSize;
+    const rate = this.c.resyncRate ?? 0;
+    // Dirty bytes without a scan of the whole bitmap (the last extent may be short: cosmetic).
+    const dirtyBytes = () => Math.min(this.size, p.bitmap.dirtyExtents * this.#extentSize);
+    // Several ranges on the wire at once: one at a time would wait a round trip per MiB.
+    const inFlight = new Set<Promise<void>>();
+    let failure: Error | undefined;
     while (p.bitmap.dirtyExtents > 0) {
-      if (p.link.state !== 'SyncSource') throw new PeerGone(p.link.node, 'connection lost during resync');
-      const next = p.bitmap.dirtyRanges(maxSpan).next();
-      if (next.done) break;
-      const r = next.value;
-      const [first, last] = this.#extents(r.offset, r.length);
-      // Hold the extents: application writes into them wait, and in-flight ones finish first, so the
-      // block we read is not older than one the peer already got directly.
-      let release: () => void = () => undefined;
-      const lock = new Promise<void>((resolve) => {
-        release = resolve;
-      });
-      for (let e = first; e <= last; e++) this.#locked.set(e, lock);
-      try {
-        while (this.#anyWriting(first, last)) await new Promise((res) => setTimeout(res, 1));
-        const data = await this.local.read(r.offset, r.length);
-        const status = await p.link.write(r.offset, data, true);
-        if (status !== AckStatus.ok) {
-          p.link.drop(`resync write refused (status ${status})`);
-          throw new Error(`peer refused resync write (status ${status})`);
+      // One pass over the bitmap; ranges still dirty after it (none, unless new bits) get another.
+      for (const r of p.bitmap.dirtyRanges(maxSpan)) {
+        if (failure) throw failure;
+        if (p.link.state !== 'SyncSource') throw new PeerGone(p.link.node, 'connection lost during resync');
+        const job: Promise<void> = this.#resyncRange(p, r).then(
+          () => {
+            inFlight.delete(job);
+            progress.doneBytes += r.length;
+            const done = progress.doneBytes;
+            const elapsed = Math.max(1, now() - startedAt) / 1000;
+            progress.totalBytes = Math.max(progress.totalBytes, done + dirtyBytes());
+            progress.bytesPerSecond = Math.round(done / elapsed);
+            progress.etaSeconds =
+              progress.bytesPerSecond > 0 ? Math.ceil(dirtyBytes() / progress.bytesPerSecond) : undefined;
+          },
+          (err: Error) => {
+            inFlight.delete(job);
+            failure ??= err;
+          },
+        );
+        inFlight.add(job);
+        if (inFlight.size >= RESYNC_DEPTH) await Promise.race(inFlight);
+        if (rate > 0) {
+          const ahead = (progress.doneBytes + inFlight.size * maxSpan) / rate - (now() - startedAt) / 1000;
+          if (ahead > 0) await new Promise((res) => setTimeout(res, ahead * 1000));
         }
-        p.unflushed.markRange(r.offset, r.length);
-        for (let e = first; e <= last; e++) p.bitmap.clearExtent(e);
-      } finally {
-        for (let e = first; e <= last; e++) this.#locked.delete(e);
-        release();
+        // Application writes first: yield when they are waiting.
+        if (this.#writing.size > 0 && [...this.#writing.values()].some((n) => n > 0))
+          await new Promise((res) => setImmediate(res));
       }
-      progress.doneBytes += r.length;
-      const done = progress.doneBytes;
-      const elapsed = Math.max(1, now() - startedAt) / 1000;
-      progress.totalBytes = Math.max(progress.totalBytes, done + p.bitmap.dirtyBytes);
-      progress.bytesPerSecond = Math.round(done / elapsed);
-      progress.etaSeconds =
-        progress.bytesPerSecond > 0 ? Math.ceil(p.bitmap.dirtyBytes / progress.bytesPerSecond) : undefined;
-      const rate = this.c.resyncRate ?? 0;
-      if (rate > 0) {
-        const ahead = done / rate - (now() - startedAt) / 1000;
-        if (ahead > 0) await new Promise((res) => setTimeout(res, ahead * 1000));
-      }
-      // Application writes first: yield when they are waiting.
-      if (this.#writing.size > 0 && [...this.#writing.values()].some((n) => n > 0))
-        await new Promise((res) => setImmediate(res));
+      await Promise.all(inFlight);
+      if (failure) throw failure;
     }
-    const flushed = await p.link.flush();
-    if (flushed !== AckStatus.ok) throw new Error('peer could not flush after resync');
-    p.unflushed.clearAll();
+    // The FLUSH covers what was sent before it; writes sent after it stay unflushed.
+    const covered = p.unflushed;
+    p.unflushed = new ExtentSet(this.#extentSize);
+    const flushed = await p.link.flush().catch(() => AckStatus.ioError);
+    if (flushed !== AckStatus.ok) {
+      p.bitmap.markExtents(covered);
+      throw new Error('peer could not flush after resync');
+    }
     // The peer now holds our data: it takes our generation (the STATE message) and is UpToDate.
     p.link.state = 'Connected';
     p.resync = undefined;
@@ -827,6 +852,35 @@ export class ReplicatedDevice implements BlockDevice {
     p.link.send({ type: 'state', state: this.#localState() });
     saveBitmap(this.#bitmapFile(p.link.node), p.bitmap);
     this.log.info({ peer: p.link.node, ...p.lastResync }, 'resync finished');
+  }
+
+  /**
+   * Sends one dirty range to a peer. The extents are held meanwhile: application writes into them
+   * wait, and in-flight ones finish first, so the block we read is not older than one the peer
+   * already got directly.
+   */
+  async #resyncRange(p: PeerData, r: ByteRange): Promise<void> {
+    const [first, last] = this.#extents(r.offset, r.length);
+    await this.#waitUnlocked([first, last]);
+    let release: () => void = () => undefined;
+    const lock = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    for (let e = first; e <= last; e++) this.#locked.set(e, lock);
+    try {
+      while (this.#anyWriting(first, last)) await new Promise((res) => setTimeout(res, 1));
+      const data = await this.local.read(r.offset, r.length);
+      const status = await p.link.write(r.offset, data, true);
+      if (status !== AckStatus.ok) {
+        p.link.drop(`resync write refused (status ${status})`);
+        throw new Error(`peer refused resync write (status ${status})`);
+      }
+      p.unflushed.markRange(r.offset, r.length);
+      for (let e = first; e <= last; e++) p.bitmap.clearExtent(e);
+    } finally {
+      for (let e = first; e <= last; e++) this.#locked.delete(e);
+      release();
+    }
   }
 
   #anyWriting(first: number, last: number): boolean {

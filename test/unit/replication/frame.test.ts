@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { crc32 } from 'node:zlib';
+import { isDirectIoAligned } from '../../../src/volume/block-device.ts';
 import {
   clientProof,
   HANDSHAKE_KEY,
@@ -229,6 +230,8 @@ test('a large frame split across chunks is gathered into a pooled slot, which is
   assert.ok(r?.ok && r.frame.slot);
   assert.deepEqual(r.frame.payload, payload);
   assert.equal(r.frame.payload.buffer, r.frame.slot.buffer);
+  // A WRITE's data (after its 11-byte head) lands on a direct-I/O boundary: O_DIRECT without a bounce.
+  assert.ok(isDirectIoAligned(r.frame.payload.subarray(11)));
   const made = pool.allocated;
   pool.release(r.frame.slot);
   const again = frame(1, randomBytes(100_000));
