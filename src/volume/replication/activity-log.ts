@@ -8,7 +8,8 @@
  * `ActivityLogFile` persists it in two alternating CRC-protected slots, so a torn write of one slot
  * leaves the other readable.
  */
-import { closeSync, fdatasyncSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fdatasync, fdatasyncSync, openSync, readSync, write, writeSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { crc32 } from 'node:zlib';
 
 export const DEFAULT_AL_EXTENT_SIZE = 4 * 1024 * 1024;
@@ -162,12 +163,54 @@ export class ActivityLogFile {
     return best ? { log, hot: best.hot, extentSize: best.extentSize } : { log, hot: [] };
   }
 
-  /** Durably records the hot set (synchronously: it is small and must precede the data write). */
+  /** Durably records the hot set, synchronously (tests and tools; the device uses `commitGrouped`). */
   commit(extentSize: number, hot: number[]): void {
     this.#seq++;
     const buf = encodeAlSlot(this.#seq, extentSize, hot, this.slots);
     writeSync(this.#fd, buf, 0, buf.length, (this.#seq % 2) * buf.length);
     fdatasyncSync(this.#fd);
+  }
+
+  #running: Promise<void> | undefined;
+  #next: Promise<void> | undefined;
+
+  /**
+   * Durably records the hot set without blocking the event loop. Resolves once a commit that
+   * *started after* this call is on disk: `snapshot` is read when that commit starts, so it holds
+   * every extent admitted before the call. Callers that arrive while a commit runs share the next
+   * one (group commit). `before` runs first in each commit (persisting the bitmaps of extents that
+   * leave the log).
+   */
+  commitGrouped(
+    snapshot: () => { extentSize: number; hot: number[] },
+    before?: () => Promise<void>,
+  ): Promise<void> {
+    if (this.#next) return this.#next;
+    const next = (async () => {
+      await this.#running?.catch(() => undefined);
+      this.#next = undefined; // from here on, a new admission needs another commit
+      const { extentSize, hot } = snapshot();
+      const run = (async () => {
+        await before?.();
+        this.#seq++;
+        const buf = encodeAlSlot(this.#seq, extentSize, hot, this.slots);
+        await promisify(write)(this.#fd, buf, 0, buf.length, (this.#seq % 2) * buf.length);
+        await promisify(fdatasync)(this.#fd);
+      })();
+      this.#running = run;
+      try {
+        await run;
+      } finally {
+        if (this.#running === run) this.#running = undefined;
+      }
+    })();
+    this.#next = next;
+    return next;
+  }
+
+  /** Resolves when no commit is running or waiting. */
+  async settled(): Promise<void> {
+    while (this.#next || this.#running) await (this.#next ?? this.#running)?.catch(() => undefined);
   }
 
   close(): void {

@@ -4,6 +4,7 @@
  * activity-log evictions.
  */
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
 
 export const DEFAULT_EXTENT_SIZE = 64 * 1024;
@@ -148,6 +149,29 @@ export class DirtyBitmap {
 }
 
 /** Durable write: temp file, fsync, rename (the directory fsync is left to the metadata write). */
+/**
+ * The same, without blocking the event loop. The content is taken when the call starts; callers
+ * must not run two saves of one file at once (the device chains them per peer).
+ */
+export async function saveBitmapAsync(file: string, bitmap: DirtyBitmap): Promise<void> {
+  const content = bitmap.serialize();
+  bitmap.changedSincePersist = false;
+  const tmp = `${file}.tmp`;
+  try {
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(content);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, file);
+  } catch (err) {
+    bitmap.changedSincePersist = true;
+    throw err;
+  }
+}
+
 export function saveBitmap(file: string, bitmap: DirtyBitmap): void {
   const tmp = `${file}.tmp`;
   const fd = openSync(tmp, 'w');

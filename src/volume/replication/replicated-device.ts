@@ -21,7 +21,7 @@ import {
   DirtyBitmap,
   ExtentSet,
   loadBitmap,
-  saveBitmap,
+  saveBitmapAsync,
 } from './bitmap.ts';
 import type { ConnectionLog } from './connection.ts';
 import {
@@ -115,6 +115,8 @@ interface PeerData {
   unflushed: ExtentSet;
   /** FLUSHes on the wire, with the extents each one covers (they become dirty if it fails). */
   flushing: Array<{ extents: ExtentSet; done: Promise<void> }>;
+  /** The last bitmap save of this peer (saves are chained so the newest content lands last). */
+  saving: Promise<void>;
   resync: (ResyncProgress & { startedAt: number }) | undefined;
   resyncRunning: boolean;
   lastResync: { bytes: number; ms: number } | undefined;
@@ -139,6 +141,8 @@ export class ReplicatedDevice implements BlockDevice {
   #al: ActivityLogState;
   #alFile: ActivityLogFile;
   #alWaiters: Array<() => void> = [];
+  /** An admission evicted extents from the activity log since the bitmaps were last persisted. */
+  #evictedSincePersist = false;
   #stateWaiters: Array<() => void> = [];
   #suspended = 0;
   #rotated = false;
@@ -181,6 +185,7 @@ export class ReplicatedDevice implements BlockDevice {
         bitmap,
         unflushed: new ExtentSet(this.#extentSize),
         flushing: [],
+        saving: Promise.resolve(),
         resync: undefined,
         resyncRunning: false,
         lastResync: undefined,
@@ -217,7 +222,7 @@ export class ReplicatedDevice implements BlockDevice {
     }
     const meta = this.store.load();
     this.store.save({ ...meta, epoch, primaryOpen: true });
-    for (const p of this.#peers) saveBitmap(this.#bitmapFile(p.link.node), p.bitmap);
+    await Promise.all(this.#peers.map((p) => this.#saveBitmap(p)));
     this.#role = 'Primary';
     this.#fenced = false;
     this.#epoch = epoch;
@@ -277,7 +282,7 @@ export class ReplicatedDevice implements BlockDevice {
       p.link.stop();
       p.bitmap.markExtents(p.unflushed);
       for (const f of p.flushing) p.bitmap.markExtents(f.extents);
-      saveBitmap(this.#bitmapFile(p.link.node), p.bitmap);
+      await this.#saveBitmap(p);
     }
     const meta = this.store.load();
     // A fenced primary's data is not the newest any more (another primary took over): Outdated
@@ -388,6 +393,8 @@ export class ReplicatedDevice implements BlockDevice {
     if (this.#role === 'Primary') await this.demote();
     for (const p of this.#peers) p.link.stop();
     this.#closed = true;
+    await this.#alFile.settled();
+    await Promise.all(this.#peers.map((p) => p.saving));
     this.#alFile.close();
     this.#wake();
     await this.local.close();
@@ -556,18 +563,46 @@ export class ReplicatedDevice implements BlockDevice {
     while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
   }
 
+  async #persistForEviction(): Promise<void> {
+    if (!this.#evictedSincePersist) return;
+    this.#evictedSincePersist = false;
+    try {
+      await Promise.all(
+        this.#peers.filter((p) => p.bitmap.changedSincePersist).map((p) => this.#saveBitmap(p)),
+      );
+    } catch (err) {
+      this.#evictedSincePersist = true;
+      throw err;
+    }
+  }
+
+  /** Saves a peer's bitmap without blocking; saves of one peer run in order (latest content last). */
+  #saveBitmap(p: PeerData): Promise<void> {
+    const job = p.saving.then(() => saveBitmapAsync(this.#bitmapFile(p.link.node), p.bitmap));
+    p.saving = job.catch(() => undefined);
+    return job;
+  }
+
   async #enterActivityLog(offset: number, length: number): Promise<void> {
     for (;;) {
       const r = this.#al.admit(offset, length);
       if (r) {
         if (r.mustCommit) {
-          // Bits for extents leaving the log must be durable before the log forgets them.
-          if (r.evicted.length > 0) {
-            for (const p of this.#peers) {
-              if (p.bitmap.changedSincePersist) saveBitmap(this.#bitmapFile(p.link.node), p.bitmap);
-            }
+          // Bits for extents leaving the log must be durable before the log forgets them: the
+          // commit that records the smaller hot set saves changed bitmaps first.
+          if (r.evicted.length > 0) this.#evictedSincePersist = true;
+          try {
+            await this.#alFile.commitGrouped(
+              () => ({ extentSize: this.#al.extentSize, hot: this.#al.hot }),
+              () => this.#persistForEviction(),
+            );
+          } catch (err) {
+            this.#al.complete(offset, length);
+            this.#alWaiters.splice(0).forEach((w) => {
+              w();
+            });
+            throw new DeviceError('EIO', `activity log commit failed: ${(err as Error).message}`);
           }
-          this.#alFile.commit(this.#al.extentSize, this.#al.hot);
         }
         return;
       }
@@ -850,7 +885,7 @@ export class ReplicatedDevice implements BlockDevice {
       this.#rotated = false;
     }
     p.link.send({ type: 'state', state: this.#localState() });
-    saveBitmap(this.#bitmapFile(p.link.node), p.bitmap);
+    await this.#saveBitmap(p);
     this.log.info({ peer: p.link.node, ...p.lastResync }, 'resync finished');
   }
 

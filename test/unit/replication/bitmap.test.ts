@@ -9,7 +9,12 @@ import {
   decodeAlSlot,
   encodeAlSlot,
 } from '../../../src/volume/replication/activity-log.ts';
-import { DirtyBitmap, loadBitmap, saveBitmap } from '../../../src/volume/replication/bitmap.ts';
+import {
+  DirtyBitmap,
+  loadBitmap,
+  saveBitmap,
+  saveBitmapAsync,
+} from '../../../src/volume/replication/bitmap.ts';
 
 const K = 1024;
 
@@ -115,4 +120,55 @@ test('activity log file: newest valid slot wins; a torn slot falls back to the o
   const torn = ActivityLogFile.open(file, 8);
   assert.deepEqual(torn.hot, [1, 2]);
   torn.log.close();
+});
+
+test('activity log group commit: callers during a commit share the next one, which sees their extents', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cv-al-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'activity-log');
+  const { log } = ActivityLogFile.open(file, 8);
+  let hot = [1];
+  const seen: number[][] = [];
+  const snap = () => {
+    seen.push([...hot]);
+    return { extentSize: 4096, hot: [...hot] };
+  };
+  let running: () => void = () => undefined;
+  const isRunning = new Promise<void>((r) => {
+    running = r;
+  });
+  let proceed: () => void = () => undefined;
+  const gate = new Promise<void>((r) => {
+    proceed = r;
+  });
+  const a = log.commitGrouped(snap, async () => {
+    running();
+    await gate;
+  });
+  const a2 = log.commitGrouped(snap); // not started yet: shares a's commit
+  assert.equal(a2, a);
+  await isRunning; // a's commit has taken its snapshot and is running
+  hot = [1, 2];
+  const b = log.commitGrouped(snap); // must wait for a later commit
+  hot = [1, 2, 3];
+  const c = log.commitGrouped(snap); // shares b's, which has not started
+  assert.equal(b, c);
+  assert.notEqual(b, a);
+  proceed();
+  await Promise.all([a, b, c]);
+  assert.deepEqual(seen, [[1], [1, 2, 3]]);
+  await log.settled();
+  log.close();
+  assert.deepEqual(ActivityLogFile.open(file, 8).hot, [1, 2, 3]);
+});
+
+test('saveBitmapAsync writes what loadBitmap reads', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cv-bm-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const b = new DirtyBitmap(1 << 24, 65536);
+  b.markRange(65536 * 3, 10);
+  await saveBitmapAsync(join(dir, 'bm'), b);
+  assert.equal(b.changedSincePersist, false);
+  const r = loadBitmap(join(dir, 'bm'), 1 << 24, 65536);
+  assert.deepEqual([...r.bitmap.dirtyRanges()], [{ offset: 65536 * 3, length: 65536 }]);
 });
