@@ -324,3 +324,82 @@ test('a replica that was away cannot be promoted over a peer with newer data', a
   if (!r.ok) assert.match(r.reason, /newer or diverged data/);
   assert.equal(a.status().role, 'Secondary');
 });
+
+test('split-brain with discard-least-changes: the replica reports what it wrote alone (its bitmaps), the side with fewer changes is resynced', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cv-repl-lc-'));
+  const cleanups: Array<() => Promise<unknown> | unknown> = [];
+  t.after(async () => {
+    for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const open = async (node: string, peer: string, peerPort: number) => {
+    const file = join(dir, `${node}.data`);
+    writeFileSync(file, Buffer.alloc(SIZE));
+    const store = new MemoryReplicaStore(initial);
+    const local = await LocalDevice.open(file, SIZE);
+    const device = new ReplicatedDevice(
+      local,
+      store,
+      {
+        node,
+        volumeUuid,
+        secret,
+        peers: [{ node: peer, host: '127.0.0.1', port: peerPort }],
+        quorum: 'off',
+        afterSplitBrain: 'discard-least-changes',
+        stateDir: join(dir, `${node}-state`),
+      },
+      quiet,
+    );
+    cleanups.push(() => device.close());
+    return { file, store, local, device };
+  };
+  // b: a replica server wired to its own ReplicatedDevice, as the volume daemon runs it.
+  const b = await open('b', 'a', 1); // b's link to a is never started in this test
+  const serve = async (port: number) => {
+    const server = new ReplicaServer({
+      node: 'b',
+      volumeUuid,
+      secret,
+      host: '127.0.0.1',
+      port,
+      device: b.local,
+      size: SIZE,
+      store: b.store,
+      isPrimary: () => b.device.role === 'Primary',
+      divergence: b.device,
+      log: quiet,
+    });
+    const bound = await server.listen();
+    cleanups.push(() => server.close());
+    return { server, port: bound };
+  };
+  const first = await serve(0);
+  const bServer = first.server;
+  const bPort = first.port;
+  // b was primary alone and wrote 2 extents; then it stepped down.
+  assert.deepEqual(await b.device.promote(1, 100), { ok: true });
+  await b.device.write(3 * 65536, randomBytes(65536));
+  await b.device.write(7 * 65536, randomBytes(4096));
+  await b.device.demote();
+  assert.equal(b.device.changedBlocks('a'), 2);
+  assert.equal(bServer.state('a').changedBlocks, 2);
+  // a, alone too (b unreachable), writes 5 extents. When b returns: split-brain, and b changed
+  // fewer blocks, so b is discarded (its blocks saved to a file) and resynced from a.
+  await bServer.close();
+  const a = await open('a', 'b', bPort);
+  assert.deepEqual(await a.device.promote(2, 100), { ok: true });
+  for (let i = 0; i < 5; i++) await a.device.write((20 + i) * 65536, randomBytes(65536));
+  const again = await serve(bPort);
+  await until(
+    () =>
+      a.device.status().peers[0]!.connection === 'Connected' &&
+      a.device.status().peers[0]!.outOfSyncBytes === 0,
+    20000,
+  );
+  await a.device.flush();
+  assert.equal(digest(a.file), digest(b.file));
+  // b now holds a's data: what it wrote alone is gone, so it reports no changes of its own.
+  await until(() => b.store.load().generation.current === a.store.load().generation.current);
+  assert.equal(again.server.state('a').changedBlocks, 0);
+});

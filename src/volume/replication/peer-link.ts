@@ -45,6 +45,8 @@ type Reply = Extract<Message, { type: 'ack' | 'digestReply' | 'readReply' }>;
 export class PeerLink {
   readonly o: PeerLinkOptions;
   state: ConnectionState = 'StandAlone';
+  /** Failed connection attempts and lost connections so far (promotion waits for one per peer). */
+  failures = 0;
   peerState: PeerState | undefined;
   lastError = '';
   #conn: Connection | undefined;
@@ -170,6 +172,7 @@ export class PeerLink {
   }
 
   #retry(): void {
+    this.failures++;
     if (this.#stopped || this.#parked || this.#timer) return;
     const delay = this.#backoff;
     this.#backoff = Math.min(this.#backoff * 2, this.o.maxBackoffMs ?? 5000);

@@ -18,6 +18,8 @@ import type { ReplicaStore } from './replica-store.ts';
 
 export const MAX_DIGEST_SPAN = 256 * 1024 * 1024;
 export const MAX_READ = 1024 * 1024;
+/** changedBlocks when this replica cannot tell: larger than any real count. */
+export const UNKNOWN_CHANGES = Number.MAX_SAFE_INTEGER;
 
 export interface ReplicaServerOptions {
   node: string;
@@ -29,6 +31,12 @@ export interface ReplicaServerOptions {
   device?: BlockDevice;
   size: number;
   store: ReplicaStore;
+  /**
+   * What this node wrote on its own that a peer lacks (ReplicatedDevice.changedBlocks), reported
+   * in STATE for the after-split-brain policies. Without it a data replica reports "unknown"
+   * (Number.MAX_SAFE_INTEGER), so no policy ever picks it as the side without changes.
+   */
+  divergence?: { changedBlocks(peer: string): number | undefined };
   /** True while this node is primary itself (it then refuses peer writes). */
   isPrimary?: () => boolean;
   log: ConnectionLog;
@@ -128,8 +136,12 @@ export class ReplicaServer {
     );
   }
 
-  state(): PeerState {
+  /** Our STATE, as `peer` (the connected node) sees it. */
+  state(peer?: string): PeerState {
     const m = this.o.store.load();
+    const changed = !this.o.device
+      ? 0
+      : ((peer !== undefined ? this.o.divergence?.changedBlocks(peer) : undefined) ?? UNKNOWN_CHANGES);
     return {
       node: this.o.node,
       role: this.o.isPrimary?.() ? 'Primary' : 'Secondary',
@@ -138,7 +150,7 @@ export class ReplicaServer {
       crashedPrimary: m.primaryOpen,
       epoch: m.epoch,
       size: this.o.size,
-      changedBlocks: 0,
+      changedBlocks: changed,
       promotedAt: 0,
     };
   }
@@ -161,7 +173,7 @@ export class ReplicaServer {
         // generation rotated while connected).
         if (m.state.role === 'Primary' && !this.#checkEpoch(epoch)) {
           // Tell the old primary our epoch first: that is how it learns it is fenced.
-          conn.send({ type: 'state', state: this.state() });
+          conn.send({ type: 'state', state: this.state(conn.peerNode) });
           this.#refuse(conn, 'stale epoch in state');
           return;
         }
@@ -182,7 +194,7 @@ export class ReplicaServer {
           });
         }
         this.#introduced.add(conn);
-        conn.send({ type: 'state', state: this.state() });
+        conn.send({ type: 'state', state: this.state(conn.peerNode) });
         return;
       }
       case 'write': {
