@@ -55,7 +55,7 @@ export class ReplicaCluster {
     writeFileSync(this.secretFile, `${randomSecret()}\n`, { mode: 0o600 });
     const names = ['a', 'b', 'c'].slice(0, o.replicas ?? 3);
     if (o.tiebreaker) names.push('tb');
-    const basePort = 20000 + Math.floor(Math.random() * 20000);
+    const basePort = 20000 + Math.floor(Math.random() * 12000); // below the ephemeral range (32768+)
     const subnet = 10 + (Number(this.#tag) % 200);
     names.forEach((name, i) => {
       const stateDir = join(this.dir, name);

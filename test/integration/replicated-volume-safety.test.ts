@@ -2,8 +2,6 @@
  * Replicated volumes, safety through the real CLI and daemons: a forced split-brain is detected,
  * stays apart, and is resolved by the operator with the loser's blocks saved; hostile bytes on a
  * running replica's port change nothing and do not disturb the primary feeding it.
- * Known engine bugs are pinned as `todo` tests (they fail until fixed, without failing the run):
- * remove the `todo` once one passes.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -38,21 +36,6 @@ import {
 } from '../../src/volume/replication/protocol.ts';
 import { readSecret } from '../../src/volume/replication-config.ts';
 import { ReplicaCluster } from '../helpers/replica-cluster.ts';
-
-/**
- * Known engine bug (src/volume/replication/replicated-device.ts): promote() waits for quorum only, and
- * with quorum off (or once a majority answered) it decides before every peer's STATE has arrived, so
- * "a peer is primary" and "a peer holds newer/diverged data" are not seen.
- */
-/**
- * Known engine bug (src/volume/replication/replicated-device.ts): while the survivor saves the
- * loser's diverging blocks (#discardPeer), the link is already SyncSource, so the survivor's
- * application writes reach the loser first and overwrite blocks before they are read and saved.
- */
-const DISCARD_RACE =
-  "engine: during resolve-split-brain the survivor's new writes reach the loser before its blocks are saved";
-const PROMOTE_DOES_NOT_WAIT =
-  'engine: promote() does not wait for the peers handshake: with quorum off a second primary is accepted';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const fileSha = (f: string) => sha(readFileSync(f));
@@ -215,9 +198,7 @@ test('forced split-brain through the CLI: detected, kept apart, resolved with th
   assert.ok(!existsSync(join(mntA, 'x')), 'a still has x after losing the split-brain');
 });
 
-test('resolve-split-brain saves the loser blocks as they were, also while the survivor writes', {
-  todo: DISCARD_RACE,
-}, async (t) => {
+test('resolve-split-brain saves the loser blocks as they were, also while the survivor writes', async (t) => {
   const { cl, mntB, aImage } = await makeSplitBrain(t, false);
   const writer = startWriter(mntB);
   try {
@@ -652,9 +633,7 @@ test('hostile input on a running replica port: closed and counted, daemon up, da
   for (const res of JSON.parse(v.stdout)) assert.deepEqual(res.mismatches, [], `replica ${res.peer} differs`);
 });
 
-test('quorum off: a replica cannot become primary while its peer is primary', {
-  todo: PROMOTE_DOES_NOT_WAIT,
-}, async (t) => {
+test('quorum off: a replica cannot become primary while its peer is primary', async (t) => {
   const cl = new ReplicaCluster({ replicas: 2, quorum: 'off', size: '32M' });
   t.after(() => cl.cleanup());
   cl.setup();

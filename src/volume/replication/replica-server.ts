@@ -147,7 +147,8 @@ export class ReplicaServer {
       role: this.o.isPrimary?.() ? 'Primary' : 'Secondary',
       diskState: this.o.device ? m.diskState : 'Diskless',
       generation: m.generation,
-      crashedPrimary: m.primaryOpen,
+      // primaryOpen is also set while this node runs as primary: only without that is it a crash.
+      crashedPrimary: m.primaryOpen && !this.o.isPrimary?.(),
       epoch: m.epoch,
       size: this.o.size,
       changedBlocks: changed,

@@ -6,16 +6,7 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import {
-  appendFileSync,
-  closeSync,
-  existsSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  writeSync,
-} from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { type BlockDevice, DeviceError } from '../block-device.ts';
 import {
@@ -130,7 +121,7 @@ interface PeerData {
   resyncRunning: boolean;
   lastResync: { bytes: number; ms: number } | undefined;
   discarding?: Promise<{ savedTo: string; bytesSaved: number }> | undefined;
-  saving?: boolean;
+  savingLoserBlocks?: boolean;
 }
 
 const VERIFY_SPAN = 64 * 1024 * 1024;
@@ -151,8 +142,6 @@ export class ReplicatedDevice implements BlockDevice {
   #al: ActivityLogState;
   #alFile: ActivityLogFile;
   #alWaiters: Array<() => void> = [];
-  /** See changedBlocks(): the generation this node last started as primary, if known. */
-  #ownGeneration: string | undefined;
   /** An admission evicted extents from the activity log since the bitmaps were last persisted. */
   #evictedSincePersist = false;
   #stateWaiters: Array<() => void> = [];
@@ -175,11 +164,6 @@ export class ReplicatedDevice implements BlockDevice {
     this.log = log;
     this.#extentSize = c.extentSize ?? DEFAULT_EXTENT_SIZE;
     mkdirSync(c.stateDir, { recursive: true });
-    try {
-      this.#ownGeneration = readFileSync(join(c.stateDir, 'own-generation'), 'utf8').trim() || undefined;
-    } catch {
-      this.#ownGeneration = undefined;
-    }
     const meta = store.load();
     const { log: alFile, hot } = ActivityLogFile.open(
       join(c.stateDir, 'activity-log'),
@@ -212,7 +196,7 @@ export class ReplicatedDevice implements BlockDevice {
           secret: c.secret,
           peer,
           log,
-          localState: () => this.#localState(data),
+          localState: () => this.#localState(),
           onConnected: (_link, st) => this.#onConnected(data, st),
           onDisconnected: () => this.#onDisconnected(data),
         }),
@@ -506,37 +490,6 @@ export class ReplicatedDevice implements BlockDevice {
     };
   }
 
-  /**
-   * Blocks (bitmap extents) this node wrote as primary that `peer` does not have, for the after-
-   * split-brain policies; the ReplicaServer reports it in its STATE (ReplicaServerOptions.divergence).
-   * Zero once this node has taken another primary's data since (its own writes are gone); undefined
-   * for an unknown peer.
-   */
-  changedBlocks(peer: string): number | undefined {
-    const p = this.#peers.find((x) => x.link.node === peer);
-    if (!p) return undefined;
-    if (this.#role !== 'Primary' && this.#ownGeneration !== undefined) {
-      if (this.store.load().generation.current !== this.#ownGeneration) return 0;
-    }
-    return p.bitmap.dirtyExtents;
-  }
-
-  /**
-   * The data generation this node started as primary (file `own-generation`): while the disk still
-   * carries it, the per-peer bitmaps describe what this node wrote on its own.
-   */
-  #rememberOwnGeneration(current: string): void {
-    this.#ownGeneration = current;
-    const file = join(this.c.stateDir, 'own-generation');
-    const fd = openSync(file, 'w');
-    try {
-      writeSync(fd, `${current}\n`);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  }
-
   /** Test and admin hook: drop one peer's connection (it reconnects with backoff). */
   dropPeer(node: string): void {
     this.#peer(node).link.drop('dropped by request');
@@ -557,7 +510,7 @@ export class ReplicatedDevice implements BlockDevice {
   #receivesWrites(p: PeerData): boolean {
     // While a split-brain loser's blocks are being saved, new writes only mark its bitmap: they must
     // not overwrite what is about to be saved.
-    return !p.saving && (p.link.state === 'Connected' || p.link.state === 'SyncSource');
+    return !p.savingLoserBlocks && (p.link.state === 'Connected' || p.link.state === 'SyncSource');
   }
 
   #roleState(): ReplicaRoleState {
@@ -580,12 +533,10 @@ export class ReplicatedDevice implements BlockDevice {
     };
   }
 
-  /** Our STATE as `to` sees it: changedBlocks counts what we wrote that this peer does not have. */
-  #localState(to?: PeerData): PeerState {
+  #localState(): PeerState {
     const meta = this.store.load();
     let changed = 0;
-    if (to) changed = to.bitmap.dirtyExtents;
-    else for (const p of this.#peers) changed = Math.max(changed, p.bitmap.dirtyExtents);
+    for (const p of this.#peers) changed = Math.max(changed, p.bitmap.dirtyExtents);
     return {
       node: this.c.node,
       role: this.#role,
@@ -693,13 +644,12 @@ export class ReplicatedDevice implements BlockDevice {
     const meta = this.store.load();
     const generation = startNewGeneration(meta.generation, randomGenerationId(randomBytes));
     this.store.save({ ...meta, generation });
-    this.#rememberOwnGeneration(generation.current);
     this.#rotated = true;
     this.log.info({ generation: generation.current }, 'new data generation (a peer is not in sync)');
     // Peers in sync take the new name too, before the write that follows on the same connection.
     for (const p of this.#peers) {
       if (p.link.state === 'Connected' && !p.link.o.peer.tiebreaker && p.bitmap.dirtyExtents === 0) {
-        p.link.send({ type: 'state', state: this.#localState(p) });
+        p.link.send({ type: 'state', state: this.#localState() });
       }
     }
   }
@@ -833,11 +783,11 @@ export class ReplicatedDevice implements BlockDevice {
   /** Saves the peer's diverging extents (found by digest) to a file, then resyncs them from here. */
   async #discardPeer(p: PeerData): Promise<{ savedTo: string; bytesSaved: number }> {
     p.link.state = 'SyncSource';
-    p.saving = true;
+    p.savingLoserBlocks = true;
     try {
       return await this.#saveDiverging(p);
     } finally {
-      p.saving = false;
+      p.savingLoserBlocks = false;
       this.#startResync(p);
     }
   }
@@ -954,7 +904,7 @@ export class ReplicatedDevice implements BlockDevice {
       this.store.save({ ...meta, generation: clearBitmapGeneration(meta.generation) });
       this.#rotated = false;
     }
-    p.link.send({ type: 'state', state: this.#localState(p) });
+    p.link.send({ type: 'state', state: this.#localState() });
     await this.#saveBitmap(p);
     this.log.info({ peer: p.link.node, ...p.lastResync }, 'resync finished');
   }
