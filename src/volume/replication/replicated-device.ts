@@ -6,7 +6,16 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
+import {
+  appendFileSync,
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { type BlockDevice, DeviceError } from '../block-device.ts';
 import {
@@ -142,6 +151,8 @@ export class ReplicatedDevice implements BlockDevice {
   #al: ActivityLogState;
   #alFile: ActivityLogFile;
   #alWaiters: Array<() => void> = [];
+  /** See changedBlocks(): the generation this node last started as primary, if known. */
+  #ownGeneration: string | undefined;
   /** An admission evicted extents from the activity log since the bitmaps were last persisted. */
   #evictedSincePersist = false;
   #stateWaiters: Array<() => void> = [];
@@ -164,6 +175,11 @@ export class ReplicatedDevice implements BlockDevice {
     this.log = log;
     this.#extentSize = c.extentSize ?? DEFAULT_EXTENT_SIZE;
     mkdirSync(c.stateDir, { recursive: true });
+    try {
+      this.#ownGeneration = readFileSync(join(c.stateDir, 'own-generation'), 'utf8').trim() || undefined;
+    } catch {
+      this.#ownGeneration = undefined;
+    }
     const meta = store.load();
     const { log: alFile, hot } = ActivityLogFile.open(
       join(c.stateDir, 'activity-log'),
@@ -196,7 +212,7 @@ export class ReplicatedDevice implements BlockDevice {
           secret: c.secret,
           peer,
           log,
-          localState: () => this.#localState(),
+          localState: () => this.#localState(data),
           onConnected: (_link, st) => this.#onConnected(data, st),
           onDisconnected: () => this.#onDisconnected(data),
         }),
@@ -490,6 +506,37 @@ export class ReplicatedDevice implements BlockDevice {
     };
   }
 
+  /**
+   * Blocks (bitmap extents) this node wrote as primary that `peer` does not have, for the after-
+   * split-brain policies; the ReplicaServer reports it in its STATE (ReplicaServerOptions.divergence).
+   * Zero once this node has taken another primary's data since (its own writes are gone); undefined
+   * for an unknown peer.
+   */
+  changedBlocks(peer: string): number | undefined {
+    const p = this.#peers.find((x) => x.link.node === peer);
+    if (!p) return undefined;
+    if (this.#role !== 'Primary' && this.#ownGeneration !== undefined) {
+      if (this.store.load().generation.current !== this.#ownGeneration) return 0;
+    }
+    return p.bitmap.dirtyExtents;
+  }
+
+  /**
+   * The data generation this node started as primary (file `own-generation`): while the disk still
+   * carries it, the per-peer bitmaps describe what this node wrote on its own.
+   */
+  #rememberOwnGeneration(current: string): void {
+    this.#ownGeneration = current;
+    const file = join(this.c.stateDir, 'own-generation');
+    const fd = openSync(file, 'w');
+    try {
+      writeSync(fd, `${current}\n`);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
   /** Test and admin hook: drop one peer's connection (it reconnects with backoff). */
   dropPeer(node: string): void {
     this.#peer(node).link.drop('dropped by request');
@@ -533,10 +580,12 @@ export class ReplicatedDevice implements BlockDevice {
     };
   }
 
-  #localState(): PeerState {
+  /** Our STATE as `to` sees it: changedBlocks counts what we wrote that this peer does not have. */
+  #localState(to?: PeerData): PeerState {
     const meta = this.store.load();
     let changed = 0;
-    for (const p of this.#peers) changed = Math.max(changed, p.bitmap.dirtyExtents);
+    if (to) changed = to.bitmap.dirtyExtents;
+    else for (const p of this.#peers) changed = Math.max(changed, p.bitmap.dirtyExtents);
     return {
       node: this.c.node,
       role: this.#role,
@@ -644,12 +693,13 @@ export class ReplicatedDevice implements BlockDevice {
     const meta = this.store.load();
     const generation = startNewGeneration(meta.generation, randomGenerationId(randomBytes));
     this.store.save({ ...meta, generation });
+    this.#rememberOwnGeneration(generation.current);
     this.#rotated = true;
     this.log.info({ generation: generation.current }, 'new data generation (a peer is not in sync)');
     // Peers in sync take the new name too, before the write that follows on the same connection.
     for (const p of this.#peers) {
       if (p.link.state === 'Connected' && !p.link.o.peer.tiebreaker && p.bitmap.dirtyExtents === 0) {
-        p.link.send({ type: 'state', state: this.#localState() });
+        p.link.send({ type: 'state', state: this.#localState(p) });
       }
     }
   }
@@ -904,7 +954,7 @@ export class ReplicatedDevice implements BlockDevice {
       this.store.save({ ...meta, generation: clearBitmapGeneration(meta.generation) });
       this.#rotated = false;
     }
-    p.link.send({ type: 'state', state: this.#localState() });
+    p.link.send({ type: 'state', state: this.#localState(p) });
     await this.#saveBitmap(p);
     this.log.info({ peer: p.link.node, ...p.lastResync }, 'resync finished');
   }
