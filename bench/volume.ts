@@ -1,19 +1,29 @@
 /**
  * bench/volume: fio on ext4 over (a) a loop device on a plain file with direct I/O, the baseline,
- * and (b) our FUSE volume (loop with direct I/O on the FUSE device file), in one run.
+ * (b) our FUSE volume (loop with direct I/O on the FUSE device file), (c) a replicated volume with
+ * 2 replicas and (d) with 3 replicas, protocol C over loopback (every replica's data file on this
+ * machine's one disk), in one run.
  * Prints MB/s for 1 MiB sequential writes with fsync, IOPS for 4 KiB random writes with an fsync
- * per write, the ratios b/a, and the volume daemon's peak RSS.
- *   scripts/node bench/volume.ts [--seconds 10] [--size 1G]
+ * per write, the ratios b/a, c/b, c/a, d/b, the primary daemon's peak RSS, and the resync figures
+ * (a replica away while the primary writes: dirty bytes vs bytes sent, resync MB/s).
+ * (c) has a diskless tiebreaker as its third voter.
+ *   scripts/node bench/volume.ts [--seconds 10] [--size 1G] [--only a,b,c,d]
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 const { values } = parseArgs({
-  options: { seconds: { type: 'string', default: '10' }, size: { type: 'string', default: '1G' } },
+  options: {
+    seconds: { type: 'string', default: '10' },
+    size: { type: 'string', default: '1G' },
+    only: { type: 'string', default: 'a,b,c,d' },
+  },
 });
+const only = new Set(values.only.split(','));
 const seconds = values.seconds;
 const root = join(import.meta.dirname, '..');
 const work = mkdtempSync(join(tmpdir(), 'cvs-bench-'));
@@ -74,6 +84,104 @@ function baseline(): Figures {
   }
 }
 
+interface Resync {
+  dirtyBytes: number;
+  resyncedBytes: number;
+  wireBytes: number;
+  ms: number;
+}
+
+/**
+ * A replicated volume of `replicas` nodes on loopback (each its own state dir), fio on the primary,
+ * then the resync figures: one secondary goes down, the primary writes 64 MiB, it comes back.
+ */
+function replicated(replicas: number): Figures & { rssMB: number; resync: Resync } {
+  const cvs = join(root, 'bin', 'cvserver');
+  const base = join(work, `r${replicas}`);
+  const secret = join(base, 'secret');
+  mkdirSync(base, { recursive: true });
+  writeFileSync(secret, randomBytes(32).toString('base64'), { mode: 0o600 });
+  const port0 = 21000 + Math.floor(Math.random() * 20000);
+  // Two replicas get a diskless tiebreaker, as in production: without it either one's absence
+  // loses quorum and the primary suspends I/O (the resync measurement takes one replica away).
+  const nodes = Array.from({ length: replicas + (replicas === 2 ? 1 : 0) }, (_, i) => ({
+    name: i === replicas ? 'tb' : `n${i}`,
+    state: join(base, `n${i}`),
+    addr: `127.0.0.1:${port0 + i}`,
+    tiebreaker: i === replicas,
+  }));
+  const on = (n: (typeof nodes)[number], args: string[]) =>
+    execFileSync(cvs, args, { encoding: 'utf8', env: { ...process.env, CVSERVER_STATE_DIR: n.state } });
+  // The primary goes down first: taking its peers away first would cost it quorum, and its
+  // unmount would then wait (suspended I/O) for them forever.
+  cleanups.push(() => {
+    for (const n of nodes)
+      spawnSync(cvs, ['volume', 'down', 'bench'], {
+        env: { ...process.env, CVSERVER_STATE_DIR: n.state },
+        timeout: 120_000,
+      });
+  });
+  let uuid = '';
+  for (const n of nodes) {
+    const args = ['volume', 'create', 'bench', '--size', values.size, '--node', n.name, '--listen', n.addr];
+    for (const p of nodes)
+      if (p !== n) args.push(p.tiebreaker ? '--tiebreaker' : '--peer', `${p.name}=${p.addr}`);
+    args.push('--secret-file', secret, '--json');
+    if (uuid) args.push('--uuid', uuid, '--blank');
+    if (n.tiebreaker) args.push('--diskless');
+    uuid = JSON.parse(on(n, args)).uuid;
+    on(n, ['volume', 'up', 'bench']);
+  }
+  const primary = nodes[0]!;
+  const mnt = join(base, 'mnt');
+  mkdirSync(mnt);
+  on(primary, ['volume', 'primary', 'bench', '--mkfs', 'ext4', '--mount', mnt]);
+  const status = () => JSON.parse(on(primary, ['volume', 'status', 'bench', '--json']));
+  const pid = status().pid as number;
+  const f = fio(mnt);
+  const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+
+  // Resync: the last secondary is away while 64 MiB are written.
+  const away = nodes[replicas - 1]!;
+  const peerOf = () =>
+    status().daemon.replication.peers.find((p: { node: string }) => p.node === away.name) as {
+      connection: string;
+      outOfSyncBytes: number;
+      bytesSent: number;
+      resync?: unknown;
+      lastResync?: { bytes: number; ms: number };
+    };
+  on(away, ['volume', 'down', 'bench']);
+  waitFor(() => peerOf().connection !== 'Connected');
+  sh('dd', ['if=/dev/urandom', `of=${join(mnt, 'while-away')}`, 'bs=1M', 'count=64', 'conv=fsync']);
+  waitFor(() => peerOf().outOfSyncBytes >= 64 * 1024 * 1024);
+  const before = peerOf();
+  on(away, ['volume', 'up', 'bench']);
+  waitFor(() => {
+    const p = peerOf();
+    return p.connection === 'Connected' && p.outOfSyncBytes === 0 && !p.resync && p.lastResync !== undefined;
+  });
+  const after = peerOf();
+  return {
+    ...f,
+    rssMB: Number(hwm?.[1] ?? 0) / 1024,
+    resync: {
+      dirtyBytes: before.outOfSyncBytes,
+      resyncedBytes: after.lastResync!.bytes,
+      wireBytes: after.bytesSent - before.bytesSent,
+      ms: after.lastResync!.ms,
+    },
+  };
+}
+
+function waitFor(cond: () => boolean, ms = 120_000): void {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    spawnSync('sleep', ['0.2']);
+  }
+}
+
 function ours(): Figures & { rssMB: number } {
   const cvs = join(root, 'bin', 'cvserver');
   const mnt = join(work, 'vol');
@@ -89,20 +197,45 @@ function ours(): Figures & { rssMB: number } {
 
 try {
   process.stderr.write(`bench/volume: fio for ${seconds}s per job, ${values.size} volumes\n`);
-  const a = baseline();
-  const b = ours();
-  const r = (x: number, y: number) => (y > 0 ? (x / y).toFixed(2) : 'n/a');
-  console.log('                         seq write 1M+fsync   randwrite 4k+fsync');
+  const none: Figures = { seqMBps: 0, randIops: 0 };
+  const a = only.has('a') ? baseline() : none;
+  const b = only.has('b') ? ours() : { ...none, rssMB: 0 };
+  const c = only.has('c') ? replicated(2) : undefined;
+  const d = only.has('d') ? replicated(3) : undefined;
+  const r = (x: number, y: number) => (y > 0 && x > 0 ? (x / y).toFixed(2) : 'n/a');
+  const row = (label: string, f: Figures) =>
+    console.log(
+      `${label.padEnd(30)} ${f.seqMBps.toFixed(0).padStart(8)} MB/s        ${f.randIops.toFixed(0).padStart(8)} IOPS`,
+    );
+  const ratio = (label: string, x: Figures, y: Figures, targets = ['', '']) =>
+    console.log(
+      `${label.padEnd(30)} ${r(x.seqMBps, y.seqMBps).padStart(8)} ${targets[0]!.padEnd(16)} ${r(x.randIops, y.randIops).padStart(5)} ${targets[1]}`,
+    );
+  console.log(`${''.padEnd(30)} seq write 1M+fsync   randwrite 4k+fsync`);
+  row('(a) plain loop, dio', a);
+  row('(b) cvserver FUSE volume', b);
+  if (c) row('(c) replicated, 2 replicas', c);
+  if (d) row('(d) replicated, 3 replicas', d);
+  ratio('ratio b/a', b, a, ['(target >= 0.5)', '(target >= 0.5)']);
+  if (c) ratio('ratio c/b', c, b, ['(target >= 0.85)', '(target >= 0.75)']);
+  if (c) ratio('ratio c/a', c, a);
+  if (d) ratio('ratio d/b', d, b);
+  if (d) ratio('ratio d/a', d, a);
   console.log(
-    `(a) plain loop, dio      ${a.seqMBps.toFixed(0).padStart(8)} MB/s        ${a.randIops.toFixed(0).padStart(8)} IOPS`,
+    `volume daemon peak RSS: (b) ${b.rssMB.toFixed(0)} MB, (c) ${c?.rssMB.toFixed(0) ?? '-'} MB, (d) ${d?.rssMB.toFixed(0) ?? '-'} MB (target <= 150 MB)`,
   );
-  console.log(
-    `(b) cvserver FUSE volume ${b.seqMBps.toFixed(0).padStart(8)} MB/s        ${b.randIops.toFixed(0).padStart(8)} IOPS`,
-  );
-  console.log(
-    `ratio b/a                ${r(b.seqMBps, a.seqMBps).padStart(8)} (target >= 0.5) ${r(b.randIops, a.randIops).padStart(5)} (target >= 0.5)`,
-  );
-  console.log(`volume daemon peak RSS   ${b.rssMB.toFixed(0)} MB (target <= 150 MB)`);
+  for (const [label, x] of [
+    ['(c)', c],
+    ['(d)', d],
+  ] as const) {
+    if (!x) continue;
+    const z = x.resync;
+    console.log(
+      `resync ${label}: ${z.dirtyBytes} bytes dirty, ${z.resyncedBytes} resynced, ${z.wireBytes} on the wire ` +
+        `(${(z.wireBytes / z.dirtyBytes).toFixed(3)}x dirty, target <= 1.1; includes ext4's own background writes), ` +
+        `${(z.resyncedBytes / 1e6 / Math.max(z.ms / 1000, 0.001)).toFixed(0)} MB/s`,
+    );
+  }
 } finally {
   for (const c of cleanups.reverse()) c();
   rmSync(work, { recursive: true, force: true });
