@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { UserError } from '../../../src/lib/errors.ts';
+import {
+  parsePeerFlag,
+  readReplicationConfig,
+  readSecret,
+  splitAddress,
+} from '../../../src/volume/replication-config.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'cvs-replcfg-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function configWith(text: string): string {
+  const d = mkdtempSync(join(dir, 'v-'));
+  writeFileSync(join(d, 'replication.yaml'), text);
+  return d;
+}
+
+const good = `node: a
+listen: 10.0.0.1:7789
+secretFile: /etc/cvserver/secret
+peers:
+  - node: b
+    address: 10.0.0.2:7789
+  - node: tb
+    address: 10.0.0.9:7789
+    tiebreaker: true
+`;
+
+test('a volume without replication.yaml is local', () => {
+  assert.equal(readReplicationConfig(mkdtempSync(join(dir, 'local-'))), undefined);
+});
+
+test('a good config gets its defaults', () => {
+  const c = readReplicationConfig(configWith(good))!;
+  assert.equal(c.quorum, 'suspend-io');
+  assert.equal(c.afterSplitBrain, 'disconnect');
+  assert.equal(c.peers[0]!.tiebreaker, false);
+  assert.equal(c.peers[1]!.tiebreaker, true);
+});
+
+test('bad configs name the file, line and field', () => {
+  const cases: Array<[string, RegExp]> = [
+    [
+      good.replace('10.0.0.2:7789', '10.0.0.2'),
+      /replication\.yaml:6:\d+: peers\.0\.address: expected HOST:PORT/,
+    ],
+    [good.replace('listen: 10.0.0.1:7789', 'listen: 10.0.0.1:99999'), /:2:\d+: listen: port must be 1-65535/],
+    [`${good}quorum: sometimes\n`, /:10:\d+: quorum: /],
+    [`${good}colour: blue\n`, /:10:\d+: .*unknown key "colour"/],
+    [good.replace('node: tb', 'node: b'), /peers: node "b" appears twice/],
+    [`${good}resyncRate: fast\n`, /resyncRate: .*fast/],
+    ['node: [a\n', /replication\.yaml:\d+:\d+: invalid YAML/],
+  ];
+  for (const [text, re] of cases) {
+    assert.throws(
+      () => readReplicationConfig(configWith(text)),
+      (e: Error) => {
+        assert.ok(e instanceof UserError, e.message);
+        assert.match(e.message, re);
+        return true;
+      },
+    );
+  }
+});
+
+test('the secret must be private and long enough', () => {
+  const f = join(dir, 'secret');
+  writeFileSync(f, 'x'.repeat(32));
+  chmodSync(f, 0o644);
+  assert.throws(() => readSecret(f), /mode 644 lets others read it/);
+  chmodSync(f, 0o600);
+  assert.equal(readSecret(f).length, 32);
+  writeFileSync(f, 'short\n');
+  assert.throws(() => readSecret(f), /5 bytes, expected at least 16/);
+  assert.throws(() => readSecret(join(dir, 'missing')), /cannot read \(ENOENT\)/);
+});
+
+test('command-line peers and addresses', () => {
+  assert.deepEqual(parsePeerFlag('--peer', 'b=10.0.0.2:7789'), { node: 'b', address: '10.0.0.2:7789' });
+  assert.throws(
+    () => parsePeerFlag('--peer', '10.0.0.2:7789'),
+    /--peer "10.0.0.2:7789": expected NODE=HOST:PORT/,
+  );
+  assert.throws(() => parsePeerFlag('--peer', 'b=host'), /expected NODE=HOST:PORT/);
+  assert.deepEqual(splitAddress('[fd00::1]:7789'), { host: 'fd00::1', port: 7789 });
+  assert.deepEqual(splitAddress('node2.lan:7000'), { host: 'node2.lan', port: 7000 });
+});
