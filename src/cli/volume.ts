@@ -71,8 +71,9 @@ function describeReplication(s: VolumeStatus): string[] {
   if (!s.replication) return [];
   const lines = [`  replica ${s.replication.node} listening on ${s.replication.listen}`];
   if (!r) {
+    lines[0] = `  replica ${s.replication.node} (${s.replication.listen}), daemon not running; peers:`;
     for (const p of s.replication.peers)
-      lines.push(`    peer ${p.node} ${p.address}${p.tiebreaker ? ' (tiebreaker)' : ''}: not running here`);
+      lines.push(`    ${p.node} ${p.address}${p.tiebreaker ? ' (tiebreaker)' : ''}`);
     return lines;
   }
   lines[0] += `: ${r.role}, disk ${r.diskState}`;
