@@ -298,11 +298,12 @@ export function registerVolumeCommands(program: Command): void {
       const all = await Promise.all(listVolumes().map((n) => volumeStatus(n)));
       emit(!!o.json, all, () =>
         table(
-          ['NAME', 'SIZE', 'HEALTH', 'DISK', 'DEVICE', 'MOUNTED ON'],
+          ['NAME', 'SIZE', 'HEALTH', 'ROLE', 'DISK', 'DEVICE', 'MOUNTED ON'],
           all.map((s) => [
             s.name,
             formatSize(s.size),
             s.health,
+            s.replication ? (s.daemon?.role ?? '-') : 'local',
             s.diskState,
             s.loop ?? '-',
             s.mounts.join(',') || '-',
