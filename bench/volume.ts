@@ -6,8 +6,10 @@
  * Prints MB/s for 1 MiB sequential writes with fsync, IOPS for 4 KiB random writes with an fsync
  * per write, the ratios b/a, c/b, c/a, d/b, the primary daemon's peak RSS, and the resync figures
  * (a replica away while the primary writes: dirty bytes vs bytes sent, resync MB/s).
- * (c) has a diskless tiebreaker as its third voter.
- *   scripts/node bench/volume.ts [--seconds 10] [--size 1G] [--only a,b,c,d]
+ * (c) has a diskless tiebreaker as its third voter. (c') is (c) with the peer's data on tmpfs: a
+ * stand-in for the peer machine's own disk, so the figure shows what replication itself costs
+ * rather than two replicas' fdatasyncs queueing on this machine's single disk.
+ *   scripts/node bench/volume.ts [--seconds 10] [--size 1G] [--only a,b,c,c-ram,d]
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -20,7 +22,7 @@ const { values } = parseArgs({
   options: {
     seconds: { type: 'string', default: '10' },
     size: { type: 'string', default: '1G' },
-    only: { type: 'string', default: 'a,b,c,d' },
+    only: { type: 'string', default: 'a,b,c,c-ram,d' },
   },
 });
 const only = new Set(values.only.split(','));
@@ -95,9 +97,13 @@ interface Resync {
  * A replicated volume of `replicas` nodes on loopback (each its own state dir), fio on the primary,
  * then the resync figures: one secondary goes down, the primary writes 64 MiB, it comes back.
  */
-function replicated(replicas: number): Figures & { rssMB: number; resync: Resync } {
+function replicated(replicas: number, peersInRam = false): Figures & { rssMB: number; resync: Resync } {
   const cvs = join(root, 'bin', 'cvserver');
-  const base = join(work, `r${replicas}`);
+  const base = join(work, `r${replicas}${peersInRam ? 'ram' : ''}`);
+  // This machine has one disk: every replica's fdatasync lands on it. With peersInRam the peers'
+  // state lives on tmpfs (/dev/shm), standing in for the other machines' own disks.
+  const ramBase = mkdtempSync('/dev/shm/cvs-bench-');
+  cleanups.push(() => rmSync(ramBase, { recursive: true, force: true }));
   const secret = join(base, 'secret');
   mkdirSync(base, { recursive: true });
   writeFileSync(secret, randomBytes(32).toString('base64'), { mode: 0o600 });
@@ -106,7 +112,7 @@ function replicated(replicas: number): Figures & { rssMB: number; resync: Resync
   // loses quorum and the primary suspends I/O (the resync measurement takes one replica away).
   const nodes = Array.from({ length: replicas + (replicas === 2 ? 1 : 0) }, (_, i) => ({
     name: i === replicas ? 'tb' : `n${i}`,
-    state: join(base, `n${i}`),
+    state: join(peersInRam && i > 0 ? ramBase : base, `n${i}`),
     addr: `127.0.0.1:${port0 + i}`,
     tiebreaker: i === replicas,
   }));
@@ -201,24 +207,27 @@ try {
   const a = only.has('a') ? baseline() : none;
   const b = only.has('b') ? ours() : { ...none, rssMB: 0 };
   const c = only.has('c') ? replicated(2) : undefined;
+  const cRam = only.has('c-ram') ? replicated(2, true) : undefined;
   const d = only.has('d') ? replicated(3) : undefined;
   const r = (x: number, y: number) => (y > 0 && x > 0 ? (x / y).toFixed(2) : 'n/a');
   const row = (label: string, f: Figures) =>
     console.log(
-      `${label.padEnd(30)} ${f.seqMBps.toFixed(0).padStart(8)} MB/s        ${f.randIops.toFixed(0).padStart(8)} IOPS`,
+      `${label.padEnd(36)} ${f.seqMBps.toFixed(0).padStart(8)} MB/s        ${f.randIops.toFixed(0).padStart(8)} IOPS`,
     );
   const ratio = (label: string, x: Figures, y: Figures, targets = ['', '']) =>
     console.log(
-      `${label.padEnd(30)} ${r(x.seqMBps, y.seqMBps).padStart(8)} ${targets[0]!.padEnd(16)} ${r(x.randIops, y.randIops).padStart(5)} ${targets[1]}`,
+      `${label.padEnd(36)} ${r(x.seqMBps, y.seqMBps).padStart(8)} ${targets[0]!.padEnd(16)} ${r(x.randIops, y.randIops).padStart(5)} ${targets[1]}`,
     );
-  console.log(`${''.padEnd(30)} seq write 1M+fsync   randwrite 4k+fsync`);
+  console.log(`${''.padEnd(36)} seq write 1M+fsync   randwrite 4k+fsync`);
   row('(a) plain loop, dio', a);
   row('(b) cvserver FUSE volume', b);
   if (c) row('(c) replicated, 2 replicas', c);
+  if (cRam) row("(c') 2 replicas, peer disk in RAM", cRam);
   if (d) row('(d) replicated, 3 replicas', d);
   ratio('ratio b/a', b, a, ['(target >= 0.5)', '(target >= 0.5)']);
   if (c) ratio('ratio c/b', c, b, ['(target >= 0.85)', '(target >= 0.75)']);
   if (c) ratio('ratio c/a', c, a);
+  if (cRam) ratio("ratio c'/b", cRam, b, ['(target >= 0.85)', '(target >= 0.75)']);
   if (d) ratio('ratio d/b', d, b);
   if (d) ratio('ratio d/a', d, a);
   console.log(
@@ -226,6 +235,7 @@ try {
   );
   for (const [label, x] of [
     ['(c)', c],
+    ["(c')", cRam],
     ['(d)', d],
   ] as const) {
     if (!x) continue;
