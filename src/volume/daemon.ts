@@ -32,16 +32,18 @@ import {
 /** Concurrent /dev/fuse reads; CVSERVER_FUSE_READERS overrides it for tuning. */
 const READERS = Number(process.env.CVSERVER_FUSE_READERS ?? 8);
 
+const NO_COUNTERS: DaemonStatus['counters'] = {
+  reads: 0,
+  writes: 0,
+  fsyncs: 0,
+  bytesRead: 0,
+  bytesWritten: 0,
+  errors: 0,
+};
+
 /** Counts requests for `status`, around the real device. */
 class CountingDevice implements BlockDevice {
-  readonly counters: DaemonStatus['counters'] = {
-    reads: 0,
-    writes: 0,
-    fsyncs: 0,
-    bytesRead: 0,
-    bytesWritten: 0,
-    errors: 0,
-  };
+  readonly counters: DaemonStatus['counters'] = { ...NO_COUNTERS };
   private readonly inner: BlockDevice;
   constructor(inner: BlockDevice) {
     this.inner = inner;
@@ -101,15 +103,6 @@ function statusWriter(ctx: DaemonContext, extra: () => Partial<DaemonStatus>) {
   return (state: DaemonStatus['state'], counters: DaemonStatus['counters'] = NO_COUNTERS): void =>
     writeJsonAtomic(ctx.layout.statusFile, snapshot(state, counters));
 }
-
-const NO_COUNTERS: DaemonStatus['counters'] = {
-  reads: 0,
-  writes: 0,
-  fsyncs: 0,
-  bytesRead: 0,
-  bytesWritten: 0,
-  errors: 0,
-};
 
 /** A local volume: FUSE is served from the start; the daemon exits when it is unmounted. */
 async function runLocal(ctx: DaemonContext, meta: VolumeMetadata): Promise<void> {

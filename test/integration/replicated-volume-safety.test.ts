@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
@@ -35,22 +35,12 @@ import {
   type PeerState,
 } from '../../src/volume/replication/protocol.ts';
 import { readSecret } from '../../src/volume/replication-config.ts';
+import { writeDurably } from '../helpers/files.ts';
 import { ReplicaCluster } from '../helpers/replica-cluster.ts';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const fileSha = (f: string) => sha(readFileSync(f));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Writes `data` to `file` and fsyncs it (the volume acknowledges it as durable). */
-function writeDurable(file: string, data: Buffer): void {
-  const fd = openSync(file, 'w');
-  try {
-    writeSync(fd, data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 interface PeerStatus {
   node: string;
@@ -99,14 +89,14 @@ async function makeSplitBrain(t: TestContext, quietSurvivor: boolean) {
   // A common history: both replicas hold `base`.
   const base = randomBytes(128 * 1024);
   cl.ok('a', ['volume', 'primary', cl.volume, '--mkfs', 'ext4', '--mount', mntA]);
-  writeDurable(join(mntA, 'base'), base);
+  writeDurably(join(mntA, 'base'), base);
   cl.ok('a', ['volume', 'secondary', cl.volume]);
 
   // a writes X while b is away.
   cl.ok('b', ['volume', 'down', cl.volume]);
   const x = randomBytes(256 * 1024);
   cl.ok('a', ['volume', 'primary', cl.volume, '--mount', mntA]);
-  writeDurable(join(mntA, 'x'), x);
+  writeDurably(join(mntA, 'x'), x);
   cl.ok('a', ['volume', 'secondary', cl.volume]);
   cl.ok('a', ['volume', 'down', cl.volume]);
   const aData = join(cl.volumeDir('a'), 'data');
@@ -118,7 +108,7 @@ async function makeSplitBrain(t: TestContext, quietSurvivor: boolean) {
   assert.equal(sha(readFileSync(join(mntB, 'base'))), sha(base));
   assert.ok(!existsSync(join(mntB, 'x')), 'b sees x, which only a wrote');
   const y = randomBytes(256 * 1024);
-  writeDurable(join(mntB, 'y'), y);
+  writeDurably(join(mntB, 'y'), y);
   // b stays primary; without its filesystem mounted, nothing writes to the device meanwhile.
   if (quietSurvivor) assert.equal(spawnSync('umount', [mntB]).status, 0, `umount ${mntB}`);
 

@@ -1,20 +1,11 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import {
-  closeSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-  writeSync,
-} from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { cli, tempDir } from '../helpers/cli.ts';
+import { writeDurably } from '../helpers/files.ts';
 
 const state = tempDir('vol');
 const mnt = join(state, 'mnt');
@@ -29,17 +20,6 @@ function ok(args: string[]): string {
 
 function sha(file: string): string {
   return createHash('sha256').update(readFileSync(file)).digest('hex');
-}
-
-/** Writes a file and fsyncs it: once this returns, the volume has promised it is durable. */
-function writeDurably(file: string, data: Buffer): void {
-  const fd = openSync(file, 'w');
-  try {
-    writeSync(fd, data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** Last resort if `volume down` cannot clean up: only what this test made, by path and pid. */
