@@ -237,6 +237,15 @@ async function runReplica(
   let stopping: (() => void) | undefined;
   const stopped = new Promise<void>((resolve) => (stopping = resolve));
 
+  // Role changes one at a time, whoever asks (two CLI calls, a signal).
+  let roleChange: Promise<unknown> = Promise.resolve();
+  const serialised = (req: ControlRequest): Promise<unknown> => {
+    if (req.op === 'status') return handle(req);
+    const next = roleChange.then(() => handle(req));
+    roleChange = next.catch(() => undefined);
+    return next;
+  };
+
   const handle = async (req: ControlRequest): Promise<unknown> => {
     switch (req.op) {
       case 'promote': {
@@ -250,7 +259,13 @@ async function runReplica(
           r = await device.promote(epoch);
         }
         if (!r.ok) throw new Error(`cannot become primary: ${r.reason}`);
-        await serveFuse();
+        try {
+          await serveFuse();
+        } catch (err) {
+          // A primary that cannot serve its device must not stay primary.
+          await device.demote();
+          throw err;
+        }
         log.info({ event: 'promoted', epoch }, 'now primary');
         report();
         return { role: 'Primary', epoch };
@@ -277,7 +292,7 @@ async function runReplica(
         return { stopped: true };
     }
   };
-  const control = await serveControl(layout.controlSocket, handle);
+  const control = await serveControl(layout.controlSocket, serialised);
   process.on('SIGTERM', () => {
     if (device?.role === 'Primary')
       log.warn('SIGTERM ignored while primary: use `cvserver volume down` to stop a volume in order');
@@ -297,7 +312,6 @@ async function runReplica(
   rmSync(layout.controlSocket, { force: true });
   await device?.close();
   await server.close();
-  if (!device) await local?.close();
   state = 'stopped';
   report();
 }
