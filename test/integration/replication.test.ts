@@ -403,3 +403,40 @@ test('split-brain with discard-least-changes: the replica reports what it wrote 
   await until(() => b.store.load().generation.current === a.store.load().generation.current);
   assert.equal(again.server.state('a').changedBlocks, 0);
 });
+
+test('concurrent writes, overlapping ones included, while a peer drops out and resyncs: both replicas end identical', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cv-repl-race-'));
+  const b = await makeReplica(dir, 'b');
+  const { a, aFile } = await makePrimaryWithPeer(t, dir, b, 'off');
+  assert.deepEqual(await a.promote(1), { ok: true });
+  await until(() => a.status().peers[0]!.connection === 'Connected');
+  const sizes = [4096, 65536, 1024 * 1024, 3 * 512];
+  let stop = false;
+  // Eight writers over the whole volume: writes in flight at once often overlap.
+  const writer = async () => {
+    while (!stop) {
+      const n = sizes[Math.floor(Math.random() * sizes.length)]!;
+      await a.write(Math.floor(Math.random() * ((SIZE - n) / 512)) * 512, randomBytes(n));
+      if (Math.random() < 0.1) await a.flush();
+    }
+  };
+  let server = b.server;
+  t.after(() => server.close());
+  for (let round = 0; round < 2; round++) {
+    stop = false;
+    const writers = Array.from({ length: 8 }, writer);
+    await new Promise((r) => setTimeout(r, 200));
+    await server.close();
+    await new Promise((r) => setTimeout(r, 300));
+    server = (await b.start(b.port)).server;
+    await new Promise((r) => setTimeout(r, 500)); // writes go on during the resync
+    stop = true;
+    await Promise.all(writers);
+    await until(() => {
+      const p = a.status().peers[0]!;
+      return p.connection === 'Connected' && p.outOfSyncBytes === 0 && !p.resync;
+    }, 30000);
+    await a.flush();
+    assert.equal(digest(aFile), digest(b.file), `round ${round}`);
+  }
+});

@@ -128,6 +128,16 @@ export class Connection {
     return ok;
   }
 
+  /**
+   * Sends what this tick corked now. The primary calls it after a WRITE: the local write that
+   * follows may run synchronously (LocalDevice inline) and would otherwise hold the frame back.
+   */
+  flushNow(): void {
+    if (!this.#corked || this.#closed) return;
+    this.#corked = false;
+    this.socket.uncork();
+  }
+
   close(reason: string): void {
     if (this.#closed) return;
     this.#closed = true;

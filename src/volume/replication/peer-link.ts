@@ -112,9 +112,9 @@ export class PeerLink {
   }
 
   write(offset: number, data: Buffer, resync = false): Promise<AckStatusCode> {
-    return this.#request((id) => ({ type: 'write', id, offset, data, resync })).then((r) =>
-      r.type === 'ack' ? r.status : 1,
-    );
+    const reply = this.#request((id) => ({ type: 'write', id, offset, data, resync }));
+    this.#conn?.flushNow();
+    return reply.then((r) => (r.type === 'ack' ? r.status : 1));
   }
 
   flush(): Promise<AckStatusCode> {

@@ -24,6 +24,7 @@ import {
   DEFAULT_AL_EXTENT_SIZE,
   DEFAULT_AL_SLOTS,
 } from './activity-log.ts';
+import { ApplyQueue } from './apply-queue.ts';
 import {
   type ByteRange,
   DEFAULT_EXTENT_SIZE,
@@ -151,6 +152,8 @@ export class ReplicatedDevice implements BlockDevice {
   #al: ActivityLogState;
   #alFile: ActivityLogFile;
   #alWaiters: Array<() => void> = [];
+  /** Application writes in flight, by byte range (overlapping ones run in arrival order). */
+  #ordered = new ApplyQueue();
   /** See changedBlocks(): the generation this node last started as primary, if known. */
   #ownGeneration: string | undefined;
   /** An admission evicted extents from the activity log since the bitmaps were last persisted. */
@@ -301,7 +304,10 @@ export class ReplicatedDevice implements BlockDevice {
   async demote(): Promise<void> {
     if (this.#role !== 'Primary') return;
     await this.flush().catch(() => undefined);
-    const fenced = this.#roleState().fenced;
+    // A fenced primary's data is not the newest any more (another primary took over): Outdated
+    // until it resyncs, so it can neither be promoted nor win a split-brain. Stored before the role
+    // changes: the replica server must never show this disk as a secondary's UpToDate one.
+    if (this.#roleState().fenced) this.store.save({ ...this.store.load(), diskState: 'Outdated' });
     this.#role = 'Secondary';
     for (const p of this.#peers) {
       p.link.stop();
@@ -309,10 +315,7 @@ export class ReplicatedDevice implements BlockDevice {
       for (const f of p.flushing) p.bitmap.markExtents(f.extents);
       await this.#saveBitmap(p);
     }
-    const meta = this.store.load();
-    // A fenced primary's data is not the newest any more (another primary took over): Outdated
-    // until it resyncs, so it can neither be promoted nor win a split-brain.
-    this.store.save({ ...meta, primaryOpen: false, ...(fenced ? { diskState: 'Outdated' as const } : {}) });
+    this.store.save({ ...this.store.load(), primaryOpen: false });
     this.#wake();
   }
 
@@ -327,9 +330,16 @@ export class ReplicatedDevice implements BlockDevice {
       throw new DeviceError('EINVAL', 'write beyond the device');
     await this.#admit();
     await this.#enterActivityLog(offset, data.length);
+    // Overlapping writes in flight at once would reach this disk and the peers in different
+    // orders (the local device runs them in parallel): each waits for the earlier ones it
+    // overlaps, so every replica ends with the same bytes. Disjoint writes are not held.
+    return this.#ordered.submit({ offset, length: data.length }, () => this.#replicate(offset, data));
+  }
+
+  async #replicate(offset: number, data: Buffer): Promise<void> {
     const range = this.#extents(offset, data.length);
     try {
-      await this.#waitUnlocked(range);
+      for (let lock = this.#lockOn(range); lock; lock = this.#lockOn(range)) await lock;
       for (let e = range[0]; e <= range[1]; e++) this.#writing.set(e, (this.#writing.get(e) ?? 0) + 1);
       try {
         this.#maybeRotate();
@@ -674,13 +684,17 @@ export class ReplicatedDevice implements BlockDevice {
     return [Math.floor(offset / this.#extentSize), Math.floor((offset + length - 1) / this.#extentSize)];
   }
 
-  async #waitUnlocked([first, last]: [number, number]): Promise<void> {
-    for (;;) {
-      let wait: Promise<void> | undefined;
-      for (let e = first; e <= last && !wait; e++) wait = this.#locked.get(e);
-      if (!wait) return;
-      await wait;
+  /**
+   * A resync lock held on one of these extents, if any. Callers loop `while (lock) await lock` and
+   * then claim the extents (count a write, or lock them) in the same synchronous step: with an
+   * await between the check and the claim, a resync could read a block while a write to it starts.
+   */
+  #lockOn([first, last]: [number, number]): Promise<void> | undefined {
+    for (let e = first; e <= last; e++) {
+      const lock = this.#locked.get(e);
+      if (lock) return lock;
     }
+    return undefined;
   }
 
   /** The first write while some data peer is not in sync starts a new data generation. */
@@ -966,7 +980,7 @@ export class ReplicatedDevice implements BlockDevice {
    */
   async #resyncRange(p: PeerData, r: ByteRange): Promise<void> {
     const [first, last] = this.#extents(r.offset, r.length);
-    await this.#waitUnlocked([first, last]);
+    for (let lock = this.#lockOn([first, last]); lock; lock = this.#lockOn([first, last])) await lock;
     let release: () => void = () => undefined;
     const lock = new Promise<void>((resolve) => {
       release = resolve;
