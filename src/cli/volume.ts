@@ -3,6 +3,7 @@ import { UserError } from '../lib/errors.ts';
 import { formatSize, parseSizeOrThrow } from '../lib/size.ts';
 import {
   createVolume,
+  destroyVolume,
   listVolumes,
   type VolumeStatus,
   volumeDown,
@@ -288,6 +289,16 @@ export function registerVolumeCommands(program: Command): void {
       const all = await Promise.all((name ? [name] : listVolumes()).map((n) => volumeStatus(n)));
       emit(!!o.json, name ? all[0] : all, () => (all.length ? all.map(describe).join('\n') : 'no volumes'));
       if (all.some((s) => s.health === 'failed')) process.exitCode = 3;
+    });
+
+  volume
+    .command('destroy <name>')
+    .description('delete a volume that is down on this node (its data on this node is lost)')
+    .requiredOption('--yes', 'confirm: the data of this replica is deleted')
+    .option('--json', 'machine-readable output')
+    .action(async (name: string, o: { json?: boolean }) => {
+      await destroyVolume(name);
+      emit(!!o.json, { destroyed: name }, () => `destroyed volume ${name}`);
     });
 
   volume

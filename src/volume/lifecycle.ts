@@ -285,6 +285,22 @@ export async function volumeUp(
   return volumeStatus(name);
 }
 
+/** Deletes a volume that is down on this node: its data, metadata and replication state. */
+export async function destroyVolume(name: string): Promise<void> {
+  const { layout } = requireVolume(name);
+  await withLock(layout, async () => {
+    const o = await observe(layout);
+    if (o.daemonAlive || o.fuseMounted || o.loops.length > 0)
+      throw new UserError(
+        `volume "${name}" is up or in use here (run \`cvserver volume down ${name}\` first)`,
+      );
+    // Renamed first: a crash mid-way never leaves a half-deleted volume under its name.
+    const doomed = `${layout.dir}.destroying-${process.pid}`;
+    renameSync(layout.dir, doomed);
+    rmSync(doomed, { recursive: true, force: true });
+  });
+}
+
 /** Primary → secondary: unmount, detach, then the daemon unmounts FUSE and demotes. */
 export async function volumeSecondary(name: string, progress: Progress = () => {}): Promise<VolumeStatus> {
   const { layout } = requireReplicated(name);

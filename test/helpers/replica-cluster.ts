@@ -83,33 +83,39 @@ export class ReplicaCluster {
     if (this.o.netns) this.#makeNetwork();
     let uuid: string | undefined;
     for (const n of this.nodes) {
-      const peers = this.nodes.filter((p) => p !== n);
-      const args = [
-        'volume',
-        'create',
-        this.volume,
-        '--size',
-        this.o.size ?? '128M',
-        '--node',
-        n.name,
-        '--listen',
-        `${n.host}:${n.port}`,
-        '--secret-file',
-        this.secretFile,
-        '--quorum',
-        this.o.quorum ?? 'suspend-io',
-        '--after-split-brain',
-        this.o.afterSplitBrain ?? 'disconnect',
-        '--json',
-      ];
-      for (const p of peers)
-        args.push(p.tiebreaker ? '--tiebreaker' : '--peer', `${p.name}=${p.host}:${p.port}`);
-      if (uuid) args.push('--uuid', uuid, '--blank');
-      if (n.tiebreaker) args.push('--diskless');
-      const meta = JSON.parse(this.ok(n.name, args)) as { uuid: string };
+      const meta = JSON.parse(this.ok(n.name, this.createArgs(n.name, uuid, true))) as { uuid: string };
       uuid ??= meta.uuid;
     }
     for (const n of this.nodes) this.ok(n.name, ['volume', 'up', this.volume]);
+  }
+
+  /** `volume create` for one node; with a UUID it joins (blank: no initial sync, else full sync). */
+  createArgs(name: string, uuid?: string, blank = false): string[] {
+    const n = this.node(name);
+    const args = [
+      'volume',
+      'create',
+      this.volume,
+      '--size',
+      this.o.size ?? '128M',
+      '--node',
+      n.name,
+      '--listen',
+      `${n.host}:${n.port}`,
+      '--secret-file',
+      this.secretFile,
+      '--quorum',
+      this.o.quorum ?? 'suspend-io',
+      '--after-split-brain',
+      this.o.afterSplitBrain ?? 'disconnect',
+      '--json',
+    ];
+    for (const p of this.nodes.filter((x) => x !== n))
+      args.push(p.tiebreaker ? '--tiebreaker' : '--peer', `${p.name}=${p.host}:${p.port}`);
+    if (uuid) args.push('--uuid', uuid);
+    if (uuid && blank) args.push('--blank');
+    if (n.tiebreaker) args.push('--diskless');
+    return args;
   }
 
   /** Runs `cvserver ARGS` as node `name` (inside its namespace when there is one). */

@@ -135,6 +135,25 @@ test('a replica that was away gets back only what it missed, and ends identical'
   const v = cl.run('a', ['volume', 'verify', cl.volume, '--json']);
   assert.equal(v.status, 0, v.stderr);
   for (const r of JSON.parse(v.stdout)) assert.deepEqual(r.mismatches, [], `replica ${r.peer} differs`);
+
+  // A wiped replica (destroyed and joined again) starts Inconsistent and gets a full sync.
+  cl.ok('c', ['volume', 'down', cl.volume]);
+  const busy = cl.run('b', ['volume', 'destroy', cl.volume, '--yes']);
+  assert.notEqual(busy.status, 0, 'destroyed a volume that is up');
+  assert.match(busy.stderr, /is up or in use/);
+  cl.ok('c', ['volume', 'destroy', cl.volume, '--yes']);
+  const joined = JSON.parse(cl.ok('c', cl.createArgs('c', cl.status('a').uuid)));
+  assert.equal(joined.diskState, 'Inconsistent');
+  cl.ok('c', ['volume', 'up', cl.volume]);
+  await cl.until('the wiped replica to be fully synced', () => {
+    const c = cl.status('a').daemon.replication.peers.find((p: { node: string }) => p.node === 'c');
+    return c.connection === 'Connected' && c.outOfSyncBytes === 0 && !c.resync && c.diskState === 'UpToDate';
+  });
+  const full = cl.status('a').daemon.replication.peers.find((p: { node: string }) => p.node === 'c');
+  assert.equal(full.lastResync.bytes, 256 * 1024 * 1024, 'a wiped replica gets every block');
+  const v2 = cl.run('a', ['volume', 'verify', cl.volume, '--json']);
+  assert.equal(v2.status, 0, v2.stderr);
+  for (const r of JSON.parse(v2.stdout)) assert.deepEqual(r.mismatches, [], `replica ${r.peer} differs`);
 });
 
 test('a primary cut off from its peers suspends I/O; the other side promotes with a newer epoch; the old primary is fenced', async (t) => {
