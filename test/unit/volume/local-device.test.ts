@@ -120,3 +120,28 @@ test('LocalDevice flush coalesces: nothing written since the last flush costs no
       .equals(await dev.read(0, 4096)),
   );
 });
+
+test('LocalDevice runs a write or flush that comes alone inline, overlapping ones in the thread pool', async (t) => {
+  const path = dataFile(t);
+  const dev = await LocalDevice.open(path, SIZE);
+  t.after(() => dev.close().catch(() => {}));
+  const pause = () => new Promise((r) => setTimeout(r, 2));
+  for (let i = 0; i < 4; i++) {
+    await pause();
+    await dev.write(i * 4096, alignedCopy(randomBytes(4096)));
+    await pause();
+    await dev.flush();
+  }
+  assert.deepEqual(dev.stats, { inline: 8, pooled: 0 });
+  await pause();
+  // The first of a burst runs inline; the ones started while it is still in progress go to the pool.
+  await Promise.all(Array.from({ length: 8 }, (_, i) => dev.write((1 << 20) + i * 4096, randomBytes(4096))));
+  assert.ok(dev.stats.pooled >= 7, `overlapping writes pooled: ${JSON.stringify(dev.stats)}`);
+
+  const noInline = await LocalDevice.open(path, SIZE, { inline: false });
+  t.after(() => noInline.close().catch(() => {}));
+  await pause();
+  await noInline.write(0, alignedCopy(randomBytes(4096)));
+  await noInline.flush();
+  assert.deepEqual(noInline.stats, { inline: 0, pooled: 2 });
+});
