@@ -211,17 +211,23 @@ export function registerVolumeCommands(program: Command): void {
     .command('primary <name>')
     .description('replicated volume: become primary (needs quorum and up-to-date data), attach, mount')
     .option('--epoch <n>', 'promotion epoch, a fencing token (default: one above the highest seen)')
+    .option(
+      '--force',
+      "keep this node's data although a reachable peer holds newer or diverged data (choosing a split-brain survivor)",
+    )
     .option('--mkfs <fstype>', 'make this filesystem (ext4 or xfs) if the device has none')
     .option('--mount <dir>', 'mount the filesystem on this directory')
     .option('--json', 'machine-readable output')
-    .action(async (name: string, o: { epoch?: string; mkfs?: string; mount?: string; json?: boolean }) => {
-      const s = await volumeUp(
-        name,
-        { mkfs: o.mkfs, mountDir: o.mount, primary: { epoch: parseEpoch(o.epoch) } },
-        progress(!!o.json),
-      );
-      emit(!!o.json, s, () => describe(s));
-    });
+    .action(
+      async (
+        name: string,
+        o: { epoch?: string; force?: boolean; mkfs?: string; mount?: string; json?: boolean },
+      ) => {
+        const primary = { epoch: parseEpoch(o.epoch), force: o.force };
+        const s = await volumeUp(name, { mkfs: o.mkfs, mountDir: o.mount, primary }, progress(!!o.json));
+        emit(!!o.json, s, () => describe(s));
+      },
+    );
 
   volume
     .command('secondary <name>')

@@ -9,7 +9,11 @@ import { z } from 'zod';
 import { UserError } from '../lib/errors.ts';
 
 export const controlRequestSchema = z.discriminatedUnion('op', [
-  z.strictObject({ op: z.literal('promote'), epoch: z.number().int().positive().optional() }),
+  z.strictObject({
+    op: z.literal('promote'),
+    epoch: z.number().int().positive().optional(),
+    force: z.boolean().optional(),
+  }),
   z.strictObject({ op: z.literal('demote') }),
   z.strictObject({ op: z.literal('verify'), peer: z.string().optional(), resync: z.boolean() }),
   z.strictObject({ op: z.literal('resolve-split-brain'), peer: z.string() }),

@@ -252,11 +252,11 @@ async function runReplica(
         if (!device) throw new Error('a diskless tiebreaker cannot become primary');
         if (device.role === 'Primary' && fuse) return { role: 'Primary', epoch: device.status().epoch };
         let epoch = req.epoch ?? device.status().epoch + 1;
-        let r = await device.promote(epoch);
+        let r = await device.promote(epoch, undefined, req.force);
         // Without an explicit epoch, a peer may have taught us a higher one during the attempt.
         if (!r.ok && req.epoch === undefined && device.status().epoch >= epoch) {
           epoch = device.status().epoch + 1;
-          r = await device.promote(epoch);
+          r = await device.promote(epoch, undefined, req.force);
         }
         if (!r.ok) throw new Error(`cannot become primary: ${r.reason}`);
         try {

@@ -389,9 +389,11 @@ async function execute(l: VolumeLayout, step: Step, progress: Progress): Promise
       return;
     case 'promote': {
       progress(`becoming primary${step.epoch ? ` (epoch ${step.epoch})` : ''}`);
-      const r = (await callControl(l.controlSocket, { op: 'promote', epoch: step.epoch })) as {
-        epoch: number;
-      };
+      const r = (await callControl(l.controlSocket, {
+        op: 'promote',
+        epoch: step.epoch,
+        force: step.force,
+      })) as { epoch: number };
       progress(`primary with epoch ${r.epoch}`);
       await waitFor(async () => readMounts().some((m) => m.dir === l.fuseDir), 10_000, 'the FUSE device');
       return;

@@ -28,7 +28,7 @@ export type Step =
   | { kind: 'attach-loop' }
   | { kind: 'mkfs'; fstype: string }
   | { kind: 'mount-fs'; dir: string }
-  | { kind: 'promote'; epoch?: number }
+  | { kind: 'promote'; epoch?: number; force?: boolean }
   | { kind: 'demote' }
   | { kind: 'stop-daemon' };
 
@@ -98,7 +98,7 @@ export interface UpOptions {
   mkfs?: string;
   mountDir?: string;
   /** Replicated volumes: become primary (with this epoch, or the next one when absent). */
-  primary?: { epoch?: number };
+  primary?: { epoch?: number; force?: boolean };
 }
 
 /** Bring up: repair a failed state first (as `down` would), then daemon → loop → (mkfs) → mount. */
@@ -111,7 +111,11 @@ export function planUp(o: VolumeObservation, opts: UpOptions): Step[] {
     // A secondary only receives: no block device above it.
     if (!opts.primary) return steps;
     if (fresh || !o.daemonAlive || o.role !== 'Primary' || !o.fuseMounted)
-      steps.push({ kind: 'promote', epoch: opts.primary.epoch });
+      steps.push({
+        kind: 'promote',
+        epoch: opts.primary.epoch,
+        ...(opts.primary.force ? { force: true } : {}),
+      });
   }
   if (fresh || o.loops.length === 0) steps.push({ kind: 'attach-loop' });
   if (opts.mkfs) steps.push({ kind: 'mkfs', fstype: opts.mkfs });

@@ -230,8 +230,16 @@ export class ReplicatedDevice implements BlockDevice {
 
   // ---- roles
 
-  /** Becomes primary with this epoch (fencing token) if the rules allow; connects to the peers first. */
-  async promote(epoch: number, waitMs = 3000): Promise<{ ok: true } | { ok: false; reason: string }> {
+  /**
+   * Becomes primary with this epoch (fencing token) if the rules allow; connects to the peers first.
+   * `force` is the operator choosing this node's data over a reachable peer's newer or diverged data
+   * (the survivor of a split-brain); quorum and epoch rules still hold.
+   */
+  async promote(
+    epoch: number,
+    waitMs = 3000,
+    force = false,
+  ): Promise<{ ok: true } | { ok: false; reason: string }> {
     if (this.#role === 'Primary' && !this.#fenced) return { ok: true };
     const tried = this.#peers.map((p) => p.link.failures);
     for (const p of this.#peers) p.link.start();
@@ -243,7 +251,7 @@ export class ReplicatedDevice implements BlockDevice {
         this.#peers.every((p, i) => p.link.peerState !== undefined || p.link.failures > tried[i]!),
       waitMs,
     );
-    const d = this.#newerPeer() ?? promote(this.#roleState(), epoch);
+    const d = (force ? undefined : this.#newerPeer()) ?? promote(this.#roleState(), epoch);
     if (!d.ok) {
       for (const p of this.#peers) p.link.stop();
       return d;
