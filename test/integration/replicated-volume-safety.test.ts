@@ -632,3 +632,31 @@ test('quorum off: a replica cannot become primary while its peer is primary', as
   const roles = ['a', 'b'].map((n) => `${n}: ${cl.status(n).daemon.replication.role}`).join(', ');
   assert.notEqual(r.status, 0, `b was promoted while a is primary (${roles})`);
 });
+
+test('split-brain: the operator keeps the side that is not primary (secondary, primary --force, resolve)', async (t) => {
+  const { cl, mntA, mntB, base, x } = await makeSplitBrain(t, false);
+  cl.ok('b', ['volume', 'secondary', cl.volume]);
+  // Without --force, a reachable peer with diverged data forbids the promotion.
+  const refused = cl.run('a', ['volume', 'primary', cl.volume, '--epoch', '20']);
+  assert.notEqual(refused.status, 0, 'a became primary over a diverged peer without --force');
+  assert.match(refused.stderr, /diverged|split-brain/);
+  cl.ok('a', ['volume', 'primary', cl.volume, '--epoch', '20', '--force', '--mount', mntA]);
+  const r = JSON.parse(cl.ok('a', ['volume', 'resolve-split-brain', cl.volume, '--peer', 'b', '--json'])) as {
+    savedTo: string;
+    bytesSaved: number;
+  };
+  assert.ok(r.bytesSaved > 0 && existsSync(r.savedTo), `nothing saved: ${JSON.stringify(r)}`);
+  await cl.until('b resynced from a', () => {
+    const p = peerOf(cl, 'a', 'b');
+    return p.connection === 'Connected' && p.outOfSyncBytes === 0 && !p.resync;
+  });
+  const v = cl.run('a', ['volume', 'verify', cl.volume, '--json']);
+  assert.equal(v.status, 0, v.stderr);
+  for (const res of JSON.parse(v.stdout)) assert.deepEqual(res.mismatches, [], `replica ${res.peer} differs`);
+  // b now holds a's history: base and x, not y.
+  cl.ok('a', ['volume', 'secondary', cl.volume]);
+  cl.ok('b', ['volume', 'primary', cl.volume, '--mount', mntB]);
+  assert.equal(sha(readFileSync(join(mntB, 'base'))), sha(base));
+  assert.equal(sha(readFileSync(join(mntB, 'x'))), sha(x));
+  assert.ok(!existsSync(join(mntB, 'y')), 'b still has y after losing the split-brain');
+});
