@@ -7,6 +7,7 @@ import {
   listVolumes,
   type VolumeStatus,
   volumeDown,
+  volumeLog,
   volumeResolveSplitBrain,
   volumeSecondary,
   volumeStatus,
@@ -295,6 +296,42 @@ export function registerVolumeCommands(program: Command): void {
       const all = await Promise.all((name ? [name] : listVolumes()).map((n) => volumeStatus(n)));
       emit(!!o.json, name ? all[0] : all, () => (all.length ? all.map(describe).join('\n') : 'no volumes'));
       if (all.some((s) => s.health === 'failed')) process.exitCode = 3;
+    });
+
+  volume
+    .command('logs <name>')
+    .description("the volume daemon's log: role changes, peer connections, resyncs, refused input")
+    .option('-n, --lines <n>', 'how many of the last lines', '50')
+    .option('--json', 'one JSON object per line, as logged')
+    .action((name: string, o: { lines: string; json?: boolean }) => {
+      const n = Number(o.lines);
+      if (!Number.isInteger(n) || n <= 0)
+        throw new UserError(`--lines "${o.lines}": expected a positive integer`);
+      for (const line of volumeLog(name, n)) {
+        if (o.json) {
+          console.log(line);
+          continue;
+        }
+        try {
+          const {
+            time,
+            level,
+            msg,
+            component: _c,
+            pid: _p,
+            volume: _v,
+            hostname: _h,
+            ...rest
+          } = JSON.parse(line);
+          const extra = Object.entries(rest)
+            .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+            .join(' ');
+          const lvl = level >= 50 ? 'ERROR' : level >= 40 ? 'WARN' : 'INFO';
+          console.log(`${time} ${lvl} ${msg}${extra ? ` ${extra}` : ''}`);
+        } catch {
+          console.log(line);
+        }
+      }
     });
 
   volume

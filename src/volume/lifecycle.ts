@@ -285,6 +285,13 @@ export async function volumeUp(
   return volumeStatus(name);
 }
 
+/** The daemon's log (JSON lines: role changes, peer connections, resyncs, refusals), newest last. */
+export function volumeLog(name: string, lines: number): string[] {
+  const { layout } = requireVolume(name);
+  if (!existsSync(layout.logFile)) return [];
+  return readFileSync(layout.logFile, 'utf8').split('\n').filter(Boolean).slice(-lines);
+}
+
 /** Deletes a volume that is down on this node: its data, metadata and replication state. */
 export async function destroyVolume(name: string): Promise<void> {
   const { layout } = requireVolume(name);

@@ -786,11 +786,12 @@ export class ReplicatedDevice implements BlockDevice {
       crashedPrimary: peer.crashedPrimary,
     };
     let d = decideSync(local, remote);
-    // The peer is the old primary that crashed before this promotion: it may hold writes nobody
-    // acknowledged, anywhere in its activity log, which it does not send. Until it does, only a
-    // full sync from here makes it identical again.
-    if (peer.crashedPrimary && peer.epoch < meta.epoch && (d.kind === 'bitmap' || d.kind === 'none'))
-      d = { kind: 'full', source: 'local', reason: 'peer crashed as an older-epoch primary' };
+    // The peer crashed as primary and we are primary now: it is the old primary, and it may hold
+    // writes nobody acknowledged, anywhere in its activity log, which it does not send. Until it
+    // does, only a full sync from here makes it identical again. (Its epoch says nothing here: its
+    // replica server may already have stored ours.)
+    if (peer.crashedPrimary && (d.kind === 'bitmap' || d.kind === 'none'))
+      d = { kind: 'full', source: 'local', reason: 'peer is an old primary that crashed' };
     this.log.info({ peer: peer.node, decision: d.kind, reason: d.reason }, 'peer handshake decision');
     switch (d.kind) {
       case 'none':
