@@ -180,6 +180,8 @@ async function runReplica(
     size: meta.size,
     store,
     isPrimary: () => device?.role === 'Primary',
+    // What this node wrote alone (split-brain policies) and what a crash left unsure (old primary).
+    divergence: device,
     log,
   });
   let fuse: { fs: DeviceFilesystem; served: Promise<void> } | undefined;

@@ -78,8 +78,12 @@ test('kill -9 of the primary at random moments: the promoted secondary has every
     cl.ok(primary, ['volume', 'up', cl.volume]);
     await cl.until(`${primary} back in sync`, () => {
       const peer = cl.status(next).daemon.replication.peers.find((p: { node: string }) => p.node === primary);
-      return peer.connection === 'Connected' && peer.outOfSyncBytes === 0 && !peer.resync;
+      return peer.connection === 'Connected' && peer.outOfSyncBytes === 0 && !peer.resync && peer.lastResync;
     });
+    // Only its activity-log extents and what the new primary wrote travel, not the whole volume.
+    const back = cl.status(next).daemon.replication.peers.find((p: { node: string }) => p.node === primary);
+    console.log(`round ${round}: ${primary} rejoined, ${back.lastResync.bytes} bytes resynced`);
+    assert.ok(back.lastResync.bytes < 128 * 1024 * 1024, 'the old primary got a full sync');
   }
   const v = cl.run(order[3 % 3]!, ['volume', 'verify', cl.volume, '--json']);
   assert.equal(v.status, 0, v.stderr);

@@ -40,6 +40,23 @@ export const peerStateSchema = z.strictObject({
   /** Blocks changed since the sides parted (for discard-least-changes / zero-changes). */
   changedBlocks: z.number().int().nonnegative(),
   promotedAt: z.number().int().nonnegative(),
+  /**
+   * A replica that crashed as primary: the extents its activity log held ([offset, length]), which
+   * may hold writes nobody acknowledged. The new primary resyncs them to it (instead of everything).
+   */
+  crashRanges: z
+    .array(
+      z.tuple([
+        z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+        z
+          .number()
+          .int()
+          .positive()
+          .max(2 ** 32),
+      ]),
+    )
+    .max(256)
+    .optional(),
 });
 export type PeerState = z.infer<typeof peerStateSchema>;
 

@@ -36,7 +36,11 @@ export interface ReplicaServerOptions {
    * in STATE for the after-split-brain policies. Without it a data replica reports "unknown"
    * (Number.MAX_SAFE_INTEGER), so no policy ever picks it as the side without changes.
    */
-  divergence?: { changedBlocks(peer: string): number | undefined };
+  divergence?: {
+    changedBlocks(peer: string): number | undefined;
+    /** After a crash as primary: the activity-log extents (see PeerState.crashRanges). */
+    crashRanges?(): Array<{ offset: number; length: number }>;
+  };
   /** True while this node is primary itself (it then refuses peer writes). */
   isPrimary?: () => boolean;
   log: ConnectionLog;
@@ -142,17 +146,20 @@ export class ReplicaServer {
     const changed = !this.o.device
       ? 0
       : ((peer !== undefined ? this.o.divergence?.changedBlocks(peer) : undefined) ?? UNKNOWN_CHANGES);
+    const crashedPrimary = m.primaryOpen && !this.o.isPrimary?.();
+    const crash = crashedPrimary ? this.o.divergence?.crashRanges?.() : undefined;
     return {
       node: this.o.node,
       role: this.o.isPrimary?.() ? 'Primary' : 'Secondary',
       diskState: this.o.device ? m.diskState : 'Diskless',
       generation: m.generation,
       // primaryOpen is also set while this node runs as primary: only without that is it a crash.
-      crashedPrimary: m.primaryOpen && !this.o.isPrimary?.(),
+      crashedPrimary,
       epoch: m.epoch,
       size: this.o.size,
       changedBlocks: changed,
       promotedAt: 0,
+      ...(crash && crash.length <= 256 ? { crashRanges: crash.map((r) => [r.offset, r.length]) } : {}),
     };
   }
 

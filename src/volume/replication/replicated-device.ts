@@ -156,6 +156,8 @@ export class ReplicatedDevice implements BlockDevice {
   #ordered = new ApplyQueue();
   /** See changedBlocks(): the generation this node last started as primary, if known. */
   #ownGeneration: string | undefined;
+  /** See crashRanges(). */
+  #crashRanges: ByteRange[] = [];
   /** An admission evicted extents from the activity log since the bitmaps were last persisted. */
   #evictedSincePersist = false;
   #stateWaiters: Array<() => void> = [];
@@ -191,6 +193,7 @@ export class ReplicatedDevice implements BlockDevice {
     this.#alFile = alFile;
     const alExtent = c.alExtentSize ?? DEFAULT_AL_EXTENT_SIZE;
     this.#al = new ActivityLogState(alExtent, c.alSlots ?? DEFAULT_AL_SLOTS);
+    if (meta.primaryOpen) this.#crashRanges = ActivityLogState.crashRanges(hot, alExtent, this.size);
     for (const peer of c.peers) {
       const file = this.#bitmapFile(peer.node);
       const bitmap =
@@ -198,9 +201,7 @@ export class ReplicatedDevice implements BlockDevice {
           ? loadBitmap(file, this.size, this.#extentSize).bitmap
           : new DirtyBitmap(this.size, this.#extentSize);
       // After a crash as primary, every extent the activity log held may have missed any peer.
-      if (meta.primaryOpen)
-        for (const r of ActivityLogState.crashRanges(hot, alExtent, this.size))
-          bitmap.markRange(r.offset, r.length);
+      if (meta.primaryOpen) for (const r of this.#crashRanges) bitmap.markRange(r.offset, r.length);
       const data: PeerData = {
         bitmap,
         unflushed: new ExtentSet(this.#extentSize),
@@ -555,6 +556,14 @@ export class ReplicatedDevice implements BlockDevice {
     }
   }
 
+  /**
+   * After a crash as primary, until this node holds a primary's data again (primaryOpen cleared):
+   * the extents its activity log held, which may carry writes nobody acknowledged.
+   */
+  crashRanges(): ByteRange[] {
+    return this.#role === 'Secondary' && this.store.load().primaryOpen ? this.#crashRanges : [];
+  }
+
   /** Test and admin hook: drop one peer's connection (it reconnects with backoff). */
   dropPeer(node: string): void {
     this.#peer(node).link.drop('dropped by request');
@@ -787,11 +796,26 @@ export class ReplicatedDevice implements BlockDevice {
     };
     let d = decideSync(local, remote);
     // The peer crashed as primary and we are primary now: it is the old primary, and it may hold
-    // writes nobody acknowledged, anywhere in its activity log, which it does not send. Until it
-    // does, only a full sync from here makes it identical again. (Its epoch says nothing here: its
-    // replica server may already have stored ours.)
-    if (peer.crashedPrimary && (d.kind === 'bitmap' || d.kind === 'none'))
-      d = { kind: 'full', source: 'local', reason: 'peer is an old primary that crashed' };
+    // writes nobody acknowledged in the extents its activity log held. Those travel from here on
+    // top of our bitmap; a peer that does not send them gets a full sync. (Its epoch says nothing
+    // here: its replica server may already have stored ours.)
+    if (peer.crashedPrimary && (d.kind === 'bitmap' || d.kind === 'none')) {
+      const ranges = (peer.crashRanges ?? []).filter(([o, l]) => o + l <= this.size);
+      if (peer.crashRanges && ranges.length === peer.crashRanges.length) {
+        for (const [o, l] of ranges) p.bitmap.markRange(o, l);
+        d = {
+          kind: 'bitmap',
+          source: 'local',
+          reason: 'peer is an old primary that crashed: its activity-log extents resync from here',
+        };
+      } else {
+        d = {
+          kind: 'full',
+          source: 'local',
+          reason: 'peer is an old primary that crashed (extents unknown)',
+        };
+      }
+    }
     this.log.info({ peer: peer.node, decision: d.kind, reason: d.reason }, 'peer handshake decision');
     switch (d.kind) {
       case 'none':
