@@ -198,10 +198,13 @@ export type MessageHandler = (m: Message, epoch: number, release: () => void) =>
 const noop = () => undefined;
 
 const HANDSHAKE_MAC_KEY = macKey(HANDSHAKE_KEY);
+/** HELLO, CHALLENGE and AUTH are a few hundred bytes each. */
+const HANDSHAKE_MAX_PAYLOAD = 4096;
 
 /** Reads handshake frames one at a time (before the session key exists). */
 function handshakeReader(socket: Socket, timeoutMs: number, frames: number) {
-  const decoder = new FrameDecoder(HANDSHAKE_MAC_KEY);
+  // Handshake messages are a few hundred bytes: an unauthenticated peer gets no bigger buffer.
+  const decoder = new FrameDecoder(HANDSHAKE_MAC_KEY, undefined, undefined, HANDSHAKE_MAX_PAYLOAD);
   const queue: Message[] = [];
   const leftover: Buffer[] = [];
   let waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | undefined;

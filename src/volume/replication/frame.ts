@@ -125,11 +125,14 @@ export class FrameDecoder {
   #failed = false;
   #pool: SlotSource | undefined;
   #poolMin: number;
+  #maxPayload: number;
 
-  constructor(key: Buffer | MacKey, pool?: SlotSource, poolMin = 64 * 1024) {
+  /** `maxPayload` below MAX_PAYLOAD: before authentication a peer may not make us buffer 1 MiB. */
+  constructor(key: Buffer | MacKey, pool?: SlotSource, poolMin = 64 * 1024, maxPayload = MAX_PAYLOAD) {
     this.#key = macKey(key);
     this.#pool = pool;
     this.#poolMin = poolMin;
+    this.#maxPayload = maxPayload;
   }
 
   setKey(key: Buffer | MacKey): void {
@@ -157,7 +160,7 @@ export class FrameDecoder {
       if (out.length >= maxFrames) return out;
       if (this.#buffered < HEADER_LENGTH) return out;
       const head = this.#peek(HEADER_LENGTH);
-      const bad = checkHeader(head);
+      const bad = checkHeader(head, this.#maxPayload);
       if (bad) return this.#fail(out, bad.error, bad.detail);
       const length = head.readUInt32BE(8);
       const total = HEADER_LENGTH + length + MAC_LENGTH;
@@ -250,7 +253,7 @@ export class FrameDecoder {
   }
 }
 
-function checkHeader(head: Buffer): { error: FrameError; detail: string } | undefined {
+function checkHeader(head: Buffer, maxPayload: number): { error: FrameError; detail: string } | undefined {
   if (head.readUInt32BE(0) !== FRAME_MAGIC)
     return { error: 'bad-magic', detail: 'not a cvserver replication frame' };
   const version = head.readUInt8(4);
@@ -260,6 +263,6 @@ function checkHeader(head: Buffer): { error: FrameError; detail: string } | unde
     return { error: 'bad-crc', detail: 'frame header checksum mismatch' };
   if (head.readUInt16BE(6) !== 0) return { error: 'bad-flags', detail: 'reserved flags set' };
   const length = head.readUInt32BE(8);
-  if (length > MAX_PAYLOAD) return { error: 'too-long', detail: `payload length ${length} > ${MAX_PAYLOAD}` };
+  if (length > maxPayload) return { error: 'too-long', detail: `payload length ${length} > ${maxPayload}` };
   return undefined;
 }
