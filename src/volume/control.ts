@@ -31,9 +31,11 @@ export async function serveControl(path: string, handle: ControlHandler): Promis
   rmSync(path, { force: true });
   const server = createServer((sock) => {
     let buf = '';
+    let answered = false;
     sock.setEncoding('utf8');
     sock.on('error', () => sock.destroy());
     sock.on('data', (chunk: string) => {
+      if (answered) return;
       buf += chunk;
       if (buf.length > MAX_REQUEST) return reply({ ok: false, error: 'request too large' });
       const nl = buf.indexOf('\n');
@@ -51,6 +53,7 @@ export async function serveControl(path: string, handle: ControlHandler): Promis
       );
     });
     function reply(r: ControlReply): void {
+      answered = true;
       sock.end(`${JSON.stringify(r)}\n`);
     }
   });
