@@ -440,3 +440,25 @@ test('concurrent writes, overlapping ones included, while a peer drops out and r
     assert.equal(digest(aFile), digest(b.file), `round ${round}`);
   }
 });
+
+test('flush: peers written since their last FLUSH get one; a repeated flush sends nothing', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cv-repl-flush-'));
+  const b = await makeReplica(dir, 'b');
+  const { a } = await makePrimaryWithPeer(t, dir, b, 'off');
+  assert.deepEqual(await a.promote(1), { ok: true });
+  await until(() => a.status().peers[0]!.connection === 'Connected');
+  const sent = () => a.status().peers[0]!.bytesSent;
+  await a.write(0, randomBytes(4096));
+  const afterWrite = sent();
+  await a.flush();
+  const afterFlush = sent();
+  assert.ok(afterFlush > afterWrite, 'the first flush goes to the peer');
+  // One guest fsync arrives as several FSYNCs: the next ones cost no round trip.
+  await Promise.all([a.flush(), a.flush()]);
+  await a.flush();
+  assert.equal(sent(), afterFlush);
+  await a.write(8192, randomBytes(4096));
+  const w2 = sent();
+  await Promise.all([a.flush(), a.flush(), a.flush()]); // concurrent: one FLUSH, the others wait for it
+  assert.equal(sent() - w2, afterFlush - afterWrite);
+});
