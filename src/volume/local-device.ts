@@ -50,6 +50,11 @@ export class LocalDevice implements BlockDevice {
   private readonly fd: number;
   /** The O_DIRECT descriptor, if direct I/O works on this file; undefined after it fails. */
   private directFd: number | undefined;
+  /**
+   * The O_DIRECT descriptor as opened, closed only by close(): closing it when direct I/O fails
+   * could let a newly opened file take its number under an operation still queued on it.
+   */
+  private readonly directFdOpened: number | undefined;
   /** Offsets, lengths and memory of direct I/O must be multiples of this. */
   private readonly blockSize: number;
   /** Idle bounce buffers, and how many exist (idle or in use). */
@@ -75,6 +80,7 @@ export class LocalDevice implements BlockDevice {
     this.inline = inline;
     this.fd = fd;
     this.directFd = direct?.fd;
+    this.directFdOpened = direct?.fd;
     this.blockSize = direct?.blockSize ?? 1;
     this.bounces = direct ? [direct.bounce] : [];
     this.bounceCount = this.bounces.length;
@@ -177,8 +183,8 @@ export class LocalDevice implements BlockDevice {
   }
 
   async close(): Promise<void> {
-    const directFd = this.directFd;
     this.directFd = undefined;
+    const directFd = this.directFdOpened;
     if (directFd !== undefined) await call<void>((cb) => close(directFd, cb));
     await call<void>((cb) => close(this.fd, cb));
   }
@@ -245,7 +251,6 @@ export class LocalDevice implements BlockDevice {
     } catch (err) {
       if (errnoCode(err) !== 'EINVAL') throw err;
       this.directFd = undefined;
-      void call<void>((cb) => close(fd, cb)).catch(() => {});
     }
     return done;
   }
@@ -281,7 +286,6 @@ export class LocalDevice implements BlockDevice {
     } catch (err) {
       if (errnoCode(err) !== 'EINVAL') throw err;
       this.directFd = undefined;
-      void call<void>((cb) => close(fd, cb)).catch(() => {});
       return undefined;
     }
   }
