@@ -1,10 +1,11 @@
 /**
  * Orders a replica's operations the way protocol C needs, while letting independent ones overlap.
  * Operations are submitted in arrival order, each with the byte range it touches (or none, for a
- * barrier such as FLUSH). An operation starts as soon as every earlier operation that overlaps its
- * range has finished; a barrier waits for every earlier operation. So a later write to a block can
- * never overtake an earlier one, a FLUSH covers every write that arrived before it, and writes to
- * different blocks go to the disk concurrently.
+ * barrier). An operation starts as soon as every earlier operation that overlaps its range has
+ * finished; a barrier waits for every earlier operation. So a later write to a block can never
+ * overtake an earlier one, a FLUSH covers every write that arrived before it, and writes to
+ * different blocks go to the disk concurrently. Later operations wait for a barrier only if it
+ * says so (`holdsLater`: a generation adoption); a FLUSH does not hold the writes behind it.
  */
 
 export interface ApplyRange {
@@ -14,6 +15,7 @@ export interface ApplyRange {
 
 interface Pending {
   range: ApplyRange | undefined;
+  holdsLater: boolean;
   done: Promise<void>;
 }
 
@@ -29,13 +31,21 @@ export class ApplyQueue {
    * Runs `op` after the earlier operations it depends on (all of them when `range` is undefined).
    * The result is `op`'s; a failed earlier operation does not stop later ones.
    */
-  submit<T>(range: ApplyRange | undefined, op: () => Promise<T>): Promise<T> {
+  submit<T>(
+    range: ApplyRange | undefined,
+    op: () => Promise<T>,
+    o: { holdsLater?: boolean } = {},
+  ): Promise<T> {
     const deps: Promise<void>[] = [];
-    for (const p of this.#pending) if (!range || !p.range || overlaps(range, p.range)) deps.push(p.done);
+    for (const p of this.#pending) {
+      const depends = !range || (p.range ? overlaps(range, p.range) : p.holdsLater);
+      if (depends) deps.push(p.done);
+    }
     const result =
       deps.length === 0 ? op() : (deps.length === 1 ? deps[0]! : Promise.all(deps)).then(() => op());
     const entry: Pending = {
       range,
+      holdsLater: range === undefined && (o.holdsLater ?? true),
       done: result.then(
         () => undefined,
         () => undefined,

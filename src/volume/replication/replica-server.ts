@@ -239,7 +239,8 @@ export class ReplicaServer {
           return;
         }
         const device = this.o.device;
-        const job = this.#queue.submit(undefined, () => device.flush());
+        // Every earlier write, not the later ones: they need not wait for this fdatasync.
+        const job = this.#queue.submit(undefined, () => device.flush(), { holdsLater: false });
         job.then(
           () => conn.send({ type: 'ack', id: m.id, status: AckStatus.ok }),
           () => conn.send({ type: 'ack', id: m.id, status: AckStatus.ioError }),

@@ -83,3 +83,25 @@ test('a failed operation does not block later ones, and its own promise rejects'
   await tick();
   assert.equal(q.inFlight, 0);
 });
+
+test('a FLUSH-like barrier (holdsLater: false) waits for earlier writes but does not hold later ones', async () => {
+  const q = new ApplyQueue();
+  const log: string[] = [];
+  const a = gate(log, 'a');
+  const f = gate(log, 'flush');
+  const pa = q.submit({ offset: 0, length: 4096 }, a.op);
+  const pf = q.submit(undefined, f.op, { holdsLater: false });
+  const w = gate(log, 'w');
+  const pw = q.submit({ offset: 0, length: 4096 }, w.op); // overlaps a: waits for a, not for the flush
+  await tick();
+  assert.deepEqual(log, ['start a']);
+  a.open();
+  await pa;
+  await tick();
+  assert.ok(log.includes('start flush') && log.includes('start w'));
+  w.open();
+  await pw;
+  assert.ok(!log.includes('end flush'));
+  f.open();
+  await pf;
+});
