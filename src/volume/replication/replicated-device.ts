@@ -469,6 +469,26 @@ export class ReplicatedDevice implements BlockDevice {
         }
       }
     }
+    // The spans were compared while the volume was live: a write in flight during the comparison
+    // looks like a difference. Each candidate extent is compared again with writes to it held.
+    const confirmed: ByteRange[] = [];
+    for (const m of mismatches) {
+      for (let at = m.offset; at < m.offset + m.length; at += chunk) {
+        const r = { offset: at, length: Math.min(chunk, m.offset + m.length - at) };
+        const same = await this.#holding(r, async () => {
+          const [mine, theirs] = await Promise.all([
+            blockDigests(this.local, r.offset, r.length, chunk),
+            p.link.digests(r.offset, r.length, chunk),
+          ]);
+          return theirs !== undefined && mine.equals(theirs);
+        });
+        if (same) continue;
+        const last = confirmed[confirmed.length - 1];
+        if (last && last.offset + last.length === r.offset) last.length += r.length;
+        else confirmed.push(r);
+      }
+    }
+    mismatches.splice(0, mismatches.length, ...confirmed);
     if (o.resync && mismatches.length > 0) {
       for (const r of mismatches) p.bitmap.markRange(r.offset, r.length);
       this.#startResync(p);
@@ -1013,14 +1033,7 @@ export class ReplicatedDevice implements BlockDevice {
    */
   async #resyncRange(p: PeerData, r: ByteRange): Promise<void> {
     const [first, last] = this.#extents(r.offset, r.length);
-    for (let lock = this.#lockOn([first, last]); lock; lock = this.#lockOn([first, last])) await lock;
-    let release: () => void = () => undefined;
-    const lock = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    for (let e = first; e <= last; e++) this.#locked.set(e, lock);
-    try {
-      while (this.#anyWriting(first, last)) await new Promise((res) => setTimeout(res, 1));
+    await this.#holding(r, async () => {
       const data = await this.local.read(r.offset, r.length);
       const status = await p.link.write(r.offset, data, true);
       if (status !== AckStatus.ok) {
@@ -1029,6 +1042,24 @@ export class ReplicatedDevice implements BlockDevice {
       }
       p.unflushed.markRange(r.offset, r.length);
       for (let e = first; e <= last; e++) p.bitmap.clearExtent(e);
+    });
+  }
+
+  /**
+   * Runs `fn` with the extents of `r` held: application writes into them wait, and the ones in
+   * flight (already on every connected peer when they complete: protocol C) finish first.
+   */
+  async #holding<T>(r: ByteRange, fn: () => Promise<T>): Promise<T> {
+    const [first, last] = this.#extents(r.offset, r.length);
+    for (let lock = this.#lockOn([first, last]); lock; lock = this.#lockOn([first, last])) await lock;
+    let release: () => void = () => undefined;
+    const lock = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    for (let e = first; e <= last; e++) this.#locked.set(e, lock);
+    try {
+      while (this.#anyWriting(first, last)) await new Promise((res) => setTimeout(res, 1));
+      return await fn();
     } finally {
       for (let e = first; e <= last; e++) this.#locked.delete(e);
       release();
