@@ -41,11 +41,18 @@ interface Figures {
   randIops: number;
 }
 
-function fio(dir: string): Figures {
-  const common = ['--ioengine=psync', `--directory=${dir}`, '--output-format=json', '--group_reporting'];
+const fioCommon = (dir: string) => [
+  '--ioengine=psync',
+  `--directory=${dir}`,
+  '--output-format=json',
+  '--group_reporting',
+];
+
+/** Sequential 1 MiB writes with an fsync each, MB/s. */
+function fioSeq(dir: string, secs: string): number {
   const seq = JSON.parse(
     sh('fio', [
-      ...common,
+      ...fioCommon(dir),
       '--name=seq',
       '--rw=write',
       '--bs=1M',
@@ -53,9 +60,15 @@ function fio(dir: string): Figures {
       '--fsync=1',
       // Time-based: one pass over a fresh file mostly measures the first touch of its pages.
       '--time_based',
-      `--runtime=${seconds}`,
+      `--runtime=${secs}`,
     ]),
   );
+  return seq.jobs[0].write.bw_bytes / 1e6;
+}
+
+function fio(dir: string): Figures {
+  const common = fioCommon(dir);
+  const seqMBps = fioSeq(dir, seconds);
   const rand = JSON.parse(
     sh('fio', [
       ...common,
@@ -68,7 +81,7 @@ function fio(dir: string): Figures {
       `--runtime=${seconds}`,
     ]),
   );
-  return { seqMBps: seq.jobs[0].write.bw_bytes / 1e6, randIops: rand.jobs[0].write.iops };
+  return { seqMBps, randIops: rand.jobs[0].write.iops };
 }
 
 function baseline(): Figures {
@@ -93,6 +106,8 @@ interface Resync {
   resyncedBytes: number;
   wireBytes: number;
   ms: number;
+  /** Seq writes (fio, 5 s) while a 256 MiB resync runs, and how long that resync took. */
+  underLoad: { appMBps: number; resyncBytes: number; resyncMs: number };
 }
 
 /**
@@ -170,6 +185,20 @@ function replicated(replicas: number, peersInRam = false): Figures & { rssMB: nu
     return p.connection === 'Connected' && p.outOfSyncBytes === 0 && !p.resync && p.lastResync !== undefined;
   });
   const after = peerOf();
+
+  // Application writes while a resync runs: the replica misses 256 MiB, then returns under load.
+  on(away, ['volume', 'down', 'bench']);
+  waitFor(() => peerOf().connection !== 'Connected');
+  sh('dd', ['if=/dev/urandom', `of=${join(mnt, 'while-away-2')}`, 'bs=1M', 'count=256', 'conv=fsync']);
+  waitFor(() => peerOf().outOfSyncBytes >= 256 * 1024 * 1024);
+  on(away, ['volume', 'up', 'bench']);
+  waitFor(() => peerOf().connection !== 'Connecting');
+  const duringMBps = fioSeq(mnt, '5');
+  waitFor(() => {
+    const p = peerOf();
+    return p.connection === 'Connected' && p.outOfSyncBytes === 0 && !p.resync;
+  });
+  const under = peerOf().lastResync!;
   return {
     ...f,
     rssMB: Number(hwm?.[1] ?? 0) / 1024,
@@ -178,6 +207,7 @@ function replicated(replicas: number, peersInRam = false): Figures & { rssMB: nu
       resyncedBytes: after.lastResync!.bytes,
       wireBytes: after.bytesSent - before.bytesSent,
       ms: after.lastResync!.ms,
+      underLoad: { appMBps: duringMBps, resyncBytes: under.bytes, resyncMs: under.ms },
     },
   };
 }
@@ -246,6 +276,12 @@ try {
       `resync ${label}: ${z.dirtyBytes} bytes dirty, ${z.resyncedBytes} resynced, ${z.wireBytes} on the wire ` +
         `(${(z.wireBytes / z.dirtyBytes).toFixed(3)}x dirty, target <= 1.1; includes ext4's own background writes), ` +
         `${(z.resyncedBytes / 1e6 / Math.max(z.ms / 1000, 0.001)).toFixed(0)} MB/s`,
+    );
+    const u = z.underLoad;
+    console.log(
+      `resync ${label} under load: application seq writes ${u.appMBps.toFixed(0)} MB/s during a ` +
+        `${(u.resyncBytes / 1048576).toFixed(0)} MiB resync (${(u.appMBps / x.seqMBps).toFixed(2)} of the idle ` +
+        `${x.seqMBps.toFixed(0)} MB/s); the resync took ${(u.resyncMs / 1000).toFixed(1)} s`,
     );
   }
 } finally {
