@@ -101,6 +101,12 @@ function describeReplication(s: VolumeStatus): string[] {
         ('fenced' in r && r.fenced ? ', FENCED by a newer epoch' : ''),
     );
   }
+  if (r.verifying) {
+    const v = r.verifying;
+    lines.push(
+      `    verifying against ${v.peer}: ${Math.floor((100 * v.doneBytes) / v.totalBytes)}% of ${formatSize(v.totalBytes)}`,
+    );
+  }
   for (const p of r.peers ?? []) {
     let line = `    peer ${p.node} ${p.address}${p.tiebreaker ? ' (tiebreaker)' : ''}: ${p.connection}`;
     if (p.diskState) line += `, disk ${p.diskState}`;
@@ -246,7 +252,7 @@ export function registerVolumeCommands(program: Command): void {
     .option('--resync', 'resync the mismatching ranges from this primary')
     .option('--json', 'machine-readable output')
     .action(async (name: string, o: { peer?: string; resync?: boolean; json?: boolean }) => {
-      const results = await volumeVerify(name, { peer: o.peer, resync: !!o.resync });
+      const results = await volumeVerify(name, { peer: o.peer, resync: !!o.resync }, progress(!!o.json));
       emit(!!o.json, results, () =>
         results
           .map((r) => {

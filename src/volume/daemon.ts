@@ -185,6 +185,8 @@ async function runReplica(
     log,
   });
   let fuse: { fs: DeviceFilesystem; served: Promise<void> } | undefined;
+  /** A running `verify`, for `status` (a whole volume's digests can take minutes). */
+  let verifying: { peer: string; doneBytes: number; totalBytes: number; startedAt: string } | undefined;
   let state: DaemonStatus['state'] = 'starting';
   const extra = (): Partial<DaemonStatus> => ({
     role: device?.role ?? 'Secondary',
@@ -193,6 +195,7 @@ async function runReplica(
       listen: cfg.listen,
       ...(device ? device.status() : { role: 'Secondary', diskState: 'Diskless' }),
       fuseServing: fuse !== undefined,
+      ...(verifying ? { verifying } : {}),
       server: server.status(),
     },
   });
@@ -279,7 +282,18 @@ async function runReplica(
         if (device?.role !== 'Primary') throw new Error('verify runs on the primary');
         const peers = req.peer ? [req.peer] : cfg.peers.filter((p) => !p.tiebreaker).map((p) => p.node);
         const results = [];
-        for (const p of peers) results.push(await device.verify(p, { resync: req.resync }));
+        const startedAt = new Date().toISOString();
+        try {
+          for (const p of peers) {
+            verifying = { peer: p, doneBytes: 0, totalBytes: device.size, startedAt };
+            const onProgress = (doneBytes: number, totalBytes: number) => {
+              verifying = { peer: p, doneBytes, totalBytes, startedAt };
+            };
+            results.push(await device.verify(p, { resync: req.resync, onProgress }));
+          }
+        } finally {
+          verifying = undefined;
+        }
         return results;
       }
       case 'resolve-split-brain':

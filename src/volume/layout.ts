@@ -79,5 +79,7 @@ export type DaemonReplicationStatus = (
   listen: string;
   /** The FUSE device is mounted (only on the primary). */
   fuseServing: boolean;
+  /** A `volume verify` in progress. */
+  verifying?: { peer: string; doneBytes: number; totalBytes: number; startedAt: string };
   server: ReplicaServerStatus;
 };

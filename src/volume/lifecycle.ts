@@ -19,6 +19,7 @@ import { errnoCode, UserError } from '../lib/errors.ts';
 import { run, tryRun } from '../lib/exec.ts';
 import { readJsonOr } from '../lib/json-file.ts';
 import { volumesDir } from '../lib/paths.ts';
+import { formatSize } from '../lib/size.ts';
 import { callControl } from './control.ts';
 import { type DaemonStatus, type VolumeLayout, volumeLayout } from './layout.ts';
 import { BLOCK_SIZE, newMetadata, readMetadata, type VolumeMetadata, writeMetadata } from './metadata.ts';
@@ -258,6 +259,7 @@ async function daemonStatus(l: VolumeLayout, replicated: boolean): Promise<Daemo
 }
 
 export type Progress = (message: string) => void;
+const noop = (): void => {};
 
 export async function volumeUp(
   name: string,
@@ -324,9 +326,24 @@ export async function volumeSecondary(name: string, progress: Progress = () => {
 export async function volumeVerify(
   name: string,
   o: { peer?: string; resync: boolean },
+  progress: Progress = () => {},
 ): Promise<VerifyResult[]> {
   const { layout } = requireReplicated(name);
-  return (await callControl(layout.controlSocket, { op: 'verify', ...o }, 3_600_000)) as VerifyResult[];
+  // Progress from the daemon's status while the (possibly long) verify runs.
+  const ticker = setInterval(() => {
+    callControl(layout.controlSocket, { op: 'status' }, 2000).then((s) => {
+      const v = (s as DaemonStatus).replication?.verifying;
+      if (v)
+        progress(
+          `verifying against ${v.peer}: ${Math.floor((100 * v.doneBytes) / v.totalBytes)}% (${formatSize(v.doneBytes)} of ${formatSize(v.totalBytes)})`,
+        );
+    }, noop);
+  }, 1000);
+  try {
+    return (await callControl(layout.controlSocket, { op: 'verify', ...o }, 3_600_000)) as VerifyResult[];
+  } finally {
+    clearInterval(ticker);
+  }
 }
 
 /** Split-brain: keep this node's data; the peer's diverging blocks are saved to a file first. */

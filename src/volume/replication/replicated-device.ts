@@ -447,11 +447,15 @@ export class ReplicatedDevice implements BlockDevice {
   // ---- verify and split-brain resolution
 
   /** Compares this replica with a peer by SHA-256 digests per extent; optionally resyncs differences. */
-  async verify(peerNode: string, o: { resync?: boolean } = {}): Promise<VerifyResult> {
+  async verify(
+    peerNode: string,
+    o: { resync?: boolean; onProgress?: (doneBytes: number, totalBytes: number) => void } = {},
+  ): Promise<VerifyResult> {
     const p = this.#peer(peerNode);
     const mismatches: ByteRange[] = [];
     const chunk = this.#extentSize;
     for (let at = 0; at < this.size; at += VERIFY_SPAN) {
+      o.onProgress?.(at, this.size);
       const len = Math.min(VERIFY_SPAN, this.size - at);
       const [mine, theirs] = await Promise.all([
         blockDigests(this.local, at, len, chunk),
