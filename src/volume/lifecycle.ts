@@ -74,6 +74,10 @@ export function createVolume(name: string, size: number, o: CreateOptions = {}):
   checkName(name);
   if (o.uuid !== undefined && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(o.uuid))
     throw new UserError(`--uuid "${o.uuid}": expected a UUID like 3f2c1e9a-8b7d-4c6e-9a1f-2b3c4d5e6f70`);
+  if (o.uuid !== undefined && !o.replication)
+    throw new UserError(
+      '--uuid: joining a replicated volume needs the replication options (--node, --listen, --peer)',
+    );
   if (o.diskless && !o.replication)
     throw new UserError('--diskless: a tiebreaker needs the replication options (--node, --listen, --peer)');
   if (o.replication) {

@@ -85,6 +85,20 @@ describe('local volume on FUSE + loop + ext4', () => {
   });
 
   test('bad input: one clear line, non-zero exit, nothing changed', () => {
+    const secret = join(state, 'secret');
+    writeFileSync(secret, 'a-secret-of-enough-bytes\n', { mode: 0o600 });
+    const replicaArgs = [
+      'volume',
+      'create',
+      'x1',
+      '--size',
+      '1G',
+      '--node',
+      'a',
+      '--peer',
+      'b=10.0.0.2:7789',
+    ];
+    replicaArgs.push('--secret-file', secret);
     const before = readdirSync(join(state, 'volumes')).sort();
     const meta = readFileSync(join(volDir, 'meta.json'), 'utf8');
     const cases: Array<[string[], RegExp]> = [
@@ -93,6 +107,18 @@ describe('local volume on FUSE + loop + ext4', () => {
       [['volume', 'create', 'Bad Name', '--size', '1G'], /volume name "Bad Name" is invalid/],
       [['volume', 'create', name, '--size', '1G'], /already exists/],
       [['volume', 'up', 'missing'], /volume "missing" does not exist/],
+      [['volume', 'create', 'x1', '--size', '1G', '--uuid', 'nope'], /--uuid "nope": expected a UUID/],
+      [
+        ['volume', 'create', 'x1', '--size', '1G', '--uuid', '3f2c1e9a-8b7d-4c6e-9a1f-2b3c4d5e6f70'],
+        /--uuid: joining a replicated volume needs the replication options/,
+      ],
+      [['volume', 'create', 'x1', '--size', '1G', '--node', 'a'], /also needs --listen, --secret-file/],
+      [[...replicaArgs, '--listen', '10.0.0.1:7789', '--peer', 'c'], /--peer "c": expected NODE=HOST:PORT/],
+      [[...replicaArgs, '--listen', '10.0.0.1'], /listen: expected HOST:PORT/],
+      [[...replicaArgs, '--listen', '10.0.0.1:7789', '--quorum', 'maybe'], /quorum: /],
+      [['volume', 'primary', name], /is not replicated/],
+      [['volume', 'verify', name], /is not replicated/],
+      [['volume', 'secondary', name], /is not replicated/],
     ];
     for (const [args, re] of cases) {
       const r = cli(state, args);
