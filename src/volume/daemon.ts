@@ -13,6 +13,7 @@ import { mountFuse, unmountFuse } from '../fuse/mount.ts';
 import { FuseSession } from '../fuse/session.ts';
 import { writeJsonAtomic } from '../lib/json-file.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
+import { rateLimited } from '../lib/log-limiter.ts';
 import type { BlockDevice } from './block-device.ts';
 import { type ControlRequest, serveControl } from './control.ts';
 import { type DaemonStatus, type VolumeLayout, volumeLayout } from './layout.ts';
@@ -182,7 +183,8 @@ async function runReplica(
     isPrimary: () => device?.role === 'Primary',
     // What this node wrote alone (split-brain policies) and what a crash left unsure (old primary).
     divergence: device,
-    log,
+    // Strangers reach this port: what they make us log is capped.
+    log: rateLimited(log),
   });
   let fuse: { fs: DeviceFilesystem; served: Promise<void> } | undefined;
   /** A running `verify`, for `status` (a whole volume's digests can take minutes). */

@@ -10,6 +10,7 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -42,6 +43,7 @@ import {
   writeReplicationConfig,
 } from './replication-config.ts';
 
+const LOG_ROTATE_BYTES = 16 * 1024 * 1024;
 const NAME_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 const DAEMON = join(dirname(fileURLToPath(import.meta.url)), 'daemon.ts');
 
@@ -464,6 +466,9 @@ async function startDaemon(l: VolumeLayout): Promise<void> {
   mkdirSync(l.runDir, { recursive: true });
   mkdirSync(l.fuseDir, { recursive: true });
   rmSync(l.statusFile, { force: true });
+  // One old log is kept; a long-lived daemon's log is small (its network input is rate-limited).
+  if (existsSync(l.logFile) && statSync(l.logFile).size > LOG_ROTATE_BYTES)
+    renameSync(l.logFile, `${l.logFile}.1`);
   const logFd = openSync(l.logFile, 'a');
   const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', DAEMON, l.dir], {
     detached: true,
