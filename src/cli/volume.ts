@@ -288,9 +288,13 @@ export function registerVolumeCommands(program: Command): void {
   volume
     .command('down <name>')
     .description('unmount, detach the loop device and stop the daemon, in that order (idempotent)')
+    .option(
+      '--force',
+      'replicated primary without quorum: fail the writes waiting for quorum (EIO to the filesystem) instead of waiting',
+    )
     .option('--json', 'machine-readable output')
-    .action(async (name: string, o: { json?: boolean }) => {
-      const s = await volumeDown(name, progress(!!o.json));
+    .action(async (name: string, o: { force?: boolean; json?: boolean }) => {
+      const s = await volumeDown(name, progress(!!o.json), { force: o.force });
       emit(!!o.json, s, () => describe(s));
     });
 

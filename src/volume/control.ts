@@ -18,6 +18,8 @@ export const controlRequestSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('verify'), peer: z.string().optional(), resync: z.boolean() }),
   z.strictObject({ op: z.literal('resolve-split-brain'), peer: z.string() }),
   z.strictObject({ op: z.literal('shutdown') }),
+  /** `volume down --force`: fail writes waiting for quorum instead of waiting. */
+  z.strictObject({ op: z.literal('fail-suspended-io') }),
   z.strictObject({ op: z.literal('status') }),
 ]);
 

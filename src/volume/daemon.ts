@@ -247,7 +247,8 @@ async function runReplica(
   // Role changes one at a time, whoever asks (two CLI calls, a signal).
   let roleChange: Promise<unknown> = Promise.resolve();
   const serialised = (req: ControlRequest): Promise<unknown> => {
-    if (req.op === 'status') return handle(req);
+    // Status, and giving up on suspended I/O, must not wait behind a role change stuck on that I/O.
+    if (req.op === 'status' || req.op === 'fail-suspended-io') return handle(req);
     const next = roleChange.then(() => handle(req));
     roleChange = next.catch(() => undefined);
     return next;
@@ -304,6 +305,12 @@ async function runReplica(
         return device.resolveSplitBrainKeepLocal(req.peer);
       case 'status':
         return snapshot(state, counting?.counters);
+      case 'fail-suspended-io': {
+        const suspended = device?.status().quorum.suspendedWrites ?? 0;
+        device?.setQuorumPolicy('io-error');
+        log.warn({ event: 'fail-suspended-io', suspended }, 'operator: writes waiting for quorum fail now');
+        return { failed: suspended };
+      }
       case 'shutdown':
         await demote();
         setImmediate(() => stopping?.());

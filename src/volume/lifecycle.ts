@@ -374,8 +374,19 @@ function requireReplicated(name: string): { layout: VolumeLayout; cfg: Replicati
   return { layout, cfg };
 }
 
-export async function volumeDown(name: string, progress: Progress = () => {}): Promise<VolumeStatus> {
+export async function volumeDown(
+  name: string,
+  progress: Progress = () => {},
+  o: { force?: boolean } = {},
+): Promise<VolumeStatus> {
   const { layout } = requireVolume(name);
+  if (o.force && existsSync(layout.controlSocket) && daemonPid(layout) !== undefined) {
+    // A primary without quorum holds its writes; the unmount below would wait for them forever.
+    const r = (await callControl(layout.controlSocket, { op: 'fail-suspended-io' }, 10_000)) as {
+      failed: number;
+    };
+    if (r.failed > 0) progress(`failed ${r.failed} writes that were waiting for quorum`);
+  }
   await withLock(layout, async () => {
     for (const step of planDown(await observe(layout))) await execute(layout, step, progress);
   });

@@ -222,3 +222,30 @@ test('a primary cut off from its peers suspends I/O; the other side promotes wit
   assert.equal(v.status, 0, v.stderr);
   for (const r of JSON.parse(v.stdout)) assert.deepEqual(r.mismatches, [], `replica ${r.peer} differs`);
 });
+
+test('down --force: a primary that lost quorum fails its waiting writes instead of hanging', async (t) => {
+  const cl = new ReplicaCluster({ replicas: 2, size: '64M' }); // no tiebreaker: b away = no quorum
+  t.after(() => cl.cleanup());
+  cl.setup();
+  const mnt = cl.node('a').mnt;
+  cl.ok('a', ['volume', 'primary', cl.volume, '--mkfs', 'ext4', '--mount', mnt]);
+  cl.ok('b', ['volume', 'down', cl.volume]);
+  const writer = spawn(
+    'dd',
+    ['if=/dev/urandom', `of=${join(mnt, 'stuck')}`, 'bs=4k', 'count=4', 'conv=fsync'],
+    {
+      stdio: 'ignore',
+    },
+  );
+  const writerDone = new Promise<number>((r) => writer.once('exit', (code) => r(code ?? -1)));
+  t.after(() => stop(writer));
+  await cl.until(
+    'the write to be suspended',
+    () => cl.status('a').daemon.replication.quorum.suspendedWrites > 0,
+  );
+  const r = cl.run('a', ['volume', 'down', cl.volume, '--force'], 60_000);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /failed \d+ writes that were waiting for quorum/);
+  assert.notEqual(await writerDone, 0, 'the suspended write reported success');
+  assert.equal(cl.status('a').health, 'down');
+});

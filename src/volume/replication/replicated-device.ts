@@ -588,6 +588,15 @@ export class ReplicatedDevice implements BlockDevice {
     return this.#role === 'Secondary' && this.store.load().primaryOpen ? this.#crashRanges : [];
   }
 
+  /**
+   * The operator gives up waiting for quorum (`volume down --force`): with `io-error`, writes that
+   * were suspended fail now, and new ones fail at once, so the filesystem above can be unmounted.
+   */
+  setQuorumPolicy(policy: QuorumPolicy): void {
+    this.c.quorum = policy;
+    this.#wake();
+  }
+
   /** Test and admin hook: drop one peer's connection (it reconnects with backoff). */
   dropPeer(node: string): void {
     this.#peer(node).link.drop('dropped by request');
