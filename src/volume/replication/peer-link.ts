@@ -118,7 +118,11 @@ export class PeerLink {
   }
 
   flush(): Promise<AckStatusCode> {
-    return this.#request((id) => ({ type: 'flush', id })).then((r) => (r.type === 'ack' ? r.status : 1));
+    const reply = this.#request((id) => ({ type: 'flush', id }));
+    // As for a write: the local fdatasync that follows may run inline and would hold the FLUSH
+    // back until it ends, putting the two fdatasyncs in series instead of in parallel.
+    this.#conn?.flushNow();
+    return reply.then((r) => (r.type === 'ack' ? r.status : 1));
   }
 
   digests(offset: number, length: number, chunk: number): Promise<Buffer | undefined> {
