@@ -6,10 +6,11 @@
  * the peers being real ReplicaServers in child processes on loopback (as on separate nodes).
  * Workloads: sequential 1 MiB writes with a flush after each (queue depth 1), sequential 1 MiB
  * writes with 4 in flight and a flush every 32 MiB, and 4 KiB random writes with a flush after each
- * write, 4 in flight (about what ext4 on a loop device produces). Prints MB/s, IOPS and b/a, c/a.
+ * write, 4 in flight (about what ext4 on a loop device produces); then latencies at queue depth 1
+ * (case lat: 4 KiB write, flush, a guest 1 MiB write+fsync as 5 requests). Prints MB/s, IOPS and b/a, c/a.
  * Then a resync: the peer goes away, the primary writes, the peer returns; prints dirty bytes, bytes
  * on the wire and resync MB/s. No assertions: figures only.
- *   scripts/node bench/replication.ts [--seconds 3] [--size 256M] [--only 1|2] [--cases seq1,seq4,rand]
+ *   scripts/node bench/replication.ts [--seconds 3] [--size 256M] [--only 1|2] [--cases seq1,seq4,rand,lat]
  *     [--dir /dev/shm (engine cost without the disk)] [--profile (CPU profiles of the replicas in ./prof)]
  */
 import { type ChildProcess, fork } from 'node:child_process';
@@ -127,7 +128,7 @@ const { values } = parseArgs({
     replica: { type: 'string' },
     profile: { type: 'boolean', default: false },
     only: { type: 'string' },
-    cases: { type: 'string', default: 'seq1,seq4,rand' },
+    cases: { type: 'string', default: 'seq1,seq4,rand,lat' },
     dir: { type: 'string' },
   },
 });
@@ -152,6 +153,8 @@ interface Figures {
   seqSyncMBps: number;
   seqMBps: number;
   randIops: number;
+  /** Medians in µs (case `lat`), 0 when not run. */
+  lat: { write4k: number; flush: number; guestFsync: number };
 }
 
 const MiB = 1024 * 1024;
@@ -210,7 +213,42 @@ async function workloads(dev: BlockDevice, seconds: number): Promise<Figures> {
     await dev.flush();
     return 4096;
   });
-  return { seqSyncMBps: seqSync / 1e6, seqMBps: seq / 1e6, randIops: rand / 4096 };
+  // Latency, one request at a time: a 4 KiB write, a flush after it, and a guest 1 MiB write+fsync
+  // as it reaches the daemon through ext4 (WRITE 1M, WRITE 12K journal, FSYNC, WRITE 4K commit,
+  // FSYNC, strictly in series). Medians in µs.
+  const lat = { write4k: 0, flush: 0, guestFsync: 0 };
+  if (cases.has('lat')) {
+    const w: number[] = [];
+    const f: number[] = [];
+    const g: number[] = [];
+    const journal = allocAlignedBuffers(12 * 1024)[0]!;
+    const end = performance.now() + seconds * 1000;
+    for (let i = 0; performance.now() < end; i++) {
+      const off = Math.floor(Math.random() * pages) * 4096;
+      let t = performance.now();
+      await dev.write(off, small);
+      w.push(performance.now() - t);
+      t = performance.now();
+      await dev.flush();
+      f.push(performance.now() - t);
+      t = performance.now();
+      await dev.write((i % (blocks - 2)) * MiB, big);
+      await dev.write((blocks - 1) * MiB + (i % 64) * 16384, journal);
+      await dev.flush();
+      await dev.write((blocks - 1) * MiB + (i % 64) * 16384 + 12288, small);
+      await dev.flush();
+      g.push(performance.now() - t);
+    }
+    lat.write4k = median(w) * 1000;
+    lat.flush = median(f) * 1000;
+    lat.guestFsync = median(g) * 1000;
+  }
+  return { seqSyncMBps: seqSync / 1e6, seqMBps: seq / 1e6, randIops: rand / 4096, lat };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? 0;
 }
 
 async function replicated(
@@ -260,6 +298,11 @@ async function main(): Promise<void> {
           `  seq 1M qd4 ${f.seqMBps.toFixed(0).padStart(5)} MB/s${r(f.seqMBps, base?.seqMBps)}` +
           `  rand 4k+flush qd4 ${f.randIops.toFixed(0).padStart(6)} IOPS${r(f.randIops, base?.randIops)}`,
       );
+      if (f.lat.guestFsync > 0)
+        console.log(
+          `${''.padEnd(26)} qd1 medians: 4k write ${f.lat.write4k.toFixed(0)} µs, flush ${f.lat.flush.toFixed(0)} µs, ` +
+            `guest 1M write+fsync (5 requests) ${f.lat.guestFsync.toFixed(0)} µs`,
+        );
     };
     const only = values.only;
 
