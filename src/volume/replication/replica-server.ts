@@ -14,7 +14,7 @@ import { type Connection, type ConnectionLog, serverHandshake } from './connecti
 import { FramePool } from './frame-pool.ts';
 import { adoptSourceGeneration } from './generation.ts';
 import { AckStatus, type AckStatusCode, type Message, type PeerState } from './protocol.ts';
-import type { ReplicaStore } from './replica-store.ts';
+import type { ReplicaMeta, ReplicaStore } from './replica-store.ts';
 
 export const MAX_DIGEST_SPAN = 256 * 1024 * 1024;
 export const MAX_READ = 1024 * 1024;
@@ -163,9 +163,12 @@ export class ReplicaServer {
     };
   }
 
-  /** Remembers a higher epoch durably; returns false when `epoch` is older than the highest seen. */
-  #checkEpoch(epoch: number): boolean {
-    const m = this.o.store.load();
+  /**
+   * Remembers a higher epoch durably; returns false when `epoch` is older than the highest seen.
+   * `loaded`: the metadata the caller just loaded in the same tick (saves a second load per write).
+   */
+  #checkEpoch(epoch: number, loaded?: ReplicaMeta): boolean {
+    const m = loaded ?? this.o.store.load();
     if (epoch < m.epoch) return false;
     if (epoch > m.epoch) this.o.store.save({ ...m, epoch });
     return true;
@@ -206,7 +209,7 @@ export class ReplicaServer {
         return;
       }
       case 'write': {
-        const refuse = this.#admit(epoch, m.offset, m.data.length);
+        const refuse = this.#admit(epoch, m.offset, m.data.length, meta);
         if (refuse !== AckStatus.ok) {
           this.#refused++;
           conn.send({ type: 'ack', id: m.id, status: refuse });
@@ -286,10 +289,10 @@ export class ReplicaServer {
     }
   }
 
-  #admit(epoch: number, offset: number, length: number): AckStatusCode {
+  #admit(epoch: number, offset: number, length: number, meta: ReplicaMeta): AckStatusCode {
     if (!this.o.device) return AckStatus.ioError;
     if (this.o.isPrimary?.()) return AckStatus.notSecondary;
-    if (!this.#checkEpoch(epoch)) return AckStatus.staleEpoch;
+    if (!this.#checkEpoch(epoch, meta)) return AckStatus.staleEpoch;
     if (offset % 512 !== 0 || offset + length > this.o.size || length === 0) return AckStatus.outOfRange;
     return AckStatus.ok;
   }

@@ -37,6 +37,21 @@ export class MemoryReplicaStore implements ReplicaStore {
 }
 
 /**
+ * A copy the caller may change. By hand, not structuredClone: `load` runs several times per
+ * replicated request on both sides, and the serializer behind structuredClone took about half of
+ * its time (3-4 % of the primary daemon's CPU under fio, by perf).
+ */
+function copyMeta(m: ReplicaMeta): ReplicaMeta {
+  const g = m.generation;
+  return {
+    generation: { current: g.current, bitmap: g.bitmap, history: [...g.history] },
+    diskState: m.diskState,
+    epoch: m.epoch,
+    primaryOpen: m.primaryOpen,
+  };
+}
+
+/**
  * meta.json of a volume directory. `load` runs several times per replicated write, so it keeps the
  * last parsed content and re-reads only when the file changed (inode, mtime or size: every writer
  * replaces it by rename), which costs one stat instead of a read and a schema check.
@@ -56,7 +71,7 @@ export class MetadataReplicaStore implements ReplicaStore {
     // replaced file may reuse an inode number, so two quick rewrites could look alike.
     const settled = st !== undefined && BigInt(Date.now()) * 1_000_000n - st.mtimeNs > 200_000_000n;
     if (st && c && settled && st.ino === c.ino && st.mtimeNs === c.mtimeNs && st.size === c.size)
-      return structuredClone(c.meta);
+      return copyMeta(c.meta);
     const m = readMetadata(this.dir);
     const meta: ReplicaMeta = {
       generation: m.generation,
@@ -65,7 +80,7 @@ export class MetadataReplicaStore implements ReplicaStore {
       primaryOpen: m.primaryOpen,
     };
     this.#cached = st ? { ino: st.ino, mtimeNs: st.mtimeNs, size: st.size, meta } : undefined;
-    return structuredClone(meta);
+    return copyMeta(meta);
   }
   save(meta: ReplicaMeta): void {
     updateMetadata(this.dir, (m) => ({
