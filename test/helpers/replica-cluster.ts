@@ -23,6 +23,18 @@ export interface ReplicaNode {
   tiebreaker: boolean;
 }
 
+/** One peer as `volume status --json` shows it on a primary. */
+export interface PeerStatus {
+  node: string;
+  connection: string;
+  diskState?: string;
+  outOfSyncBytes: number;
+  resync?: unknown;
+  lastResync?: { bytes: number; ms: number };
+  lastError: string;
+  bytesSent: number;
+}
+
 export interface ClusterOptions {
   replicas?: number;
   tiebreaker?: boolean;
@@ -143,6 +155,14 @@ export class ReplicaCluster {
     const r = this.run(name, ['volume', 'status', this.volume, '--json']);
     assert.ok(r.status === 0 || r.status === 3, `[${name}] volume status failed (${r.status}): ${r.stderr}`);
     return JSON.parse(r.stdout);
+  }
+
+  /** What node `name` reports about its peer `peer` (connection, disk state, resync, ...). */
+  peer(name: string, peer: string): PeerStatus {
+    const peers = this.status(name).daemon.replication.peers as PeerStatus[];
+    const p = peers.find((x) => x.node === peer);
+    assert.ok(p, `${name} has no peer ${peer} in its status`);
+    return p;
   }
 
   /** The volume daemon's pid on that node (for kill -9). */

@@ -42,22 +42,6 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const fileSha = (f: string) => sha(readFileSync(f));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface PeerStatus {
-  node: string;
-  connection: string;
-  outOfSyncBytes: number;
-  resync?: unknown;
-  lastError: string;
-  bytesSent: number;
-}
-
-function peerOf(cl: ReplicaCluster, on: string, peer: string): PeerStatus {
-  const peers = cl.status(on).daemon.replication.peers as PeerStatus[];
-  const p = peers.find((x) => x.node === peer);
-  assert.ok(p, `${on} has no peer ${peer} in its status`);
-  return p;
-}
-
 /** The records of a split-brain save file: offset (u64 BE), length (u32 BE), data. */
 function readSaved(file: string): Array<{ offset: number; data: Buffer }> {
   const buf = readFileSync(file);
@@ -114,11 +98,8 @@ async function makeSplitBrain(t: TestContext, quietSurvivor: boolean) {
 
   // a comes back: b (primary) meets it, finds the split-brain and keeps the sides apart.
   cl.ok('a', ['volume', 'up', cl.volume]);
-  await cl.until(
-    'b to report the split-brain with a',
-    () => peerOf(cl, 'b', 'a').connection === 'SplitBrain',
-  );
-  const sb = peerOf(cl, 'b', 'a');
+  await cl.until('b to report the split-brain with a', () => cl.peer('b', 'a').connection === 'SplitBrain');
+  const sb = cl.peer('b', 'a');
   assert.match(sb.lastError, /split-brain/i);
   console.log(`b reports: ${sb.connection} (${sb.lastError})`);
   const human = cl.ok('b', ['volume', 'status', cl.volume]);
@@ -126,7 +107,7 @@ async function makeSplitBrain(t: TestContext, quietSurvivor: boolean) {
 
   // Nothing merges: after a while, still apart, and a's data file is exactly what a wrote.
   await sleep(1500);
-  assert.equal(peerOf(cl, 'b', 'a').connection, 'SplitBrain');
+  assert.equal(cl.peer('b', 'a').connection, 'SplitBrain');
   const aImage = readFileSync(aData);
   assert.equal(sha(aImage), aAfterX, "a's data changed during the split-brain");
   assert.equal(cl.status('a').daemon.replication.server.writesApplied, 0);
@@ -171,7 +152,7 @@ test('forced split-brain through the CLI: detected, kept apart, resolved with th
   await cl.until(
     'a to be resynced from b',
     () => {
-      const p = peerOf(cl, 'b', 'a');
+      const p = cl.peer('b', 'a');
       return p.connection === 'Connected' && p.outOfSyncBytes === 0 && !p.resync;
     },
     30_000,
@@ -606,7 +587,7 @@ test('hostile input on a running replica port: closed and counted, daemon up, da
     assert.equal(fromA.length, 1, JSON.stringify(srv.connections));
     assert.ok(fromA[0]!.bytesReceived > received0, "a's connection to b did not carry on");
     assert.equal(linkDowns(cl, 'a', 'b'), downs, "a's link to b went down during the attack");
-    const peerB = peerOf(cl, 'a', 'b');
+    const peerB = cl.peer('a', 'b');
     assert.equal(peerB.connection, 'Connected');
     assert.equal(peerB.outOfSyncBytes, 0);
     assert.ok(alive(bPid));
@@ -647,7 +628,7 @@ test('split-brain: the operator keeps the side that is not primary (secondary, p
   };
   assert.ok(r.bytesSaved > 0 && existsSync(r.savedTo), `nothing saved: ${JSON.stringify(r)}`);
   await cl.until('b resynced from a', () => {
-    const p = peerOf(cl, 'a', 'b');
+    const p = cl.peer('a', 'b');
     return p.connection === 'Connected' && p.outOfSyncBytes === 0 && !p.resync;
   });
   const v = cl.run('a', ['volume', 'verify', cl.volume, '--json']);
