@@ -99,17 +99,13 @@ function statusSnapshot(ctx: DaemonContext, extra: () => Partial<DaemonStatus>) 
   });
 }
 
-function statusWriter(ctx: DaemonContext, extra: () => Partial<DaemonStatus>) {
-  const snapshot = statusSnapshot(ctx, extra);
-  return (state: DaemonStatus['state'], counters: DaemonStatus['counters'] = NO_COUNTERS): void =>
-    writeJsonAtomic(ctx.layout.statusFile, snapshot(state, counters));
-}
-
 /** A local volume: FUSE is served from the start; the daemon exits when it is unmounted. */
 async function runLocal(ctx: DaemonContext, meta: VolumeMetadata): Promise<void> {
   const { layout, log } = ctx;
   const device = new CountingDevice(await LocalDevice.open(layout.dataFile, meta.size));
-  const status = statusWriter(ctx, () => ({}));
+  const snapshot = statusSnapshot(ctx, () => ({}));
+  const status = (state: DaemonStatus['state'], counters: DaemonStatus['counters']) =>
+    writeJsonAtomic(layout.statusFile, snapshot(state, counters));
   status('starting', device.counters);
   updateMetadata(layout.dir, (m) => ({ ...m, primaryOpen: true }));
   if (ctx.recoveredFromCrash)
@@ -201,9 +197,8 @@ async function runReplica(
       server: server.status(),
     },
   });
-  const status = statusWriter(ctx, extra);
   const snapshot = statusSnapshot(ctx, extra);
-  const report = () => status(state, counting?.counters);
+  const report = () => writeJsonAtomic(layout.statusFile, snapshot(state, counting?.counters));
   await server.listen();
   state = 'serving';
   report();

@@ -39,6 +39,7 @@ import {
   type ReplicationConfigFile,
   readReplicationConfig,
   readSecret,
+  replicationConfigPath,
   replicationConfigSchema,
   writeReplicationConfig,
 } from './replication-config.ts';
@@ -208,7 +209,7 @@ export async function observe(l: VolumeLayout): Promise<VolumeObservation> {
   const daemonAlive = daemonPid(l) !== undefined;
   return {
     daemonAlive,
-    replicated: existsSync(join(l.dir, 'replication.yaml')),
+    replicated: existsSync(replicationConfigPath(l.dir)),
     role: daemonAlive ? readJsonOr<DaemonStatus>(l.statusFile)?.role : undefined,
     fuseMounted: mounts.some((m) => m.dir === l.fuseDir && m.fstype === FUSE_FSTYPE),
     loops,
@@ -368,7 +369,7 @@ function requireReplicated(name: string): { layout: VolumeLayout; cfg: Replicati
   const { layout } = requireVolume(name);
   const cfg = readReplicationConfig(layout.dir);
   if (!cfg)
-    throw new UserError(`volume "${name}" is not replicated (no ${join(layout.dir, 'replication.yaml')})`);
+    throw new UserError(`volume "${name}" is not replicated (no ${replicationConfigPath(layout.dir)})`);
   if (daemonPid(layout) === undefined)
     throw new UserError(`volume "${name}" is not up here (run \`cvserver volume up ${name}\`)`);
   return { layout, cfg };
@@ -493,7 +494,7 @@ async function startDaemon(l: VolumeLayout): Promise<void> {
   const ok = await waitFor(
     async () => {
       if (exited !== null) return true;
-      const replicated = existsSync(join(l.dir, 'replication.yaml'));
+      const replicated = existsSync(replicationConfigPath(l.dir));
       return (
         readJsonOr<DaemonStatus>(l.statusFile)?.state === 'serving' &&
         (replicated ? existsSync(l.controlSocket) : readMounts().some((m) => m.dir === l.fuseDir))
