@@ -32,6 +32,8 @@ interface CreateFlags {
   quorum?: string;
   afterSplitBrain?: string;
   resyncRate?: string;
+  /** commander's negation of --no-durable-writes. */
+  durableWrites: boolean;
   json?: boolean;
 }
 
@@ -57,6 +59,7 @@ function replicationFromFlags(o: CreateFlags): ReplicationConfigFile | undefined
     ],
     quorum: (o.quorum ?? 'suspend-io') as ReplicationConfigFile['quorum'],
     afterSplitBrain: (o.afterSplitBrain ?? 'disconnect') as ReplicationConfigFile['afterSplitBrain'],
+    durableWrites: o.durableWrites,
     resyncRate: o.resyncRate ?? 0,
   };
 }
@@ -177,6 +180,10 @@ export function registerVolumeCommands(program: Command): void {
       'disconnect (default), discard-zero-changes, discard-younger-primary, discard-least-changes',
     )
     .option('--resync-rate <rate>', 'resync bandwidth cap per second, e.g. 100M (default unlimited)')
+    .option(
+      '--no-durable-writes',
+      'as a secondary, fdatasync on FLUSH instead of writing each block with O_DSYNC (rotating disks)',
+    )
     .option('--json', 'machine-readable output')
     .action((name: string, o: CreateFlags) => {
       if (o.blank && !o.uuid) throw new UserError('--blank only makes sense with --uuid');

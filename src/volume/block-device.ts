@@ -15,6 +15,8 @@ export interface BlockDevice {
   readonly size: number;
   read(offset: number, length: number): Promise<Buffer>;
   write(offset: number, data: Buffer): Promise<void>;
+  /** A write already on stable storage when it resolves (no flush needed), where the device has one. */
+  writeDurable?(offset: number, data: Buffer): Promise<void>;
   flush(): Promise<void>;
   close(): Promise<void>;
 }

@@ -176,6 +176,7 @@ async function runReplica(
     device: local,
     size: meta.size,
     store,
+    durableWrites: cfg.durableWrites,
     isPrimary: () => device?.role === 'Primary',
     // What this node wrote alone (split-brain policies) and what a crash left unsure (old primary).
     divergence: device,

@@ -48,6 +48,12 @@ export const replicationConfigSchema = z
     afterSplitBrain: z
       .enum(['disconnect', 'discard-zero-changes', 'discard-younger-primary', 'discard-least-changes'])
       .default('disconnect'),
+    /**
+     * As a secondary, write each replicated block with O_DSYNC and acknowledge it once durable, so
+     * the primary's FSYNC needs no round trip here. false: plain writes, one fdatasync per FLUSH
+     * (for disks where a FUA write costs a whole cache flush, e.g. rotating disks).
+     */
+    durableWrites: z.boolean().default(true),
     /** Resync bandwidth cap ("50M" per second), 0 = unlimited. */
     resyncRate: z.union([z.number().int().nonnegative(), z.string()]).default(0),
   })

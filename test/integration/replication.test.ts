@@ -41,7 +41,7 @@ async function until(cond: () => boolean, ms = 10000, what = cond.toString()): P
   }
 }
 
-async function makeReplica(dir: string, node: string, port = 0) {
+async function makeReplica(dir: string, node: string, port = 0, durableWrites = true) {
   const file = join(dir, `${node}.data`);
   writeFileSync(file, Buffer.alloc(0));
   const { truncateSync } = await import('node:fs');
@@ -58,6 +58,7 @@ async function makeReplica(dir: string, node: string, port = 0) {
       device,
       size: SIZE,
       store,
+      durableWrites,
       log: quiet,
     });
     const bound = await server.listen();
@@ -443,7 +444,7 @@ test('concurrent writes, overlapping ones included, while a peer drops out and r
 
 test('flush: peers written since their last FLUSH get one; a repeated flush sends nothing', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'cv-repl-flush-'));
-  const b = await makeReplica(dir, 'b');
+  const b = await makeReplica(dir, 'b', 0, false);
   const { a } = await makePrimaryWithPeer(t, dir, b, 'off');
   assert.deepEqual(await a.promote(1), { ok: true });
   await until(() => a.status().peers[0]!.connection === 'Connected');
@@ -461,4 +462,22 @@ test('flush: peers written since their last FLUSH get one; a repeated flush send
   const w2 = sent();
   await Promise.all([a.flush(), a.flush(), a.flush()]); // concurrent: one FLUSH, the others wait for it
   assert.equal(sent() - w2, afterFlush - afterWrite);
+});
+
+test('durable writes: a replica that writes with O_DSYNC says so, and a flush sends it nothing', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cv-repl-durable-'));
+  const b = await makeReplica(dir, 'b');
+  const { a, aFile } = await makePrimaryWithPeer(t, dir, b, 'off');
+  assert.deepEqual(await a.promote(1), { ok: true });
+  await until(() => a.status().peers[0]!.connection === 'Connected');
+  assert.equal(b.server.state('a').durableWrites, true);
+  const sent = () => a.status().peers[0]!.bytesSent;
+  const data = randomBytes(1 << 20);
+  await a.write(0, data);
+  const afterWrite = sent();
+  await a.flush();
+  assert.equal(sent(), afterWrite, 'no FLUSH: the acknowledged write is already durable there');
+  // What the peer acknowledged is in its data file already (no fdatasync was asked of it).
+  assert.ok(readFileSync(b.file).subarray(0, data.length).equals(data));
+  assert.equal(digest(aFile), digest(b.file));
 });

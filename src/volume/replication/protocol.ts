@@ -41,6 +41,11 @@ export const peerStateSchema = z.strictObject({
   changedBlocks: z.number().int().nonnegative(),
   promotedAt: z.number().int().nonnegative(),
   /**
+   * This replica acknowledges a WRITE only once it is on stable storage (O_DSYNC): the primary's
+   * FSYNC then needs no FLUSH round trip to it.
+   */
+  durableWrites: z.boolean().optional(),
+  /**
    * A replica that crashed as primary: the extents its activity log held ([offset, length]), which
    * may hold writes nobody acknowledged. The new primary resyncs them to it (instead of everything).
    */

@@ -41,6 +41,12 @@ export interface ReplicaServerOptions {
     /** After a crash as primary: the activity-log extents (see PeerState.crashRanges). */
     crashRanges?(): Array<{ offset: number; length: number }>;
   };
+  /**
+   * Write each replicated block durably (BlockDevice.writeDurable) and say so in STATE, so the
+   * primary's FSYNC needs no FLUSH round trip (default true where the device can). False suits
+   * disks on which a FUA write costs a whole cache flush (rotating disks): one fdatasync per FLUSH.
+   */
+  durableWrites?: boolean;
   /** True while this node is primary itself (it then refuses peer writes). */
   isPrimary?: () => boolean;
   log: ConnectionLog;
@@ -68,8 +74,15 @@ export class ReplicaServer {
   /** Receive buffers for large writes, reused once each write is on the disk. */
   #pool = new FramePool();
 
+  /** How peer writes reach the disk: durably (see ReplicaServerOptions.durableWrites) or not. */
+  readonly #write: ((offset: number, data: Buffer) => Promise<void>) | undefined;
+  readonly #durable: boolean;
+
   constructor(o: ReplicaServerOptions) {
     this.o = o;
+    const d = o.device;
+    this.#durable = d?.writeDurable !== undefined && o.durableWrites !== false;
+    this.#write = d && (this.#durable ? d.writeDurable!.bind(d) : d.write.bind(d));
   }
 
   async listen(): Promise<number> {
@@ -159,6 +172,7 @@ export class ReplicaServer {
       size: this.o.size,
       changedBlocks: changed,
       promotedAt: 0,
+      ...(this.#durable ? { durableWrites: true } : {}),
       ...(crash && crash.length <= 256 ? { crashRanges: crash.map((r) => [r.offset, r.length]) } : {}),
     };
   }
@@ -215,7 +229,7 @@ export class ReplicaServer {
           conn.send({ type: 'ack', id: m.id, status: refuse });
           return;
         }
-        const device = this.o.device!;
+        const write = this.#write!;
         const job = this.#queue.submit({ offset: m.offset, length: m.data.length }, async () => {
           if (m.resync) {
             // Before the first resync block lands, the disk is no longer a consistent image. (In
@@ -224,7 +238,7 @@ export class ReplicaServer {
             if (cur.diskState === 'UpToDate' || cur.diskState === 'Outdated')
               this.o.store.save({ ...cur, diskState: 'Inconsistent' });
           }
-          await device.write(m.offset, m.data);
+          await write(m.offset, m.data);
         });
         void job.finally(release).catch(() => undefined);
         job.then(

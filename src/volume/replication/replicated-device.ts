@@ -359,7 +359,8 @@ export class ReplicatedDevice implements BlockDevice {
             p.bitmap.markRange(offset, data.length);
             continue;
           }
-          p.unflushed.markRange(offset, data.length);
+          // A peer that acknowledges durable writes needs no FLUSH for this one.
+          if (!p.link.peerState?.durableWrites) p.unflushed.markRange(offset, data.length);
           peerWrites.push(
             p.link.write(offset, data).then(
               (status) => this.#peerAnswered(p, status, offset, data.length),

@@ -49,15 +49,17 @@ test('allocAlignedBuffers places the byte at `lead` on an alignment boundary, in
 });
 
 for (const direct of [true, false]) {
-  test(`LocalDevice (direct: ${direct}) reads back what any mix of writes wrote, and the file holds it`, async (t) => {
+  test(`LocalDevice (direct: ${direct}) reads back what any mix of writes, plain and durable, wrote, and the file holds it`, async (t) => {
     const path = dataFile(t);
     const dev = await LocalDevice.open(path, SIZE, { direct });
     t.after(() => dev.close().catch(() => {}));
     if (!direct) assert.equal(dev.direct, false);
     else t.diagnostic(`O_DIRECT in use on ${tmpdir()}: ${dev.direct}`);
     const model = Buffer.alloc(SIZE);
+    // Every other write durable (O_DSYNC, a replica's path): the same bytes must land either way.
+    let n = 0;
     const write = async (offset: number, data: Buffer): Promise<void> => {
-      await dev.write(offset, data);
+      await (n++ % 2 ? dev.writeDurable(offset, data) : dev.write(offset, data));
       data.copy(model, offset);
     };
     // Aligned offset, length and memory (the FUSE WRITE path), 1 MiB and 4 KiB.
