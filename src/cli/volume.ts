@@ -114,6 +114,7 @@ function describeReplication(s: VolumeStatus): string[] {
     let line = `    peer ${p.node} ${p.address}${p.tiebreaker ? ' (tiebreaker)' : ''}: ${p.connection}`;
     if (p.diskState) line += `, disk ${p.diskState}`;
     if (p.role) line += `, ${p.role}`;
+    if (p.durableWrites === false) line += ', flushes on fsync (durableWrites off)';
     if (p.outOfSyncBytes) line += `, ${formatSize(p.outOfSyncBytes)} out of sync`;
     if (p.resync) {
       const pct = p.resync.totalBytes ? (100 * p.resync.doneBytes) / p.resync.totalBytes : 100;

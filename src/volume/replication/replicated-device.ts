@@ -88,6 +88,8 @@ export interface PeerStatus {
   connection: ConnectionState;
   diskState: string | undefined;
   role: string | undefined;
+  /** The peer acknowledges writes once durable (its STATE says so): FSYNC sends it no FLUSH. */
+  durableWrites: boolean | undefined;
   outOfSyncBytes: number;
   resync: ResyncProgress | undefined;
   lastResync: { bytes: number; ms: number } | undefined;
@@ -536,6 +538,8 @@ export class ReplicatedDevice implements BlockDevice {
         connection: p.link.state,
         diskState: p.link.peerState?.diskState,
         role: p.link.peerState?.role,
+        durableWrites:
+          p.link.peerState && !p.link.o.peer.tiebreaker ? !!p.link.peerState.durableWrites : undefined,
         outOfSyncBytes: p.bitmap.dirtyBytes,
         resync: p.resync && {
           totalBytes: p.resync.totalBytes,
