@@ -7,6 +7,7 @@ import { decodeRequest, encodeError, expectsReply, type InHeader, type Request }
 import { IN_HEADER_SIZE, READ_BUFFER_SIZE, WRITE_IN_SIZE } from './protocol.ts';
 
 const readAsync = promisify(read);
+const DEFAULT_MAX_IN_FLIGHT = 16;
 /** Read buffers are allocated this many at a time (one aligned allocation; untouched ones cost no RSS). */
 const BUFFERS_PER_ALLOCATION = 8;
 
@@ -22,6 +23,13 @@ export interface SessionOptions {
    * must exceed this by enough for the backing file's I/O (DESIGN.md §3: the thread-pool deadlock).
    */
   readers: number;
+  /**
+   * Requests being served at most (default 16); readers wait while that many are. Each holds a
+   * read buffer of about 1 MiB, and the kernel may have far more in flight (the loop device's
+   * queue, max_background): without a cap a burst of large writes (writeback of a big file)
+   * grew the daemon by one buffer per request. The kernel queues the rest.
+   */
+  maxInFlight?: number;
   log: Logger;
 }
 
@@ -38,6 +46,8 @@ export class FuseSession {
   private closed = false;
   private inFlight = 0;
   private drained: (() => void) | undefined;
+  /** Readers waiting for a request to finish (maxInFlight reached). */
+  private readonly waitingReaders: Array<() => void> = [];
 
   constructor(fd: number, handler: FuseHandler, opts: SessionOptions) {
     this.fd = fd;
@@ -59,7 +69,11 @@ export class FuseSession {
   }
 
   private async readerLoop(): Promise<void> {
-    while (!this.closed) await this.readOne();
+    const max = this.opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+    while (!this.closed) {
+      if (this.inFlight >= max) await new Promise<void>((resolve) => this.waitingReaders.push(resolve));
+      else await this.readOne();
+    }
   }
 
   private async readOne(): Promise<void> {
@@ -94,6 +108,7 @@ export class FuseSession {
     void this.serve(buf.subarray(0, n)).finally(() => {
       this.pool.push(buf);
       this.inFlight--;
+      this.waitingReaders.shift()?.();
       if (this.inFlight === 0 && this.drained) this.drained();
     });
   }
