@@ -6,6 +6,7 @@ import {
   destroyVolume,
   listVolumes,
   type VolumeStatus,
+  volumeAdjust,
   volumeDown,
   volumeLog,
   volumeResolveSplitBrain,
@@ -73,14 +74,18 @@ function parseEpoch(v: string | undefined): number | undefined {
 
 function describeReplication(s: VolumeStatus): string[] {
   const r = s.daemon?.replication;
-  if (!s.replication) return [];
-  const lines = [`  replica ${s.replication.node} listening on ${s.replication.listen}`];
+  const warning = s.configError
+    ? [`  WARNING: ${s.configError} (a running daemon keeps the settings it has)`]
+    : [];
   if (!r) {
-    lines[0] = `  replica ${s.replication.node} (${s.replication.listen}), daemon not running; peers:`;
+    if (!s.replication) return warning;
+    const lines = [`  replica ${s.replication.node} (${s.replication.listen}), daemon not running; peers:`];
     for (const p of s.replication.peers)
       lines.push(`    ${p.node} ${p.address}${p.tiebreaker ? ' (tiebreaker)' : ''}`);
     return lines;
   }
+  // The daemon's own view: replication.yaml may have changed (or broken) since it started.
+  const lines = [`  replica ${r.node} listening on ${r.listen}`, ...warning];
   lines[0] += `: ${r.role}, disk ${r.diskState}`;
   if (r.role === 'Secondary') {
     // A secondary does not dial out: what matters is which primary feeds it.
@@ -96,6 +101,10 @@ function describeReplication(s: VolumeStatus): string[] {
       );
     return lines;
   }
+  if ('afterSplitBrain' in r && r.afterSplitBrain)
+    lines.push(
+      `    after split-brain: ${r.afterSplitBrain}; resync rate: ${r.resyncRate ? `${formatSize(r.resyncRate)}/s` : 'unlimited'}`,
+    );
   if (r.quorum) {
     const q = r.quorum;
     lines.push(
@@ -292,6 +301,52 @@ export function registerVolumeCommands(program: Command): void {
           `split-brain with ${o.peer} resolved: its ${formatSize(r.bytesSaved)} of diverging blocks saved to ${r.savedTo}`,
       );
     });
+
+  volume
+    .command('adjust <name>')
+    .description(
+      "change a replicated volume's settings in replication.yaml and apply them to its running daemon (after a hand edit: no options)",
+    )
+    .option('--quorum <policy>', 'on quorum loss: suspend-io, io-error, or off')
+    .option(
+      '--after-split-brain <policy>',
+      'disconnect, discard-zero-changes, discard-younger-primary, discard-least-changes',
+    )
+    .option('--resync-rate <rate>', 'resync bandwidth cap per second, e.g. 100M; 0 = unlimited')
+    .option('--durable-writes', 'as a secondary, write each block with O_DSYNC (applies at the next up)')
+    .option('--no-durable-writes', 'as a secondary, fdatasync on FLUSH instead (applies at the next up)')
+    .option('--json', 'machine-readable output')
+    .action(
+      async (
+        name: string,
+        o: {
+          quorum?: string;
+          afterSplitBrain?: string;
+          resyncRate?: string;
+          durableWrites?: boolean;
+          json?: boolean;
+        },
+      ) => {
+        const r = await volumeAdjust(name, {
+          quorum: o.quorum as ReplicationConfigFile['quorum'] | undefined,
+          afterSplitBrain: o.afterSplitBrain as ReplicationConfigFile['afterSplitBrain'] | undefined,
+          resyncRate: o.resyncRate,
+          durableWrites: o.durableWrites,
+        });
+        emit(!!o.json, r, () => {
+          const lines = [r.saved ? 'replication.yaml updated' : 'replication.yaml unchanged'];
+          if (!r.running) lines.push(`daemon not running here: \`cvserver volume up ${name}\` reads it`);
+          for (const c of r.apply) lines.push(`  ${c.setting}: ${c.from} -> ${c.to} (in force now)`);
+          if (r.atRestart.length)
+            lines.push(
+              `  ${r.atRestart.join(', ')}: changed in the file, in force after \`cvserver volume down ${name}\` and \`up ${name}\``,
+            );
+          if (r.running && !r.apply.length && !r.atRestart.length)
+            lines.push('the daemon already runs with these settings');
+          return lines.join('\n');
+        });
+      },
+    );
 
   volume
     .command('down <name>')

@@ -1,6 +1,6 @@
 /**
  * The volume daemon's control socket (`run/control.sock`, root only): the CLI asks a running daemon to
- * promote, demote, verify, resolve a split-brain or stop. One JSON request per connection, one JSON
+ * promote, demote, verify, resolve a split-brain, re-read its settings or stop. One JSON request per connection, one JSON
  * line back. Requests are validated like any other input: a bad one gets an error reply, never a crash.
  */
 import { chmodSync, rmSync } from 'node:fs';
@@ -21,6 +21,8 @@ export const controlRequestSchema = z.discriminatedUnion('op', [
   /** `volume down --force`: fail writes waiting for quorum instead of waiting. */
   z.strictObject({ op: z.literal('fail-suspended-io') }),
   z.strictObject({ op: z.literal('status') }),
+  /** `volume adjust`: re-read replication.yaml, apply what can change while running. */
+  z.strictObject({ op: z.literal('adjust') }),
 ]);
 
 export type ControlRequest = z.infer<typeof controlRequestSchema>;

@@ -23,9 +23,11 @@ import { ReplicaServer } from './replication/replica-server.ts';
 import { MetadataReplicaStore } from './replication/replica-store.ts';
 import { ReplicatedDevice } from './replication/replicated-device.ts';
 import {
+  planAdjust,
   type ReplicationConfigFile,
   readReplicationConfig,
   readSecret,
+  replicationConfigPath,
   resyncRateBytes,
   splitAddress,
 } from './replication-config.ts';
@@ -141,6 +143,8 @@ async function runReplica(
 ): Promise<void> {
   const { layout, log } = ctx;
   const secret = readSecret(cfg.secretFile);
+  /** The settings in force: `cfg` as started, plus what `volume adjust` changed since. */
+  let running = cfg;
   const store = new MetadataReplicaStore(layout.dir);
   const listen = splitAddress(cfg.listen);
   const diskless = meta.diskState === 'Diskless';
@@ -244,7 +248,7 @@ async function runReplica(
   let roleChange: Promise<unknown> = Promise.resolve();
   const serialised = (req: ControlRequest): Promise<unknown> => {
     // Status, and giving up on suspended I/O, must not wait behind a role change stuck on that I/O.
-    if (req.op === 'status' || req.op === 'fail-suspended-io') return handle(req);
+    if (req.op === 'status' || req.op === 'fail-suspended-io' || req.op === 'adjust') return handle(req);
     const next = roleChange.then(() => handle(req));
     roleChange = next.catch(() => undefined);
     return next;
@@ -301,6 +305,23 @@ async function runReplica(
         return device.resolveSplitBrainKeepLocal(req.peer);
       case 'status':
         return snapshot(state, counting?.counters);
+      case 'adjust': {
+        const file = replicationConfigPath(layout.dir);
+        const wanted = readReplicationConfig(layout.dir);
+        if (!wanted)
+          throw new Error(`${file} is missing: restore it (this daemon runs with its old settings)`);
+        const plan = planAdjust(running, wanted);
+        device?.adjust({
+          quorum: wanted.quorum,
+          afterSplitBrain: wanted.afterSplitBrain,
+          resyncRate: resyncRateBytes(wanted),
+        });
+        const { quorum, afterSplitBrain, resyncRate } = wanted;
+        running = { ...running, quorum, afterSplitBrain, resyncRate };
+        if (plan.apply.length > 0 || plan.atRestart.length > 0)
+          log.info({ event: 'adjusted', applied: plan.apply, atRestart: plan.atRestart }, 'settings re-read');
+        return plan;
+      }
       case 'fail-suspended-io': {
         const suspended = device?.status().quorum.suspendedWrites ?? 0;
         device?.setQuorumPolicy('io-error');

@@ -36,6 +36,7 @@ import {
 } from './plan.ts';
 import type { VerifyResult } from './replication/replicated-device.ts';
 import {
+  type AdjustPlan,
   type ReplicationConfigFile,
   readReplicationConfig,
   readSecret,
@@ -231,11 +232,20 @@ export interface VolumeStatus {
   daemon: DaemonStatus | null;
   /** Replicated volumes: this node's name and the configured peers. */
   replication: { node: string; listen: string; peers: ReplicationConfigFile['peers'] } | null;
+  /** replication.yaml cannot be read (a broken hand edit): why. The daemon keeps its settings. */
+  configError?: string;
 }
 
 export async function volumeStatus(name: string): Promise<VolumeStatus> {
   const { layout, meta } = requireVolume(name);
-  const cfg = readReplicationConfig(layout.dir);
+  // A broken replication.yaml must not hide the state of the daemon that runs with the old one.
+  let cfg: ReplicationConfigFile | undefined;
+  let configError: string | undefined;
+  try {
+    cfg = readReplicationConfig(layout.dir);
+  } catch (err) {
+    configError = (err as Error).message;
+  }
   const o = await observe(layout);
   const h = health(o);
   const pid = o.daemonAlive ? (daemonPid(layout) ?? null) : null;
@@ -250,8 +260,9 @@ export async function volumeStatus(name: string): Promise<VolumeStatus> {
     pid,
     loop: o.loops[0] ?? null,
     mounts: o.fsMounts.map((m) => m.dir),
-    daemon: o.daemonAlive ? await daemonStatus(layout, cfg !== undefined) : null,
+    daemon: o.daemonAlive ? await daemonStatus(layout, cfg !== undefined || configError !== undefined) : null,
     replication: cfg ? { node: cfg.node, listen: cfg.listen, peers: cfg.peers } : null,
+    ...(configError !== undefined ? { configError } : {}),
   };
 }
 
@@ -363,6 +374,56 @@ export async function volumeResolveSplitBrain(
     savedTo: string;
     bytesSaved: number;
   };
+}
+
+/** What `volume adjust` may change from the command line (the rest of replication.yaml by hand). */
+export type AdjustableSettings = Partial<
+  Pick<ReplicationConfigFile, 'quorum' | 'afterSplitBrain' | 'resyncRate' | 'durableWrites'>
+>;
+
+export interface AdjustResult extends AdjustPlan {
+  /** replication.yaml was rewritten with the given settings. */
+  saved: boolean;
+  /** A daemon runs on this node (else the file is read at the next `volume up`). */
+  running: boolean;
+}
+
+const SETTING_FLAGS: Record<string, string> = {
+  quorum: '--quorum',
+  afterSplitBrain: '--after-split-brain',
+  resyncRate: '--resync-rate',
+  durableWrites: '--durable-writes',
+};
+
+/**
+ * `volume adjust`: writes the given settings into replication.yaml (validated first: a bad value
+ * changes nothing), then has a running daemon re-read the file. Policies and the resync cap apply
+ * at once; identity, addresses, the secret and the write mode at the next `down` + `up`.
+ */
+export async function volumeAdjust(name: string, settings: AdjustableSettings): Promise<AdjustResult> {
+  const { layout } = requireVolume(name);
+  return withLock(layout, async () => {
+    const current = readReplicationConfig(layout.dir);
+    if (!current)
+      throw new UserError(`volume "${name}" is not replicated (no ${replicationConfigPath(layout.dir)})`);
+    const given = Object.fromEntries(Object.entries(settings).filter(([, v]) => v !== undefined));
+    let saved = false;
+    if (Object.keys(given).length > 0) {
+      const parsed = replicationConfigSchema.safeParse({ ...current, ...given });
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0]!;
+        const key = String(issue.path[0] ?? '');
+        throw new UserError(`${SETTING_FLAGS[key] ?? key}: ${issue.message} (nothing changed)`);
+      }
+      if (JSON.stringify(parsed.data) !== JSON.stringify(current)) {
+        writeReplicationConfig(layout.dir, parsed.data);
+        saved = true;
+      }
+    }
+    if (daemonPid(layout) === undefined) return { apply: [], atRestart: [], saved, running: false };
+    const plan = (await callControl(layout.controlSocket, { op: 'adjust' }, 10_000)) as AdjustPlan;
+    return { ...plan, saved, running: true };
+  });
 }
 
 function requireReplicated(name: string): { layout: VolumeLayout; cfg: ReplicationConfigFile } {

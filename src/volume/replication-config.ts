@@ -134,3 +134,37 @@ export function splitAddress(a: string): { host: string; port: number } {
   const i = a.lastIndexOf(':');
   return { host: a.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(a.slice(i + 1)) };
 }
+
+/** Settings a running daemon takes over at once (`volume adjust`); the others need `down` + `up`. */
+export const LIVE_SETTINGS = ['quorum', 'afterSplitBrain', 'resyncRate'] as const;
+export type LiveSetting = (typeof LIVE_SETTINGS)[number];
+
+export interface AdjustPlan {
+  /** Live settings that differ: the daemon applies them now. */
+  apply: Array<{ setting: LiveSetting; from: string; to: string }>;
+  /** Settings that differ but are read only at start (identity, addresses, secret, write mode). */
+  atRestart: string[];
+}
+
+/**
+ * What `volume adjust` does with a changed replication.yaml, given what the daemon runs with
+ * (pure). Rates compare by value: "100M" and 104857600 are the same setting.
+ */
+export function planAdjust(running: ReplicationConfigFile, wanted: ReplicationConfigFile): AdjustPlan {
+  const show = (c: ReplicationConfigFile, k: LiveSetting): string =>
+    k === 'resyncRate' ? String(resyncRateBytes(c)) : String(c[k]);
+  const apply = LIVE_SETTINGS.filter((k) => show(running, k) !== show(wanted, k)).map((setting) => ({
+    setting,
+    from: show(running, setting),
+    to: show(wanted, setting),
+  }));
+  const atRestart: string[] = [];
+  for (const k of ['node', 'listen', 'secretFile', 'durableWrites'] as const)
+    if (running[k] !== wanted[k]) atRestart.push(k);
+  const peers = (c: ReplicationConfigFile) =>
+    JSON.stringify(
+      [...c.peers].sort((x, y) => x.node.localeCompare(y.node)).map((p) => [p.node, p.address, p.tiebreaker]),
+    );
+  if (peers(running) !== peers(wanted)) atRestart.push('peers');
+  return { apply, atRestart };
+}

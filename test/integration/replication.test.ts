@@ -481,3 +481,28 @@ test('durable writes: a replica that writes with O_DSYNC says so, and a flush se
   assert.ok(readFileSync(b.file).subarray(0, data.length).equals(data));
   assert.equal(digest(aFile), digest(b.file));
 });
+
+test('volume adjust: a new resync cap paces a resync that is already running', async (t) => {
+  const MiB = 1024 * 1024;
+  const dir = mkdtempSync(join(tmpdir(), 'cv-repl-rate-'));
+  const b = await makeReplica(dir, 'b');
+  const { a, aFile } = await makePrimaryWithPeer(t, dir, b, 'off');
+  assert.deepEqual(await a.promote(1), { ok: true });
+  await until(() => a.status().peers[0]!.connection === 'Connected');
+  await b.server.close();
+  await until(() => a.status().peers[0]!.connection !== 'Connected');
+  for (let i = 0; i < 16; i++) await a.write(i * MiB, randomBytes(MiB));
+  // 256 KiB/s: the 16 MiB would take over a minute.
+  a.adjust({ quorum: 'off', afterSplitBrain: 'disconnect', resyncRate: 256 * 1024 });
+  b.server = (await b.start(b.port)).server;
+  await until(() => (a.status().peers[0]!.resync?.doneBytes ?? 0) > 0);
+  await new Promise((r) => setTimeout(r, 1000));
+  const capped = a.status().peers[0]!.resync?.doneBytes ?? 0;
+  assert.ok(capped < 8 * MiB, `capped at 256 KiB/s, yet ${capped} bytes resynced in about a second`);
+  a.adjust({ quorum: 'off', afterSplitBrain: 'disconnect', resyncRate: 0 });
+  await until(() => {
+    const p = a.status().peers[0]!;
+    return p.connection === 'Connected' && p.outOfSyncBytes === 0 && !p.resync;
+  }, 30_000);
+  assert.equal(digest(aFile), digest(b.file));
+});

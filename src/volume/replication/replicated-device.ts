@@ -103,6 +103,9 @@ export interface ReplicationStatus {
   epoch: number;
   fenced: boolean;
   generation: { current: string; bitmap: string; history: string[] };
+  afterSplitBrain: AfterSplitBrainPolicy;
+  /** Resync cap in bytes/s, 0 = unlimited. */
+  resyncRate: number;
   quorum: {
     policy: QuorumPolicy;
     voters: number;
@@ -530,6 +533,8 @@ export class ReplicatedDevice implements BlockDevice {
       epoch: meta.epoch,
       fenced: this.#fenced,
       generation: meta.generation,
+      afterSplitBrain: this.c.afterSplitBrain,
+      resyncRate: this.c.resyncRate ?? 0,
       quorum: { policy: this.c.quorum, ...q, suspendedWrites: this.#suspended },
       peers: this.#peers.map((p) => ({
         node: p.link.node,
@@ -600,6 +605,16 @@ export class ReplicatedDevice implements BlockDevice {
   setQuorumPolicy(policy: QuorumPolicy): void {
     this.c.quorum = policy;
     this.#wake();
+  }
+
+  /**
+   * `volume adjust`: policies and the resync cap change while running. A new cap paces a running
+   * resync from now on; a new after-split-brain policy applies at the next handshake.
+   */
+  adjust(s: { quorum: QuorumPolicy; afterSplitBrain: AfterSplitBrainPolicy; resyncRate: number }): void {
+    this.c.afterSplitBrain = s.afterSplitBrain;
+    this.c.resyncRate = s.resyncRate;
+    this.setQuorumPolicy(s.quorum);
   }
 
   /** Test and admin hook: drop one peer's connection (it reconnects with backoff). */
@@ -978,7 +993,8 @@ export class ReplicatedDevice implements BlockDevice {
     };
     p.resync = progress;
     const maxSpan = 16 * this.#extentSize;
-    const rate = this.c.resyncRate ?? 0;
+    // Pacing restarts from "now" when the cap changes (volume adjust) while this resync runs.
+    let pace = { rate: this.c.resyncRate ?? 0, at: startedAt, bytes: 0 };
     // Dirty bytes without a scan of the whole bitmap (the last extent may be short: cosmetic).
     const dirtyBytes = () => Math.min(this.size, p.bitmap.dirtyExtents * this.#extentSize);
     // Several ranges on the wire at once: one at a time would wait a round trip per MiB.
@@ -1007,9 +1023,15 @@ export class ReplicatedDevice implements BlockDevice {
         );
         inFlight.add(job);
         if (inFlight.size >= RESYNC_DEPTH) await Promise.race(inFlight);
-        if (rate > 0) {
-          const ahead = (progress.doneBytes + inFlight.size * maxSpan) / rate - (now() - startedAt) / 1000;
-          if (ahead > 0) await new Promise((res) => setTimeout(res, ahead * 1000));
+        for (;;) {
+          const rate = this.c.resyncRate ?? 0;
+          if (rate !== pace.rate) pace = { rate, at: now(), bytes: progress.doneBytes };
+          if (rate <= 0) break;
+          const sent = progress.doneBytes - pace.bytes + inFlight.size * maxSpan;
+          const ahead = sent / rate - (now() - pace.at) / 1000;
+          if (ahead <= 0) break;
+          // In slices, so that a raised cap takes effect within a fraction of a second.
+          await new Promise((res) => setTimeout(res, Math.min(ahead * 1000, 250)));
         }
         // Application writes first: yield when they are waiting.
         if (this.#writing.size > 0 && [...this.#writing.values()].some((n) => n > 0))

@@ -6,6 +6,7 @@ import { after, test } from 'node:test';
 import { UserError } from '../../../src/lib/errors.ts';
 import {
   parsePeerFlag,
+  planAdjust,
   readReplicationConfig,
   readSecret,
   splitAddress,
@@ -89,4 +90,37 @@ test('command-line peers and addresses', () => {
   assert.throws(() => parsePeerFlag('--peer', 'b=host'), /expected NODE=HOST:PORT/);
   assert.deepEqual(splitAddress('[fd00::1]:7789'), { host: 'fd00::1', port: 7789 });
   assert.deepEqual(splitAddress('node2.lan:7000'), { host: 'node2.lan', port: 7000 });
+});
+
+test('volume adjust: policies and the resync cap change live, identity and addresses at restart', () => {
+  const running = readReplicationConfig(configWith(good))!;
+  assert.deepEqual(planAdjust(running, running), { apply: [], atRestart: [] });
+  // The same cap written two ways is no change.
+  assert.deepEqual(planAdjust({ ...running, resyncRate: 104857600 }, { ...running, resyncRate: '100M' }), {
+    apply: [],
+    atRestart: [],
+  });
+  const wanted = {
+    ...running,
+    quorum: 'io-error' as const,
+    afterSplitBrain: 'discard-zero-changes' as const,
+    resyncRate: '50M',
+    listen: '10.0.0.1:7790',
+    durableWrites: false,
+    // Same peers in another order: no change; a moved peer: a change.
+    peers: [
+      { node: 'tb', address: '10.0.0.9:7789', tiebreaker: true },
+      { node: 'b', address: '10.0.0.3:7789', tiebreaker: false },
+    ],
+  };
+  assert.deepEqual(planAdjust(running, wanted), {
+    apply: [
+      { setting: 'quorum', from: 'suspend-io', to: 'io-error' },
+      { setting: 'afterSplitBrain', from: 'disconnect', to: 'discard-zero-changes' },
+      { setting: 'resyncRate', from: '0', to: String(50 * 1024 * 1024) },
+    ],
+    atRestart: ['listen', 'durableWrites', 'peers'],
+  });
+  const reordered = { ...running, peers: [...running.peers].reverse() };
+  assert.deepEqual(planAdjust(running, reordered).atRestart, []);
 });
