@@ -336,7 +336,12 @@ export function registerVolumeCommands(program: Command): void {
         emit(!!o.json, r, () => {
           const lines = [r.saved ? 'replication.yaml updated' : 'replication.yaml unchanged'];
           if (!r.running) lines.push(`daemon not running here: \`cvserver volume up ${name}\` reads it`);
-          for (const c of r.apply) lines.push(`  ${c.setting}: ${c.from} -> ${c.to} (in force now)`);
+          const show = (setting: string, v: string) =>
+            setting !== 'resyncRate' ? v : v === '0' ? 'unlimited' : `${formatSize(Number(v))}/s`;
+          for (const c of r.apply)
+            lines.push(
+              `  ${c.setting}: ${show(c.setting, c.from)} -> ${show(c.setting, c.to)} (in force now)`,
+            );
           if (r.atRestart.length)
             lines.push(
               `  ${r.atRestart.join(', ')}: changed in the file, in force after \`cvserver volume down ${name}\` and \`up ${name}\``,
