@@ -247,7 +247,7 @@ async function runReplica(
   // Role changes one at a time, whoever asks (two CLI calls, a signal).
   let roleChange: Promise<unknown> = Promise.resolve();
   const serialised = (req: ControlRequest): Promise<unknown> => {
-    // Status, and giving up on suspended I/O, must not wait behind a role change stuck on that I/O.
+    // Status, settings and giving up on suspended I/O must not wait behind a role change stuck on that I/O.
     if (req.op === 'status' || req.op === 'fail-suspended-io' || req.op === 'adjust') return handle(req);
     const next = roleChange.then(() => handle(req));
     roleChange = next.catch(() => undefined);

@@ -372,18 +372,17 @@ async function openDirect(
     for (const blockSize of PROBE_BLOCK_SIZES) {
       try {
         await call<number>((cb) => read(fd, bounce, 0, blockSize, 0, cb));
-        const flags = constants.O_RDWR | constants.O_DIRECT | constants.O_DSYNC;
-        const dsyncFd = await call<number>((cb) => open(path, flags, cb)).catch(async (err) => {
-          await call<void>((cb) => close(fd, cb));
-          throw err;
-        });
-        return { fd, dsyncFd, blockSize, bounce };
       } catch (err) {
-        if (errnoCode(err) !== 'EINVAL') {
-          await call<void>((cb) => close(fd, cb));
-          throw err;
-        }
+        if (errnoCode(err) === 'EINVAL') continue;
+        await call<void>((cb) => close(fd, cb));
+        throw err;
       }
+      const flags = constants.O_RDWR | constants.O_DIRECT | constants.O_DSYNC;
+      const dsyncFd = await call<number>((cb) => open(path, flags, cb)).catch(async (err: unknown) => {
+        await call<void>((cb) => close(fd, cb));
+        throw err;
+      });
+      return { fd, dsyncFd, blockSize, bounce };
     }
   }
   await call<void>((cb) => close(fd, cb));
