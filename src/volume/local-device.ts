@@ -50,16 +50,14 @@ export class LocalDevice implements BlockDevice {
   private readonly fd: number;
   /** The same file opened with O_DSYNC: a write through it is on stable storage when it returns. */
   private readonly dsyncFd: number;
-  /** The O_DIRECT descriptor, if direct I/O works on this file; undefined after it fails. */
-  private directFd: number | undefined;
-  /** O_DIRECT|O_DSYNC (a FUA write on most disks), while directFd works. */
-  private directDsyncFd: number | undefined;
   /**
-   * The O_DIRECT descriptor as opened, closed only by close(): closing it when direct I/O fails
-   * could let a newly opened file take its number under an operation still queued on it.
+   * The O_DIRECT descriptors, plain and O_DSYNC (a FUA write on most disks), if direct I/O works on
+   * this file. Closed only by close(): closing them when direct I/O fails could let a newly opened
+   * file take a number under an operation still queued on it.
    */
-  private readonly directFdOpened: number | undefined;
-  private readonly directDsyncFdOpened: number | undefined;
+  private readonly directFds: { plain: number; dsync: number } | undefined;
+  /** False once the filesystem refused direct I/O after all (EINVAL): the page-cache path from then on. */
+  private directOn: boolean;
   /** Offsets, lengths and memory of direct I/O must be multiples of this. */
   private readonly blockSize: number;
   /** Idle bounce buffers, and how many exist (idle or in use). */
@@ -85,10 +83,8 @@ export class LocalDevice implements BlockDevice {
     this.inline = inline;
     this.fd = fds.fd;
     this.dsyncFd = fds.dsyncFd;
-    this.directFd = direct?.fd;
-    this.directFdOpened = direct?.fd;
-    this.directDsyncFd = direct?.dsyncFd;
-    this.directDsyncFdOpened = direct?.dsyncFd;
+    this.directFds = direct && { plain: direct.fd, dsync: direct.dsyncFd };
+    this.directOn = direct !== undefined;
     this.blockSize = direct?.blockSize ?? 1;
     this.bounces = direct ? [direct.bounce] : [];
     this.bounceCount = this.bounces.length;
@@ -113,7 +109,7 @@ export class LocalDevice implements BlockDevice {
 
   /** Whether I/O currently goes to the disk directly (for status and tests). */
   get direct(): boolean {
-    return this.directFd !== undefined;
+    return this.directOn;
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
@@ -157,7 +153,7 @@ export class LocalDevice implements BlockDevice {
     this.active++;
     try {
       let done = 0;
-      if (this.directFd !== undefined && this.aligned(offset, data.length)) {
+      if (this.directOn && this.aligned(offset, data.length)) {
         done = isDirectIoAligned(data, this.blockSize)
           ? await this.directWrite(data, offset, inline, durable)
           : await this.stagedWrite(data, offset, inline, durable);
@@ -208,9 +204,8 @@ export class LocalDevice implements BlockDevice {
   }
 
   async close(): Promise<void> {
-    this.directFd = undefined;
-    this.directDsyncFd = undefined;
-    for (const fd of [this.directFdOpened, this.directDsyncFdOpened, this.dsyncFd, this.fd])
+    this.directOn = false;
+    for (const fd of [this.directFds?.plain, this.directFds?.dsync, this.dsyncFd, this.fd])
       if (fd !== undefined) await call<void>((cb) => close(fd, cb));
   }
 
@@ -247,7 +242,7 @@ export class LocalDevice implements BlockDevice {
 
   /** An idle bounce buffer, a new one while under MAX_BOUNCES, else undefined (page-cache path). */
   private takeBounce(): Buffer | undefined {
-    if (this.directFd === undefined) return undefined;
+    if (!this.directOn) return undefined;
     const idle = this.bounces.pop();
     if (idle || this.bounceCount >= MAX_BOUNCES) return idle;
     this.bounceCount++;
@@ -269,8 +264,9 @@ export class LocalDevice implements BlockDevice {
     inline: boolean,
     durable: boolean,
   ): Promise<number> {
-    const fd = durable ? this.directDsyncFd : this.directFd;
-    if (fd === undefined) return 0;
+    const fds = this.directOn ? this.directFds : undefined;
+    if (!fds) return 0;
+    const fd = durable ? fds.dsync : fds.plain;
     let done = 0;
     try {
       while (done < data.length) {
@@ -280,8 +276,7 @@ export class LocalDevice implements BlockDevice {
       }
     } catch (err) {
       if (errnoCode(err) !== 'EINVAL') throw err;
-      this.directFd = undefined;
-      this.directDsyncFd = undefined;
+      this.directOn = false;
     }
     return done;
   }
@@ -315,14 +310,13 @@ export class LocalDevice implements BlockDevice {
 
   /** One direct read into `bounce`; undefined when direct I/O was refused (switched off). */
   private async directRead(bounce: Buffer, length: number, offset: number): Promise<number | undefined> {
-    const fd = this.directFd;
-    if (fd === undefined) return undefined;
+    const fds = this.directOn ? this.directFds : undefined;
+    if (!fds) return undefined;
     try {
-      return await call<number>((cb) => read(fd, bounce, 0, length, offset, cb));
+      return await call<number>((cb) => read(fds.plain, bounce, 0, length, offset, cb));
     } catch (err) {
       if (errnoCode(err) !== 'EINVAL') throw err;
-      this.directFd = undefined;
-      this.directDsyncFd = undefined;
+      this.directOn = false;
       return undefined;
     }
   }
