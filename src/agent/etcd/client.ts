@@ -1,0 +1,383 @@
+import { Agent, request } from 'node:https';
+import type { TLSSocket } from 'node:tls';
+import { errnoCode, errorMessage } from '../../lib/errors.ts';
+import {
+  checkLeaseId,
+  decodeDelete,
+  decodeErrorBody,
+  decodeGrant,
+  decodeKeepAlive,
+  decodeMemberList,
+  decodePut,
+  decodeRange,
+  decodeStatus,
+  decodeTxn,
+  encodePut,
+  encodeTxn,
+  keyRange,
+  MalformedReply,
+  type Member,
+  type MemberStatus,
+  parseJson,
+  type RangeResult,
+  type TxnRequest,
+  type TxnResult,
+} from './wire.ts';
+
+export type {
+  Compare,
+  CompareOp,
+  KeyValue,
+  Member,
+  MemberStatus,
+  RangeResult,
+  TxnOp,
+  TxnOpResult,
+  TxnRequest,
+  TxnResult,
+} from './wire.ts';
+
+/**
+ * A small etcd v3 client over the JSON gateway (HTTPS, client certificate), with a hard deadline on every
+ * call: the agent fences itself on its own clock and must know within its renew timeout whether a
+ * renewal was acknowledged. See docs/etcd.md for why not the npm etcd3 client.
+ */
+
+export interface EtcdClientOptions {
+  /** `https://host:port`, tried in turn. */
+  endpoints: string[];
+  /** PEM strings. */
+  ca: string;
+  cert: string;
+  key: string;
+  /** Whole-call deadline (all endpoints tried within it). Default 1000 ms. */
+  timeoutMs?: number;
+  /** How long a new connection may take before the next endpoint is tried. Default timeoutMs / 3. */
+  connectTimeoutMs?: number;
+}
+
+export interface CallOptions {
+  timeoutMs?: number;
+}
+
+/**
+ * unavailable: no endpoint could be reached or the member has no leader; timeout: no reply in time (a write
+ * may or may not have been applied); rejected: etcd refused the request; malformed: a reply we cannot read.
+ */
+export type EtcdErrorKind = 'unavailable' | 'timeout' | 'rejected' | 'malformed';
+
+export class EtcdError extends Error {
+  readonly kind: EtcdErrorKind;
+  /** gRPC status code of a rejected request (5 not found, 9 failed precondition, 14 unavailable, ...). */
+  readonly code: number | null;
+  readonly endpoint: string | null;
+  constructor(
+    kind: EtcdErrorKind,
+    message: string,
+    opts: { code?: number | null; endpoint?: string | null } = {},
+  ) {
+    super(message);
+    this.name = 'EtcdError';
+    this.kind = kind;
+    this.code = opts.code ?? null;
+    this.endpoint = opts.endpoint ?? null;
+  }
+}
+
+const GRPC_NOT_FOUND = 5;
+const GRPC_UNAVAILABLE = 14;
+const MAX_REPLY_BYTES = 64 * 1024 * 1024;
+/** Errors raised while connecting: the request was not sent, another endpoint may be tried for any call. */
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND']);
+
+interface Endpoint {
+  url: string;
+  hostname: string;
+  port: number;
+}
+
+/** Why one attempt failed, and whether the next endpoint may be tried for this call. */
+class AttemptFailure extends Error {
+  readonly error: EtcdError;
+  readonly notSent: boolean;
+  constructor(error: EtcdError, notSent: boolean) {
+    super(error.message);
+    this.error = error;
+    this.notSent = notSent;
+  }
+}
+
+interface Reply {
+  text: string;
+  endpoint: string;
+}
+
+interface RawReply {
+  status: number;
+  text: string;
+}
+
+export class EtcdClient {
+  readonly endpoints: readonly string[];
+  private readonly parsed: Endpoint[];
+  private readonly agent: Agent;
+  private readonly timeoutMs: number;
+  private readonly connectTimeoutMs: number;
+  /** The endpoint that answered last: calls start there, and move on after it fails. */
+  private current = 0;
+
+  constructor(opts: EtcdClientOptions) {
+    if (opts.endpoints.length === 0) throw new Error('EtcdClient: no endpoints');
+    this.endpoints = [...opts.endpoints];
+    this.parsed = opts.endpoints.map(parseEndpoint);
+    this.timeoutMs = opts.timeoutMs ?? 1000;
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? Math.max(50, Math.floor(this.timeoutMs / 3));
+    this.agent = new Agent({ keepAlive: true, maxSockets: 16, ca: opts.ca, cert: opts.cert, key: opts.key });
+  }
+
+  async range(
+    key: string,
+    opts: CallOptions & { prefix?: boolean; limit?: number } = {},
+  ): Promise<RangeResult> {
+    const body: Record<string, unknown> = keyRange(key, opts.prefix);
+    if (opts.limit !== undefined) body.limit = String(opts.limit);
+    return decodeReply(await this.call('/v3/kv/range', body, true, opts), json(decodeRange));
+  }
+
+  /** The key's value, or null when it does not exist. */
+  async get(key: string, opts: CallOptions = {}): Promise<string | null> {
+    const r = await this.range(key, opts);
+    return r.kvs[0]?.value ?? null;
+  }
+
+  async put(
+    key: string,
+    value: string,
+    opts: CallOptions & { lease?: string } = {},
+  ): Promise<{ revision: number }> {
+    return decodeReply(
+      await this.call('/v3/kv/put', encodePut(key, value, opts.lease), false, opts),
+      json(decodePut),
+    );
+  }
+
+  async delete(
+    key: string,
+    opts: CallOptions & { prefix?: boolean } = {},
+  ): Promise<{ deleted: number; revision: number }> {
+    return decodeReply(
+      await this.call('/v3/kv/deleterange', keyRange(key, opts.prefix), false, opts),
+      json(decodeDelete),
+    );
+  }
+
+  async txn(t: TxnRequest, opts: CallOptions = {}): Promise<TxnResult> {
+    return decodeReply(await this.call('/v3/kv/txn', encodeTxn(t), false, opts), json(decodeTxn));
+  }
+
+  /** A new lease; etcd raises TTLs below its minimum (2 s with our election timeout) to that minimum. */
+  async leaseGrant(ttlSeconds: number, opts: CallOptions = {}): Promise<{ id: string; ttl: number }> {
+    if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1)
+      throw new Error(`lease TTL must be a whole number ≥ 1 s`);
+    return decodeReply(
+      await this.call('/v3/lease/grant', { TTL: String(ttlSeconds) }, false, opts),
+      json(decodeGrant),
+    );
+  }
+
+  /** Renews the lease; `ttl <= 0` means the lease is gone (expired or revoked). */
+  async leaseKeepAlive(id: string, opts: CallOptions = {}): Promise<{ ttl: number }> {
+    const reply = await this.call('/v3/lease/keepalive', { ID: checkLeaseId(id) }, true, opts);
+    const r = decodeReply(reply, decodeKeepAlive);
+    if ('error' in r)
+      throw new EtcdError('rejected', `etcd ${reply.endpoint} lease keepalive: ${r.error}`, {
+        endpoint: reply.endpoint,
+      });
+    return r;
+  }
+
+  /** Revokes the lease (its keys are deleted); false when it was already gone. */
+  async leaseRevoke(id: string, opts: CallOptions = {}): Promise<boolean> {
+    try {
+      await this.call('/v3/lease/revoke', { ID: checkLeaseId(id) }, true, opts);
+      return true;
+    } catch (err) {
+      if (err instanceof EtcdError && err.code === GRPC_NOT_FOUND) return false;
+      throw err;
+    }
+  }
+
+  async memberList(opts: CallOptions = {}): Promise<Member[]> {
+    return decodeReply(await this.call('/v3/cluster/member/list', {}, true, opts), json(decodeMemberList));
+  }
+
+  /** The status of one member, asked of that member only (no failover). */
+  async status(endpoint: string, opts: CallOptions = {}): Promise<MemberStatus> {
+    const ep = parseEndpoint(endpoint);
+    const deadline = Date.now() + (opts.timeoutMs ?? this.timeoutMs);
+    try {
+      const reply = await this.attempt(ep, '/v3/maintenance/status', '{}', deadline, deadline);
+      const text = this.checkReply(ep, '/v3/maintenance/status', reply);
+      return decodeReply({ text, endpoint: ep.url }, json(decodeStatus));
+    } catch (err) {
+      throw err instanceof AttemptFailure ? err.error : err;
+    }
+  }
+
+  /** Closes the kept-alive connections. */
+  close(): void {
+    this.agent.destroy();
+  }
+
+  /**
+   * One call: starts at the current endpoint; on a failure that left the request unsent (or for an
+   * idempotent request, any transport failure) tries the next, all within one deadline.
+   */
+  private async call(path: string, body: unknown, idempotent: boolean, opts: CallOptions): Promise<Reply> {
+    const payload = JSON.stringify(body);
+    const deadline = Date.now() + (opts.timeoutMs ?? this.timeoutMs);
+    let last: EtcdError | null = null;
+    for (let tried = 0; tried < this.parsed.length; tried++) {
+      const index = (this.current + tried) % this.parsed.length;
+      const ep = this.parsed[index]!;
+      const isLast = tried === this.parsed.length - 1;
+      const connectBy = isLast ? deadline : Math.min(deadline, Date.now() + this.connectTimeoutMs);
+      try {
+        const reply = await this.attempt(ep, path, payload, deadline, connectBy);
+        const text = this.checkReply(ep, path, reply);
+        this.current = index;
+        return { text, endpoint: ep.url };
+      } catch (err) {
+        if (!(err instanceof AttemptFailure)) throw err;
+        last = err.error;
+        // This endpoint failed: the next call starts at the next one even if this one gives up now.
+        this.current = (index + 1) % this.parsed.length;
+        if (!(err.notSent || idempotent) || Date.now() >= deadline) break;
+      }
+    }
+    throw last ?? new EtcdError('unavailable', `etcd ${path}: no endpoint`);
+  }
+
+  /** Turns an HTTP reply into its body text or an AttemptFailure / EtcdError. */
+  private checkReply(ep: Endpoint, path: string, reply: RawReply): string {
+    if (reply.status >= 200 && reply.status < 300) return reply.text;
+    const { code, message } = decodeErrorBody(reply.text);
+    const what = `etcd ${ep.url} ${path}: ${message}`;
+    if (code === GRPC_UNAVAILABLE || reply.status === 503) {
+      // e.g. "etcdserver: no leader": nothing was applied, another member may do better.
+      throw new AttemptFailure(new EtcdError('unavailable', what, { code, endpoint: ep.url }), true);
+    }
+    throw new EtcdError('rejected', what, { code, endpoint: ep.url });
+  }
+
+  private attempt(
+    ep: Endpoint,
+    path: string,
+    payload: string,
+    deadline: number,
+    connectBy: number,
+  ): Promise<RawReply> {
+    return new Promise((resolve, reject) => {
+      let connected = false;
+      let settled = false;
+      const fail = (kind: EtcdErrorKind, msg: string, notSent: boolean): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(connectTimer);
+        clearTimeout(replyTimer);
+        req.destroy();
+        reject(
+          new AttemptFailure(
+            new EtcdError(kind, `etcd ${ep.url} ${path}: ${msg}`, { endpoint: ep.url }),
+            notSent,
+          ),
+        );
+      };
+      const req = request({
+        agent: this.agent,
+        hostname: ep.hostname,
+        port: ep.port,
+        path,
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+      });
+      const now = Date.now();
+      const connectTimer = setTimeout(
+        () => {
+          if (!connected) fail('unavailable', `no connection within ${connectBy - now} ms`, true);
+        },
+        Math.max(0, connectBy - now),
+      );
+      const replyTimer = setTimeout(
+        () => fail(connected ? 'timeout' : 'unavailable', `no reply within ${deadline - now} ms`, !connected),
+        Math.max(0, deadline - now),
+      );
+      req.on('socket', (socket) => {
+        const tls = socket as TLSSocket;
+        if (req.reusedSocket || (!tls.connecting && tls.authorized !== undefined && tls.encrypted))
+          connected = true;
+        else tls.once('secureConnect', () => (connected = true));
+      });
+      req.on('error', (err) => {
+        const code = errnoCode(err);
+        // A kept-alive socket the server had closed fails on first write: nothing reached etcd.
+        const notSent =
+          !connected || (req.reusedSocket && code === 'ECONNRESET') || CONNECT_ERRORS.has(code ?? '');
+        const kind = notSent ? 'unavailable' : 'timeout';
+        fail(
+          kind,
+          notSent ? `cannot connect: ${errorMessage(err)}` : `connection lost: ${errorMessage(err)}`,
+          notSent,
+        );
+      });
+      req.on('response', (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          size += c.length;
+          if (size > MAX_REPLY_BYTES) fail('timeout', `reply larger than ${MAX_REPLY_BYTES} bytes`, false);
+          else chunks.push(c);
+        });
+        res.on('error', (err) => fail('timeout', `reply cut: ${errorMessage(err)}`, false));
+        res.on('end', () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(connectTimer);
+          clearTimeout(replyTimer);
+          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') });
+        });
+      });
+      req.end(payload);
+    });
+  }
+}
+
+function parseEndpoint(url: string): Endpoint {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new Error(`etcd endpoint '${url}' is not a URL`);
+  }
+  if (u.protocol !== 'https:') throw new Error(`etcd endpoint '${url}' must be https://`);
+  const hostname = u.hostname.replace(/^\[|\]$/g, '');
+  return { url: `https://${u.host}`, hostname, port: Number(u.port || 2379) };
+}
+
+/** Decodes a reply's text; a reply we cannot read is an EtcdError, never a crash. */
+function decodeReply<T>(reply: Reply, decode: (text: string) => T): T {
+  try {
+    return decode(reply.text);
+  } catch (err) {
+    if (err instanceof MalformedReply)
+      throw new EtcdError('malformed', `etcd ${reply.endpoint}: ${err.message}`, {
+        endpoint: reply.endpoint,
+      });
+    throw err;
+  }
+}
+
+const json =
+  <T>(decode: (body: unknown) => T) =>
+  (text: string): T =>
+    decode(parseJson(text));
