@@ -142,13 +142,15 @@ export const vserverDefinitionSchema = z
   });
 
 export type VserverDefinition = z.infer<typeof vserverDefinitionSchema>;
+/** Pieces the cluster file (src/cluster/config.ts) reuses; the rest it takes from `vserverDefinitionSchema.shape`. */
+export { duration as durationSchema, ipv4 as ipv4Schema, NAME as VSERVER_NAME, size as sizeSchema };
 export type HealthCheck = z.infer<typeof healthCheckSchema>;
 
 export function ipToInt(ip: string): number {
   return ip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
 }
 
-function sameSubnet(cidrText: string, ip: string): boolean {
+export function sameSubnet(cidrText: string, ip: string): boolean {
   const [addr, p] = cidrText.split('/');
   const prefix = Number(p);
   const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
