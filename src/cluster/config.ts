@@ -57,8 +57,8 @@ const timingSchema = z
   .strictObject({
     lease_ttl: z
       .number()
-      .int('expected whole seconds (etcd lease TTLs are whole seconds)')
       .positive()
+      .refine(Number.isInteger, 'expected whole seconds (etcd lease TTLs are whole seconds)')
       .default(3),
     loop_interval: seconds.default(0.5),
     renew_timeout: seconds.default(0.5),
@@ -133,12 +133,12 @@ const rawClusterSchema = z.strictObject({
   timing: timingSchema,
   policy: policySchema,
   vservers: z
-    .record(
-      z
-        .string()
-        .regex(VSERVER_NAME, 'expected a vserver name of lowercase letters, digits and dashes (at most 32)'),
-      vserverEntrySchema,
-    )
+    .record(z.string().regex(VSERVER_NAME), vserverEntrySchema, {
+      error: (issue) =>
+        issue.code === 'invalid_key'
+          ? 'expected a vserver name of lowercase letters, digits and dashes (at most 32)'
+          : undefined,
+    })
     .default({}),
 });
 
