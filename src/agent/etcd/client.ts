@@ -135,6 +135,11 @@ export class EtcdClient {
     this.agent = new Agent({ keepAlive: true, maxSockets: 16, ca: opts.ca, cert: opts.cert, key: opts.key });
   }
 
+  /** The endpoint the next call starts with (the one that answered last, or the next after a failure). */
+  get endpoint(): string {
+    return this.parsed[this.current]!.url;
+  }
+
   async range(
     key: string,
     opts: CallOptions & { prefix?: boolean; limit?: number } = {},
