@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { errorMessage, UserError } from '../lib/errors.ts';
+import { registerInitCommand } from './init.ts';
 import { registerSimCommands } from './sim.ts';
 import { registerVolumeCommands } from './volume.ts';
 import { registerVserverCommands } from './vserver.ts';
@@ -14,6 +15,7 @@ export function buildProgram(): Command {
   registerVolumeCommands(program);
   registerVserverCommands(program);
   registerSimCommands(program);
+  registerInitCommand(program);
   return program;
 }
 

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import {
   describeSpec,
@@ -12,8 +13,9 @@ import {
 } from '../../../src/cluster/config.ts';
 import { UserError } from '../../../src/lib/errors.ts';
 
-const THREE = 'test/fixtures/cluster/three-nodes.yaml';
-const WITNESS = 'test/fixtures/cluster/two-nodes-witness.yaml';
+const FIXTURES = join(import.meta.dirname, '../../fixtures/cluster');
+const THREE = join(FIXTURES, 'three-nodes.yaml');
+const WITNESS = join(FIXTURES, 'two-nodes-witness.yaml');
 const base = readFileSync(THREE, 'utf8');
 
 /** The error line for `text`, checking it is one line starting with the file name. */
