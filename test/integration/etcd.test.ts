@@ -203,6 +203,12 @@ describe('etcd cluster with TLS (3 members on loopback)', () => {
       assert.notEqual(res.code, 0, `${n.name} (${how}) answered: ${res.stdout}`);
       assert.doesNotMatch(res.stdout, /secret-value/, `${n.name} (${how})`);
     }
+    for (const n of NODES)
+      assert.match(
+        readFileSync(join(dir, n.name, 'etcd.log'), 'utf8'),
+        /client didn't provide a certificate/,
+        `${n.name} logs the refused handshakes`,
+      );
     // The same command with the node's certificate works: the refusals above are about the certificate.
     const e2 = NODES[1]!;
     const ok = await etcdctl([
