@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { errorMessage, UserError } from '../lib/errors.ts';
 import { registerInitCommand } from './init.ts';
+import { registerLabCommands } from './lab.ts';
 import { registerSimCommands } from './sim.ts';
 import { registerVolumeCommands } from './volume.ts';
 import { registerVserverCommands } from './vserver.ts';
@@ -15,6 +16,7 @@ export function buildProgram(): Command {
   registerVolumeCommands(program);
   registerVserverCommands(program);
   registerSimCommands(program);
+  registerLabCommands(program);
   registerInitCommand(program);
   return program;
 }
