@@ -10,14 +10,18 @@ export function registerSimCommands(program: Command): void {
     .argument('<folders...>', 'scenario folders, e.g. test/scenarios/node-power-off')
     .option('--update', 'write the log to log.expect instead of comparing (review it before committing)')
     .option('--json', 'machine-readable output')
-    .action((folders: string[], opts: { update?: boolean; json?: boolean }) => {
-      const results = folders.map((f) => runFolder(f.replace(/\/$/, ''), opts.update));
+    .option(
+      '--verbose',
+      "print each folder's full log with the nodes' decisions (n1: ...), compared without them",
+    )
+    .action((folders: string[], opts: { update?: boolean; json?: boolean; verbose?: boolean }) => {
+      const results = folders.map((f) => runFolder(f.replace(/\/$/, ''), opts.update, opts.verbose));
       emit(!!opts.json, results, () =>
         results
           .map((r) => {
             const head = `${r.ok ? 'ok  ' : 'FAIL'} ${r.folder}${r.updated ? ' (log.expect updated)' : ''}`;
             const detail = r.ok ? [] : [...r.violations.map((v) => `  invariant: ${v}`), ...r.diff];
-            return [head, ...detail].join('\n');
+            return [head, ...(opts.verbose ? r.trace : []), ...detail].join('\n');
           })
           .join('\n'),
       );

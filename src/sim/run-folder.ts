@@ -10,17 +10,28 @@ export interface FolderResult {
   /** Lines of a unified-style diff against log.expect (empty when equal). */
   diff: string[];
   updated: boolean;
+  /** Every line, the nodes' decisions included (only with `trace`). */
+  trace: string[];
 }
 
 /** Runs the scenario in `folder` and compares its log with `log.expect` (or rewrites it with `update`). */
-export function runFolder(folder: string, update = false): FolderResult {
+export function runFolder(folder: string, update = false, trace = false): FolderResult {
   const { cfg, script } = loadScenario(folder);
-  const { log, violations } = runScript(cfg, script);
+  const run = runScript(cfg, script, { trace });
+  const { log, violations } = run;
   const lines = [...log, ...violations.map((v) => `INVARIANT VIOLATED: ${v}`)];
   const file = `${folder}/log.expect`;
   if (update) {
     writeFileSync(file, `${lines.join('\n')}\n`);
-    return { folder, ok: violations.length === 0, log: lines, violations, diff: [], updated: true };
+    return {
+      folder,
+      ok: violations.length === 0,
+      log: lines,
+      violations,
+      diff: [],
+      updated: true,
+      trace: run.trace,
+    };
   }
   const expected = existsSync(file) ? readFileSync(file, 'utf8').replace(/\n$/, '').split('\n') : [];
   const diff = diffLines(expected, lines);
@@ -31,6 +42,7 @@ export function runFolder(folder: string, update = false): FolderResult {
     violations,
     diff,
     updated: false,
+    trace: run.trace,
   };
 }
 

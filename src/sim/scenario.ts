@@ -8,6 +8,8 @@ export const clusterSchema = z.strictObject({
   nodes: z.array(z.string().regex(/^[a-z][a-z0-9-]*$/)).min(1),
   /** Nodes that are switched off at time 0. */
   down: z.array(z.string()).default([]),
+  /** Log the nodes' decisions (`n1: ...` lines) too: for scenarios about the node's side. */
+  node_log: z.boolean().default(false),
   policy: z
     .strictObject({
       lease_ttl: z.number().int().positive().default(10),
@@ -33,6 +35,8 @@ export type ClusterConfig = z.infer<typeof clusterSchema>;
 export type ScriptCommand =
   | { kind: 'power'; on: boolean; node: string }
   | { kind: 'network'; up: boolean; node: string }
+  | { kind: 'store'; up: boolean; node: string }
+  | { kind: 'agent'; hung: boolean; node: string }
   | { kind: 'fail-health'; vserver: string }
   | { kind: 'break'; vserver: string; broken: boolean }
   | { kind: 'migrate'; vserver: string; node: string }
@@ -53,6 +57,8 @@ export interface TimedCommand {
 const GRAMMAR = [
   'power off|on NODE',
   'network cut|restore NODE',
+  'store cut|restore NODE',
+  'agent hang|resume NODE',
   'fail health VSERVER',
   'break|fix VSERVER',
   'migrate VSERVER NODE',
@@ -91,6 +97,10 @@ export function parseCommands(text: string, file: string, cfg: ClusterConfig): T
     if (/^power (off|on) \S+$/.test(words)) cmd = { kind: 'power', on: w[1] === 'on', node: node(w[2]) };
     else if (/^network (cut|restore) \S+$/.test(words))
       cmd = { kind: 'network', up: w[1] === 'restore', node: node(w[2]) };
+    else if (/^store (cut|restore) \S+$/.test(words))
+      cmd = { kind: 'store', up: w[1] === 'restore', node: node(w[2]) };
+    else if (/^agent (hang|resume) \S+$/.test(words))
+      cmd = { kind: 'agent', hung: w[1] === 'hang', node: node(w[2]) };
     else if (/^fail health \S+$/.test(words)) cmd = { kind: 'fail-health', vserver: vs(w[2]) };
     else if (/^(break|fix) \S+$/.test(words))
       cmd = { kind: 'break', vserver: vs(w[1]), broken: w[0] === 'break' };

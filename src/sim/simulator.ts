@@ -1,41 +1,74 @@
+import { type AssignmentTable, applyCommands } from '../cluster/assignments.ts';
+import {
+  type ClusterSnapshot,
+  checkAssignment,
+  checkEpochs,
+  checkLeaseCoversRunning,
+  checkNoDeadOwner,
+  checkSingleWriter,
+} from '../cluster/invariants.ts';
 import { emptyState, step } from '../cluster/manager.ts';
-import type {
-  Command,
-  ManagerState,
-  Observation,
-  OperatorEvent,
-  Policy,
-  Report,
-  RunStatus,
-} from '../cluster/types.ts';
+import {
+  afterRestart,
+  emptyLocal,
+  type NodeAction,
+  type NodeEvent,
+  type NodeLocal,
+  type NodeTiming,
+  nodeStep,
+} from '../cluster/node.ts';
+import type { Command, ManagerState, Observation, OperatorEvent, Policy, Report } from '../cluster/types.ts';
 import type { ClusterConfig, ScriptCommand } from './scenario.ts';
 
-const START_TIME = 2; // seconds from assign to healthy
+const START_TIME = 2; // seconds from the start action to healthy (or failed if broken)
+const STOP_TIME = 1; // seconds for a soft stop; a hard stop is immediate
 const RESYNC_TIME = 3; // seconds for a stale replica to catch up with a running primary
-const FENCE_MARGIN = 2; // a cut-off node stops its vservers this long before its lease ends
+const FENCE_MARGIN = 2; // a node stops its vservers this long before its lease can end
+const GUARD_MARGIN = FENCE_MARGIN / 2; // the guard of a hung agent kills this long before
 
-interface Local {
-  status: RunStatus;
-  since: number;
+/** Resources of a vserver that are up on a node, and the action in progress on them. */
+interface Proc {
   epoch: number;
+  job: { kind: 'start' | 'stop'; doneAt: number } | null;
 }
 
 interface SimNode {
   name: string;
   power: boolean;
+  /** The network to the other nodes (replication and the store). */
   net: boolean;
+  /** The store (etcd) alone is reachable. */
+  store: boolean;
+  /** The agent's loop is stuck: no renewals, no steps; its processes run on. */
+  hung: boolean;
   lease: number | null; // expiry time stored in the cluster
-  local: Map<string, Local>;
+  /** The agent: what it remembers, driven by nodeStep. */
+  local: NodeLocal;
+  /** The node's copy of the assignment table: only updated while it is connected. */
+  table: AssignmentTable;
+  /** What really runs (the invariants look at this, not at what the agent believes). */
+  procs: Map<string, Proc>;
+  /** Events the agent has not taken in yet (it is hung). */
+  pending: NodeEvent[];
+}
+
+export interface SimOptions {
+  /** Log the nodes' decisions (`n1: ...` lines) too. */
+  nodeLog?: boolean;
+  /** Keep every line, node lines included, in `trace` (for `sim run --verbose`). */
+  trace?: boolean;
 }
 
 /**
- * A simulated cluster: nodes with leases, a key-value store (leases, reports, the manager's state),
- * vservers that start, become healthy and fail on command. One `tick` is one second.
+ * A simulated cluster: nodes with leases and agents (each a NodeLocal driven by nodeStep), a key-value
+ * store (leases, reports, the assignment table, the manager's state), vservers that start, become
+ * healthy and fail on command. One `tick` is one second.
  */
 export class Simulator {
   readonly cfg: ClusterConfig;
   readonly policy: Policy;
   readonly ttl: number;
+  readonly timing: NodeTiming;
   now = 0;
   nodes = new Map<string, SimNode>();
   desired = new Map<string, 'started' | 'stopped' | 'disabled'>();
@@ -45,27 +78,46 @@ export class Simulator {
   maintenance = false;
   /** The manager state as stored in the cluster. */
   stored: ManagerState = emptyState();
+  /** The assignment table as stored in the cluster. */
+  table: AssignmentTable = {};
   events: OperatorEvent[] = [];
   log: string[] = [];
+  trace: string[] = [];
   /** Highest epoch ever assigned per vserver (invariant check). */
-  epochs = new Map<string, number>();
+  epochs: Record<string, number> = {};
   violations: string[] = [];
+  private readonly opts: SimOptions;
 
-  constructor(cfg: ClusterConfig) {
+  constructor(cfg: ClusterConfig, opts: SimOptions = {}) {
     this.cfg = cfg;
+    this.opts = opts;
     const { lease_ttl, ...policy } = cfg.policy;
     this.policy = policy;
     this.ttl = lease_ttl;
+    this.timing = { leaseTtl: lease_ttl, fenceMargin: FENCE_MARGIN };
     for (const n of cfg.nodes)
-      this.nodes.set(n, { name: n, power: !cfg.down.includes(n), net: true, lease: null, local: new Map() });
+      this.nodes.set(n, {
+        name: n,
+        power: !cfg.down.includes(n),
+        net: true,
+        store: true,
+        hung: false,
+        lease: null,
+        local: emptyLocal(n),
+        table: {},
+        procs: new Map(),
+        pending: [],
+      });
     for (const [name, v] of Object.entries(cfg.vservers)) {
       this.desired.set(name, v.desired);
       this.replicas.set(name, new Map(v.replicas.map((n) => [n, { upToDate: true, syncFrom: null }])));
     }
   }
 
-  private say(line: string): void {
-    this.log.push(`${String(this.now).padStart(4)} ${line}`);
+  private say(line: string, nodeLine = false): void {
+    const out = `${String(this.now).padStart(4)} ${line}`;
+    if (this.opts.trace) this.trace.push(out);
+    if (!nodeLine || this.opts.nodeLog) this.log.push(out);
   }
 
   apply(c: ScriptCommand, text: string): void {
@@ -73,13 +125,24 @@ export class Simulator {
     switch (c.kind) {
       case 'power': {
         const n = this.nodes.get(c.node)!;
+        if (!c.on) {
+          // Processes and the agent die with the machine; the agent comes back knowing what it had, as stopped.
+          n.procs.clear();
+          n.pending = [];
+          n.hung = false;
+          n.local = afterRestart(n.local, this.now);
+        }
         n.power = c.on;
-        // Processes die with the machine; the node remembers what it had, as stopped.
-        if (!c.on) for (const l of n.local.values()) Object.assign(l, { status: 'stopped', since: this.now });
         break;
       }
       case 'network':
         this.nodes.get(c.node)!.net = c.up;
+        break;
+      case 'store':
+        this.nodes.get(c.node)!.store = c.up;
+        break;
+      case 'agent':
+        this.nodes.get(c.node)!.hung = c.hung;
         break;
       case 'fail-health':
       case 'break':
@@ -91,9 +154,9 @@ export class Simulator {
           this.broken.add(c.vserver);
         }
         for (const n of this.nodes.values()) {
-          const l = n.local.get(c.vserver);
-          if (n.power && l && (l.status === 'healthy' || l.status === 'running'))
-            Object.assign(l, { status: 'failed', since: this.now });
+          const s = n.local.vservers[c.vserver]?.status;
+          if (n.power && (s === 'healthy' || s === 'running'))
+            this.feed(n, [{ kind: 'health', vserver: c.vserver, healthy: false }]);
         }
         break;
       case 'migrate':
@@ -127,31 +190,82 @@ export class Simulator {
     }
   }
 
+  /** Replication traffic flows (the store may still be out of reach). */
   private connected(n: SimNode): boolean {
     return n.power && n.net;
   }
 
-  /** Advances one second: nodes act, replicas sync, the manager decides, commands are delivered. */
+  /** The agent talks to the store: it renews, publishes reports and reads the table. */
+  private reachable(n: SimNode): boolean {
+    return n.power && n.net && n.store && !n.hung;
+  }
+
+  /** Hands events to the agent: now, or when it resumes if it is hung. */
+  private feed(n: SimNode, events: NodeEvent[]): void {
+    if (n.hung) n.pending.push(...events);
+    else this.runNode(n, events);
+  }
+
+  /** One nodeStep, its actions carried out; immediate outcomes (hard stops) go into another step. */
+  private runNode(n: SimNode, events: NodeEvent[]): void {
+    let evs = events;
+    for (;;) {
+      const r = nodeStep(n.local, evs, this.now, this.timing);
+      n.local = r.local;
+      for (const line of r.log) this.say(`${n.name}: ${line}`, true);
+      evs = r.actions.flatMap((a) => this.carryOut(n, a));
+      if (evs.length === 0) return;
+    }
+  }
+
+  private carryOut(n: SimNode, a: NodeAction): NodeEvent[] {
+    const t = this.now;
+    if (a.kind === 'start' || a.kind === 'restart') {
+      n.procs.set(a.vserver, { epoch: a.epoch, job: { kind: 'start', doneAt: t + START_TIME } });
+      return [];
+    }
+    const p = n.procs.get(a.vserver);
+    if (!a.hard && p) {
+      p.job = { kind: 'stop', doneAt: t + STOP_TIME };
+      return [];
+    }
+    n.procs.delete(a.vserver);
+    return [{ kind: 'stopped', vserver: a.vserver }];
+  }
+
+  /** Advances one second: nodes act, replicas sync, the manager decides, nodes read the table. */
   tick(): void {
     this.now += 1;
     const t = this.now;
     for (const n of this.nodes.values()) {
       if (!n.power) continue;
-      for (const [v, l] of n.local) {
-        if (l.status === 'starting' && t - l.since >= START_TIME) {
-          l.status = this.broken.has(v) ? 'failed' : 'healthy';
-          l.since = t;
-        } else if (l.status === 'stopping' && t - l.since >= 1) n.local.delete(v);
+      const events: NodeEvent[] = [];
+      if (this.reachable(n)) {
+        if (n.lease !== null && n.lease <= t && n.local.leaseUntil !== null)
+          events.push({ kind: 'lease-lost', reason: 'the store let it expire' });
+        events.push({ kind: 'renewed', sentAt: t });
+        n.lease = t + this.ttl;
       }
-      if (n.net) n.lease = t + this.ttl;
-      else if (n.lease !== null && t >= n.lease - FENCE_MARGIN) {
-        // Self-fencing: stop everything before the lease can end, so nobody else starts it while we write.
-        for (const l of n.local.values())
-          if (l.status !== 'stopped') {
-            l.status = 'stopped';
-            l.since = t;
-          }
+      events.push(...n.pending);
+      n.pending = [];
+      for (const [v, p] of [...n.procs]) {
+        if (!p.job || p.job.doneAt > t) continue;
+        if (p.job.kind === 'stop') {
+          n.procs.delete(v);
+          events.push({ kind: 'stopped', vserver: v });
+        } else if (this.broken.has(v)) {
+          p.job = null;
+          events.push({ kind: 'start-failed', vserver: v, error: 'broken' });
+        } else {
+          p.job = null;
+          events.push({ kind: 'started', vserver: v, epoch: p.epoch });
+          events.push({ kind: 'health', vserver: v, healthy: true });
+        }
       }
+      if (n.hung) {
+        n.pending = events;
+        this.guard(n);
+      } else this.runNode(n, events);
     }
     this.syncReplicas();
     const obs = this.observe();
@@ -159,16 +273,27 @@ export class Simulator {
     this.events = [];
     this.stored = res.state;
     for (const line of res.log) this.say(`manager: ${line}`);
-    for (const c of res.commands) this.deliver(c);
+    this.table = applyCommands(this.table, res.commands);
+    this.deliver(res.commands);
     this.checkInvariants(obs, res.commands);
+  }
+
+  /** The independent guard of a hung agent kills its vservers shortly before the lease can end. */
+  private guard(n: SimNode): void {
+    const until = n.local.leaseUntil;
+    if (n.procs.size === 0 || (until !== null && this.now < until - GUARD_MARGIN)) return;
+    const names = [...n.procs.keys()].sort();
+    this.say(
+      `sim: ${n.name}'s guard kills ${names.join(', ')} (agent hung${until === null ? ', no lease' : `, lease until ${until}`})`,
+    );
+    n.procs.clear();
+    for (const v of names) n.pending.push({ kind: 'crashed', vserver: v, reason: 'killed by the guard' });
   }
 
   private syncReplicas(): void {
     const t = this.now;
     for (const [v, reps] of this.replicas) {
-      const primary = [...this.nodes.values()].find(
-        (n) => n.power && n.net && isActive(n.local.get(v)?.status),
-      );
+      const primary = [...this.nodes.values()].find((n) => this.connected(n) && n.procs.has(v));
       if (!primary) {
         for (const r of reps.values()) r.syncFrom = null;
         continue;
@@ -210,14 +335,14 @@ export class Simulator {
       // Reports are published under the node's lease: visible while the lease lives, last value when cut off.
       for (const n of this.nodes.values()) {
         if (n.lease === null || n.lease <= t) continue;
-        const l = n.local.get(name);
-        if (l && this.connected(n)) reports[n.name] = { status: l.status, since: l.since };
-        else if (!this.connected(n) && this.lastReports.get(`${n.name}/${name}`))
+        const l = n.local.vservers[name];
+        if (l && this.reachable(n)) reports[n.name] = { status: l.status, since: l.since };
+        else if (!this.reachable(n) && this.lastReports.get(`${n.name}/${name}`))
           reports[n.name] = this.lastReports.get(`${n.name}/${name}`)!;
       }
       for (const n of this.nodes.values())
-        if (this.connected(n)) {
-          const l = n.local.get(name);
+        if (this.reachable(n)) {
+          const l = n.local.vservers[name];
           if (l) this.lastReports.set(`${n.name}/${name}`, { status: l.status, since: l.since });
           else this.lastReports.delete(`${n.name}/${name}`);
         }
@@ -237,51 +362,46 @@ export class Simulator {
 
   private lastReports = new Map<string, Report>();
 
-  private deliver(c: Command): void {
-    if (c.kind === 'mark') return;
-    const n = this.nodes.get(c.node)!;
-    if (!this.connected(n)) {
-      this.say(`sim: ${c.kind} ${c.vserver} not delivered: ${c.node} unreachable`);
-      return;
+  /** Nodes read the table: those connected to the store see the commands; the others' copies stay old. */
+  private deliver(commands: Command[]): void {
+    for (const c of commands) {
+      if (c.kind === 'mark') continue;
+      const n = this.nodes.get(c.node)!;
+      if (!this.reachable(n))
+        this.say(
+          `sim: ${c.kind} ${c.vserver} not delivered: ${c.node} ${n.power && n.net && n.store ? 'agent hung' : 'unreachable'}`,
+        );
     }
-    if (c.kind === 'assign') {
-      const top = this.epochs.get(c.vserver) ?? 0;
-      if (c.epoch <= top)
-        this.violations.push(`t=${this.now}: ${c.vserver} epoch ${c.epoch} not above ${top}`);
-      this.epochs.set(c.vserver, c.epoch);
-      n.local.set(c.vserver, { status: 'starting', since: this.now, epoch: c.epoch });
-    } else if (c.kind === 'restart') {
-      n.local.set(c.vserver, { status: 'starting', since: this.now, epoch: c.epoch });
-    } else {
-      const l = n.local.get(c.vserver);
-      if (l && l.status !== 'stopped') Object.assign(l, { status: 'stopping', since: this.now });
-      else n.local.delete(c.vserver);
+    if (!commands.some((c) => c.kind !== 'mark')) return;
+    for (const n of this.nodes.values()) {
+      if (!this.reachable(n)) continue;
+      n.table = applyCommands(n.table, commands);
+      this.runNode(n, [{ kind: 'assignments', table: n.table }]);
     }
   }
 
+  /** What really runs where, and the lease each node believes it holds. */
+  snapshot(): ClusterSnapshot {
+    return {
+      now: this.now,
+      nodes: [...this.nodes.values()]
+        .filter((n) => n.power)
+        .map((n) => ({ name: n.name, active: [...n.procs.keys()], leaseUntil: n.local.leaseUntil })),
+    };
+  }
+
   private checkInvariants(obs: Observation, commands: Command[]): void {
-    const t = this.now;
-    const bad = (m: string) => this.violations.push(`t=${t}: ${m}`);
-    for (const v of Object.keys(this.cfg.vservers)) {
-      const on = [...this.nodes.values()]
-        .filter((n) => n.power && isActive(n.local.get(v)?.status))
-        .map((n) => n.name);
-      if (on.length > 1) bad(`${v} running on ${on.join(' and ')}`);
-    }
-    const node = new Map(obs.nodes.map((n) => [n.name, n]));
-    for (const c of commands) {
-      if (c.kind !== 'assign') continue;
-      const v = obs.vservers.find((x) => x.name === c.vserver)!;
-      if (!v.upToDate.includes(c.node))
-        bad(`${c.vserver} assigned to ${c.node} without an up-to-date replica`);
-      const n = node.get(c.node);
-      if (n?.lease !== 'alive' || n.standby)
-        bad(`${c.vserver} assigned to ${c.node} whose lease is ${n?.lease} or in standby`);
-    }
-    if (!obs.maintenance)
-      for (const [v, s] of Object.entries(this.stored.vservers))
-        if (s.node && node.get(s.node)?.lease !== 'alive')
-          bad(`${v} still assigned to ${s.node} whose lease is ${node.get(s.node)?.lease}`);
+    const snap = this.snapshot();
+    const epochs = checkEpochs(this.epochs, commands);
+    this.epochs = epochs.highest;
+    const found = [
+      ...checkSingleWriter(snap),
+      ...checkLeaseCoversRunning(snap),
+      ...epochs.violations,
+      ...checkAssignment(obs, commands),
+      ...checkNoDeadOwner(obs, this.stored),
+    ];
+    for (const m of found) this.violations.push(`t=${this.now}: ${m}`);
   }
 
   /** Vservers that should run and are healthy somewhere (liveness checks). */
@@ -291,20 +411,22 @@ export class Simulator {
     for (const v of Object.keys(this.cfg.vservers)) {
       if (this.desired.get(v) !== 'started') continue;
       expected++;
-      const ok = [...this.nodes.values()].some((n) => n.power && n.local.get(v)?.status === 'healthy');
+      const ok = [...this.nodes.values()].some(
+        (n) => n.power && n.procs.has(v) && n.local.vservers[v]?.status === 'healthy',
+      );
       if (!ok) missing.push(v);
     }
     return { healthy: expected - missing.length, expected, missing };
   }
 }
 
-function isActive(s: RunStatus | undefined): boolean {
-  return s === 'starting' || s === 'running' || s === 'healthy' || s === 'failed' || s === 'stopping';
-}
-
 /** Runs a scenario script to its end and returns the log and any invariant violations. */
-export function runScript(cfg: ClusterConfig, script: { at: number; text: string; cmd: ScriptCommand }[]) {
-  const sim = new Simulator(cfg);
+export function runScript(
+  cfg: ClusterConfig,
+  script: { at: number; text: string; cmd: ScriptCommand }[],
+  opts: { trace?: boolean } = {},
+) {
+  const sim = new Simulator(cfg, { nodeLog: cfg.node_log, trace: opts.trace });
   const endCmd = script.find((c) => c.cmd.kind === 'end');
   const end = endCmd ? endCmd.at : (script.at(-1)?.at ?? 0) + 40;
   let i = 0;
@@ -315,5 +437,5 @@ export function runScript(cfg: ClusterConfig, script: { at: number; text: string
     }
     sim.tick();
   }
-  return { log: sim.log, violations: sim.violations, sim };
+  return { log: sim.log, trace: sim.trace, violations: sim.violations, sim };
 }
