@@ -214,7 +214,7 @@ export function nodeStep(
     const x = l.vservers[v]!;
     const a = mine(v);
     const other = l.table?.[v];
-    const where = other ? `now on ${other.node}` : 'no longer in the table';
+    const where = other ? `now on ${other.node}` : 'removed from the table';
     if (x.status === 'stopping') continue; // never start again before the stop completed
     if (x.status === 'stopped') {
       if (!a) {
