@@ -71,7 +71,7 @@ export function registerLabCommands(program: Command): void {
 
   where(lab.command('up'))
     .description('build the lab (network, cluster.yaml, nodes) or complete a half-built one')
-    .option('--nodes <n>', 'number of full nodes (3; or 2 with --witness)', '3')
+    .option('--nodes <n>', 'number of full nodes (default 3, or 2 with --witness)')
     .option('--witness', 'add a witness node "w" (with --nodes 2)')
     .option('--subnet <A.B.C>', 'the lab LAN (a /24): nodes .11.., demo .100, host .254', '10.77.0')
     .option(
@@ -83,7 +83,7 @@ export function registerLabCommands(program: Command): void {
     .action(
       async (
         o: Where & {
-          nodes: string;
+          nodes?: string;
           witness?: boolean;
           subnet: string;
           nodeCommand?: string;
@@ -91,7 +91,7 @@ export function registerLabCommands(program: Command): void {
           json?: boolean;
         },
       ) => {
-        const nodes = Number(o.nodes);
+        const nodes = o.nodes === undefined ? (o.witness ? 2 : 3) : Number(o.nodes);
         if (!Number.isInteger(nodes)) throw new UserError(`--nodes: "${o.nodes}" is not a number`);
         const up = await labUp(
           {

@@ -27,6 +27,7 @@ import {
 } from './layout.ts';
 import {
   buildNetwork,
+  checkSubnetFree,
   hostInterfaceExists,
   labNamespaces,
   netnsExists,
@@ -63,9 +64,10 @@ export async function labUp(o: LabOptions, hooks: LabHooks = clusterHooks, root 
   const existing = readLab(planned.dir);
   if (existing && !sameShape(existing, planned))
     throw new UserError(
-      `lab ${planned.name} already exists in ${planned.dir} with other settings (${existing.nodes.length} nodes, subnet ${existing.subnets.join(',')}); run cvserver lab down${planned.name === 'lab' ? '' : ` --name ${planned.name}`} first`,
+      `lab ${planned.name} already exists in ${planned.dir} with other settings (nodes ${existing.nodes.map((n) => `${n.name}:${n.role}`).join(' ')}, subnet ${existing.subnets.join(',')}, node command ${JSON.stringify(existing.nodeCommand.join(' '))}); run cvserver lab down${planned.name === 'lab' ? '' : ` --name ${planned.name}`} first`,
     );
   const lab = existing ?? planned;
+  checkSubnetFree(lab);
   // lab.json first: whatever fails later, `lab down` knows what to remove.
   writeLab(lab);
   buildNetwork(lab);
@@ -148,10 +150,12 @@ export async function labKill(lab: Lab, name: string): Promise<{ node: string; k
   return { node: name, killed };
 }
 
-/** Links down, processes alive. */
-export function labCut(lab: Lab, name: string): void {
+/** Links down (all, or only the given link numbers), processes alive. */
+export function labCut(lab: Lab, name: string, links?: number[]): void {
   requireRoot();
-  setNodeLinks(lab, mustNode(lab, name), false);
+  if (links?.some((l) => !Number.isInteger(l) || l < 0 || l >= lab.links))
+    throw new UserError(`lab ${lab.name} has links 0..${lab.links - 1}`);
+  setNodeLinks(lab, mustNode(lab, name), false, links);
 }
 
 /** Every link of every node up. */

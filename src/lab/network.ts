@@ -129,8 +129,9 @@ function buildNode(lab: Lab, node: LabNode): void {
 }
 
 /** Up or down: the hub side of every uplink of the node (a switch port, as far as the node can tell). */
-export function setNodeLinks(lab: Lab, node: LabNode, up: boolean): void {
-  for (const hubIf of node.hubInterfaces) {
+export function setNodeLinks(lab: Lab, node: LabNode, up: boolean, links?: number[]): void {
+  for (const [i, hubIf] of node.hubInterfaces.entries()) {
+    if (links && !links.includes(i)) continue;
     if (!linkExists(lab.hub, hubIf))
       throw new UserError(
         `lab ${lab.name}: link ${hubIf} of node ${node.name} is missing (run lab up to repair)`,
