@@ -10,12 +10,12 @@ import { UserError } from './errors.ts';
 
 export type RpcReply = { ok: true; result: unknown } | { ok: false; error: string };
 
-const MAX_REQUEST = 1024 * 1024;
 
 export async function serveRpc<S extends z.ZodType>(
   path: string,
   schema: S,
   handle: (req: z.infer<S>) => Promise<unknown>,
+  maxRequestBytes = 64 * 1024,
 ): Promise<Server> {
   rmSync(path, { force: true });
   const server = createServer((sock) => {
@@ -26,7 +26,7 @@ export async function serveRpc<S extends z.ZodType>(
     sock.on('data', (chunk: string) => {
       if (answered) return;
       buf += chunk;
-      if (buf.length > MAX_REQUEST) return reply({ ok: false, error: 'request too large' });
+      if (buf.length > maxRequestBytes) return reply({ ok: false, error: 'request too large' });
       const nl = buf.indexOf('\n');
       if (nl < 0) return;
       sock.pause();

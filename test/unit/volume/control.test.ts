@@ -56,7 +56,7 @@ test('malformed requests get an error reply and never reach the handler', async 
   ]) {
     const reply = JSON.parse(await raw(bad)) as { ok: boolean; error: string };
     assert.equal(reply.ok, false);
-    assert.match(reply.error, /bad control request/);
+    assert.match(reply.error, /bad request/);
   }
   const huge = JSON.parse(await raw('x'.repeat(100 * 1024))) as { ok: boolean; error: string };
   assert.deepEqual(huge, { ok: false, error: 'request too large' });
