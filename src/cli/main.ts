@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { errorMessage, UserError } from '../lib/errors.ts';
+import { registerAgentCommands } from './agent.ts';
 import { registerInitCommand } from './init.ts';
 import { registerLabCommands } from './lab.ts';
 import { registerSimCommands } from './sim.ts';
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
   registerSimCommands(program);
   registerLabCommands(program);
   registerInitCommand(program);
+  registerAgentCommands(program);
   return program;
 }
 

@@ -1,8 +1,16 @@
 /**
- * The cluster steps of `lab up`, in order around the nodes' start. HOOK POINTS: today they do
- * nothing; the lead fills them in (issue 10) once `cvserver init`, `apply` and the agent exist.
+ * The cluster steps of `lab up`, in order around the nodes' start: the credentials (`cvserver init`),
+ * storing cluster.yaml in the cluster (`cvserver apply`, from the first node once its agent answers),
+ * and waiting until the demo answers at its address.
  */
-import type { Lab } from './layout.ts';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { initCredentials } from '../agent/credentials.ts';
+import { loadClusterConfig } from '../cluster/config.ts';
+import { UserError } from '../lib/errors.ts';
+import { clusterFile, type Lab } from './layout.ts';
+import { netnsPath } from './network.ts';
 
 export interface LabHooks {
   /** After the network and cluster.yaml, before the nodes start: the cluster's credentials (`cvserver init`). */
@@ -13,14 +21,82 @@ export interface LabHooks {
   waitForDemo(lab: Lab): Promise<void>;
 }
 
-// HOOK: cvserver init — credentials under lab.dir (secret, tls/) for every node.
-export async function initClusterHook(_lab: Lab): Promise<void> {}
+const ROOT = join(import.meta.dirname, '..', '..');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const say = (m: string) => process.stderr.write(`lab: ${m}\n`);
 
-// HOOK: cvserver apply <lab.dir>/cluster.yaml, e.g. through labExec(lab, 'n1', [...]).
-export async function applyClusterHook(_lab: Lab): Promise<void> {}
+/** The shared secret, the CA and every node's certificate, once (a lab that exists keeps its own). */
+export async function initClusterHook(lab: Lab): Promise<void> {
+  const spec = loadClusterConfig(clusterFile(lab));
+  if (existsSync(spec.secret_file)) return;
+  const { created } = initCredentials({
+    secretFile: spec.secret_file,
+    tlsDir: spec.tls_dir,
+    nodes: spec.nodes.map((n) => ({ name: n.name, addresses: n.addresses })),
+  });
+  say(`credentials made (${created.length} files under ${lab.dir})`);
+}
 
-// HOOK: poll lab.demo.url + 'cgi-bin/records' from the host until it answers (with a deadline).
-export async function waitForDemoHook(_lab: Lab): Promise<void> {}
+/** Runs `cvserver ARGS` inside a node (its namespace and state dir), quietly; returns status and output. */
+export function runOnNode(lab: Lab, node: string, args: string[], timeoutMs = 60_000) {
+  const n = lab.nodes.find((x) => x.name === node);
+  if (!n) throw new UserError(`no node ${node} in lab ${lab.name}`);
+  const r = spawnSync(
+    'nsenter',
+    [`--net=${netnsPath(n.namespace)}`, join(ROOT, 'bin', 'cvserver'), ...args],
+    {
+      env: { ...process.env, CVSERVER_STATE_DIR: n.stateDir },
+      encoding: 'utf8',
+      timeout: timeoutMs,
+    },
+  );
+  return { status: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+}
+
+/** `cvserver apply` from the first node, retried while its agent starts and etcd elects a leader. */
+export async function applyClusterHook(lab: Lab): Promise<void> {
+  const first = lab.nodes[0]!.name;
+  const until = Date.now() + 120_000;
+  let last = '';
+  for (;;) {
+    const r = runOnNode(lab, first, ['apply', clusterFile(lab)]);
+    if (r.status === 0) {
+      say(`cluster.yaml applied from ${first}`);
+      return;
+    }
+    last = r.stderr.trim();
+    // A configuration error will not go away by waiting.
+    if (/cluster\.yaml:\d+/.test(last)) throw new UserError(last);
+    if (Date.now() > until) throw new UserError(`cvserver apply did not succeed within 120 s: ${last}`);
+    await sleep(1000);
+  }
+}
+
+/** Polls the demo's URL from the host until it answers (the first start makes its filesystem). */
+export async function waitForDemoHook(lab: Lab): Promise<void> {
+  const url = `${lab.demo.url.replace(/\/$/, '')}/cgi-bin/records`;
+  const began = Date.now();
+  let shown = 0;
+  for (;;) {
+    try {
+      const r = await fetch(url, { signal: AbortSignal.timeout(2000) });
+      if (r.ok) {
+        say(`demo answers at ${url} after ${((Date.now() - began) / 1000).toFixed(1)} s`);
+        return;
+      }
+    } catch {}
+    const s = Math.floor((Date.now() - began) / 10_000);
+    if (s > shown) {
+      shown = s;
+      say(`waiting for the demo at ${url} (${s * 10} s)`);
+    }
+    if (Date.now() - began > 240_000)
+      throw new UserError(
+        `the demo did not answer at ${url} within 240 s; see cvserver lab exec ${lab.nodes[0]!.name} -- cvserver status, and the agents' logs under ${lab.dir}/nodes/*/agent.log`,
+      );
+    await sleep(500);
+  }
+}
 
 export const clusterHooks: LabHooks = {
   init: initClusterHook,

@@ -1,0 +1,593 @@
+/**
+ * The node agent: the loop around the pure steps. Each round (every `loop_interval`):
+ *   renew the lease -> read the cluster from etcd -> observe local resources -> nodeStep ->
+ *   hand the actions to the executor -> publish the node's report -> extend the guard's deadline ->
+ *   if this node is the manager: step() and store its state.
+ * Time for fencing is this process's monotonic clock; wall-clock time only labels reports and events.
+ */
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { Server } from 'node:net';
+import { join } from 'node:path';
+import { applyCommands } from '../cluster/assignments.ts';
+import {
+  type ClusterSpec,
+  managerPolicy,
+  type NodeSpec,
+  parseClusterConfig,
+  type Timing,
+  timingOf,
+  votingNodes,
+} from '../cluster/config.ts';
+import { emptyState, step } from '../cluster/manager.ts';
+import { emptyLocal, isActive, type NodeEvent, type NodeLocal, nodeStep } from '../cluster/node.ts';
+import type { ManagerState } from '../cluster/types.ts';
+import { errorMessage, UserError } from '../lib/errors.ts';
+import { writeFileAtomic } from '../lib/json-file.ts';
+import { createLogger, type Logger } from '../lib/log.ts';
+import { loadNodeCredentials } from './credentials.ts';
+import { EtcdClient } from './etcd/client.ts';
+import { EtcdMember } from './etcd/member.ts';
+import { ActionExecutor } from './executor.ts';
+import { GuardClient, monotonicMs, spawnGuard } from './guard.ts';
+import { observeCluster } from './observation.ts';
+import {
+  type EventRecord,
+  type NodeReport,
+  RECORD_VERSION,
+  type ReplicaReport,
+  type VserverReport,
+} from './records.ts';
+import { replicaRoleOf } from './resources/replica-plan.ts';
+import { createNodeResources, type NodeResources, type ReplicaContext } from './resources.ts';
+import { ClusterStore, type Snapshot } from './store.ts';
+
+export const AGENT_VERSION = '0.2.0';
+
+export interface AgentOptions {
+  /** The bootstrap configuration (nodes, etcd, timing, credentials); vservers come from what `apply` stored. */
+  configFile: string;
+  node: string;
+  stateDir: string;
+}
+
+export interface AgentPaths {
+  runDir: string;
+  socket: string;
+  pidFile: string;
+  etcdDir: string;
+  etcdLog: string;
+  /** The last applied cluster.yaml seen in the store (used at start, before etcd answers). */
+  appliedCopy: string;
+}
+
+export function agentPaths(stateDir: string): AgentPaths {
+  const runDir = join(stateDir, 'run');
+  return {
+    runDir,
+    socket: join(runDir, 'agent.sock'),
+    pidFile: join(runDir, 'agent.pid'),
+    etcdDir: join(stateDir, 'etcd'),
+    etcdLog: join(stateDir, 'etcd.log'),
+    appliedCopy: join(stateDir, 'cluster.applied.yaml'),
+  };
+}
+
+/** Seconds on the monotonic clock (the same clock the guard reads, in ms). */
+export function monoSeconds(): number {
+  return monotonicMs() / 1000;
+}
+
+/** The volume's UUID: the same on every replica, derived from the cluster's and the vserver's names. */
+export function volumeUuid(cluster: string, vserver: string): string {
+  const h = createHash('sha256').update(`cvserver\0${cluster}\0${vserver}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-8${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+export function etcdEndpoints(spec: ClusterSpec, node: string): string[] {
+  if (spec.etcd.endpoints.length) return spec.etcd.endpoints;
+  const port = spec.etcd.client_port;
+  const others = spec.nodes.filter((n) => n.name !== node).map((n) => `https://${n.addresses[0]}:${port}`);
+  return [`https://127.0.0.1:${port}`, ...others];
+}
+
+/** What `cvserver status` shows; the agent's last view of the cluster plus its own state. */
+export interface AgentView {
+  node: string;
+  spec: ClusterSpec;
+  snapshot: Snapshot | undefined;
+  snapshotAgeMs: number | null;
+  local: NodeLocal;
+  leaseId: string | null;
+  leaseValidFor: number | null;
+  timing: Timing;
+  isManager: boolean;
+  lastError: string;
+}
+
+export class Agent {
+  readonly o: AgentOptions;
+  readonly paths: AgentPaths;
+  readonly log: Logger;
+  /** The bootstrap spec (from the file); `spec` is the applied one once read from the store. */
+  readonly boot: ClusterSpec;
+  spec: ClusterSpec;
+  #specRevision = -1;
+  readonly timing: Timing;
+  readonly me: NodeSpec;
+  readonly resources: NodeResources;
+  readonly executor: ActionExecutor;
+  store!: ClusterStore;
+  #member: EtcdMember | undefined;
+  #guard: GuardClient | undefined;
+  #server: Server | undefined;
+  local: NodeLocal;
+  #lease: string | null = null;
+  snapshot: Snapshot | undefined;
+  #snapshotAt = 0;
+  #lastReport = '';
+  #lastReportAt = 0;
+  #replicas: Record<string, ReplicaReport> = {};
+  #replicasAt = 0;
+  #ensured = new Map<string, string>();
+  #managerState: ManagerState | undefined;
+  #isManager = false;
+  #pendingEvents: EventRecord[] = [];
+  #stopping = false;
+  #lastError = '';
+  #wallOffset: number;
+  #wake: (() => void) | undefined;
+
+  constructor(o: AgentOptions) {
+    this.o = o;
+    this.paths = agentPaths(o.stateDir);
+    this.boot = parseClusterConfig(readFileSync(o.configFile, 'utf8'), o.configFile);
+    const me = this.boot.nodes.find((n) => n.name === o.node);
+    if (!me)
+      throw new UserError(
+        `--node: "${o.node}" is not a node of ${o.configFile} (nodes: ${this.boot.nodes.map((n) => n.name).join(', ')})`,
+      );
+    this.me = me;
+    this.spec = this.#lastApplied() ?? this.boot;
+    this.timing = timingOf(this.boot);
+    this.log = createLogger('agent', { node: o.node });
+    this.resources = createNodeResources({ stateDir: o.stateDir, log: this.log });
+    this.executor = new ActionExecutor(
+      {
+        start: (v, epoch, reason) => this.#start(v, epoch, reason),
+        restart: async (v, epoch, reason) => {
+          await this.resources.stop(this.#vspec(v), false, `restart: ${reason}`);
+          await this.#start(v, epoch, reason);
+        },
+        stop: (v, hard, reason) => this.resources.stop(this.#vspec(v), hard, reason),
+      },
+      {
+        onOutcome: () => this.#wake?.(),
+        onStopFailed: (v, error) => this.#event('agent', `${v}: stop failed: ${error} (stays stopping)`),
+      },
+    );
+    this.local = emptyLocal(o.node);
+    this.#wallOffset = Date.now() / 1000 - monoSeconds();
+  }
+
+  #lastApplied(): ClusterSpec | undefined {
+    try {
+      return parseClusterConfig(readFileSync(this.paths.appliedCopy, 'utf8'), this.paths.appliedCopy);
+    } catch {
+      return undefined;
+    }
+  }
+
+  #vspec(name: string) {
+    const v = this.spec.vservers[name];
+    if (!v) throw new Error(`vserver ${name} is not in the applied configuration`);
+    return v;
+  }
+
+  #replicaContext(vserver: string): ReplicaContext {
+    return {
+      cluster: this.spec,
+      node: this.o.node,
+      uuid: volumeUuid(this.spec.cluster, vserver),
+      blank: !this.snapshot?.initialized.has(vserver),
+      secretFile: this.spec.secret_file,
+    };
+  }
+
+  async #start(vserver: string, epoch: number, _reason: string): Promise<void> {
+    const spec = this.#vspec(vserver);
+    const ctx = this.#replicaContext(vserver);
+    if (ctx.blank) {
+      // From now on a replica created elsewhere must take a full sync, not start blank.
+      await this.store.markInitialized(vserver, this.#ms(this.timing.renewTimeout * 2));
+    }
+    await this.resources.start(spec, epoch, ctx);
+  }
+
+  #ms(seconds: number): number {
+    return Math.round(seconds * 1000);
+  }
+
+  /** Starts everything around the loop, then runs it until `stop()`. */
+  async run(): Promise<void> {
+    const p = this.paths;
+    mkdirSync(p.runDir, { recursive: true });
+    writeFileSync(p.pidFile, `${process.pid}\n`);
+    this.log.info({ event: 'agent-start', version: AGENT_VERSION, pid: process.pid }, 'agent starting');
+    // What a previous life of this node left (power cut, crash) is cleared before anything starts.
+    await this.resources.cleanupStale();
+    await this.#stopLeftovers();
+    await spawnGuard(this.o.stateDir);
+    this.#guard = new GuardClient(this.o.stateDir);
+    const creds = loadNodeCredentials(this.boot.tls_dir, this.o.node);
+    if (this.boot.etcd.endpoints.length === 0) this.#startMember();
+    const client = new EtcdClient({
+      endpoints: etcdEndpoints(this.boot, this.o.node),
+      ...creds,
+      timeoutMs: this.#ms(this.timing.renewTimeout),
+    });
+    this.store = new ClusterStore(client, this.boot.cluster, this.o.node);
+    const { serveAgentApi } = await import('./api.ts');
+    this.#server = await serveAgentApi(this);
+    this.#event('agent', `agent ${AGENT_VERSION} started (pid ${process.pid})`);
+    while (!this.#stopping) {
+      const began = monoSeconds();
+      try {
+        await this.round();
+      } catch (err) {
+        this.#lastError = errorMessage(err);
+        this.log.error({ err: this.#lastError }, 'round failed');
+      }
+      const wait = Math.max(0, this.timing.loopInterval - (monoSeconds() - began));
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, wait * 1000);
+        // An action that finished wakes the loop early (a start's outcome is reported at once).
+        this.#wake = () => {
+          clearTimeout(t);
+          setTimeout(resolve, 20);
+        };
+      });
+      this.#wake = undefined;
+    }
+  }
+
+  #startMember(): void {
+    const spec = this.boot;
+    const addr = this.me.addresses[0]!;
+    const tls = {
+      ca: join(spec.tls_dir, 'ca.crt'),
+      cert: join(spec.tls_dir, `${this.o.node}.crt`),
+      key: join(spec.tls_dir, `${this.o.node}.key`),
+    };
+    const peer = (n: NodeSpec) => `https://${n.addresses[0]}:${spec.etcd.peer_port}`;
+    this.#member = new EtcdMember({
+      name: this.o.node,
+      dataDir: this.paths.etcdDir,
+      peerUrl: peer(this.me),
+      clientUrls: [`https://${addr}:${spec.etcd.client_port}`, `https://127.0.0.1:${spec.etcd.client_port}`],
+      initialCluster: votingNodes(spec).map((name) => ({
+        name,
+        peerUrl: peer(spec.nodes.find((n) => n.name === name)!),
+      })),
+      tls,
+      logFile: this.paths.etcdLog,
+      clusterToken: `cvserver-${spec.cluster}`,
+      logger: this.log,
+    });
+    this.#member.start();
+  }
+
+  /** Containers of this state dir still running from an earlier agent are stopped hard: nothing runs unowned. */
+  async #stopLeftovers(): Promise<void> {
+    for (const v of Object.values(this.spec.vservers)) {
+      const o = await this.resources.observe(v).catch(() => undefined);
+      if (!o) continue;
+      if (
+        o.container === 'running' ||
+        o.container === 'created' ||
+        o.container === 'paused' ||
+        o.volume.role === 'primary'
+      ) {
+        this.log.warn(
+          { vserver: v.name, event: 'leftover' },
+          'running from an earlier agent: stopping it hard',
+        );
+        await this.resources
+          .stop(v, true, 'left over from an earlier agent')
+          .catch((err: unknown) =>
+            this.log.error({ vserver: v.name, err: errorMessage(err) }, 'could not stop a leftover'),
+          );
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.#wake?.();
+    this.#server?.close();
+    this.#guard?.close();
+    await this.#member?.stop();
+  }
+
+  /** One round of the loop. */
+  async round(): Promise<void> {
+    const t = this.timing;
+    const events: NodeEvent[] = [...this.executor.drain()];
+    const renewTimeout = this.#ms(t.renewTimeout);
+
+    // 1. The lease: renew it, or get one.
+    const sentAt = monoSeconds();
+    if (this.#lease) {
+      try {
+        const r = await this.store.client.leaseKeepAlive(this.#lease, { timeoutMs: renewTimeout });
+        if (r.ttl > 0) {
+          events.push({ kind: 'renewed', sentAt });
+        } else {
+          events.push({ kind: 'lease-lost', reason: 'etcd says the lease has expired' });
+          this.#event('agent', `lease ${this.#lease} expired in etcd`);
+          this.#lease = null;
+        }
+      } catch (err) {
+        this.#note(`renewal failed: ${errorMessage(err)}`);
+      }
+    } else if (!Object.values(this.local.vservers).some((x) => isActive(x.status)) || this.local.fenced) {
+      // A new lease only once nothing runs on the old one (a fenced node first stops what it ran).
+      try {
+        const g = await this.store.client.leaseGrant(Math.ceil(t.leaseTtl), { timeoutMs: renewTimeout });
+        this.#lease = g.id;
+        events.push({ kind: 'renewed', sentAt });
+        await this.store.putNode(
+          {
+            version: RECORD_VERSION,
+            node: this.o.node,
+            agentVersion: AGENT_VERSION,
+            pid: process.pid,
+            startedAt: Date.now(),
+            lease: g.id,
+          },
+          g.id,
+          renewTimeout,
+        );
+        this.#lastReport = '';
+        this.#event('agent', `lease ${g.id} granted (TTL ${Math.ceil(t.leaseTtl)} s)`);
+      } catch (err) {
+        this.#note(`no lease yet: ${errorMessage(err)}`);
+      }
+    }
+
+    // 2. The cluster as stored.
+    try {
+      this.snapshot = await this.store.snapshot(renewTimeout);
+      this.#snapshotAt = Date.now();
+      this.#adoptConfig(this.snapshot);
+      events.push({ kind: 'assignments', table: this.snapshot.state?.table ?? {} });
+    } catch (err) {
+      this.#note(`cannot read the cluster state: ${errorMessage(err)}`);
+    }
+
+    // 3. Local resources: crashes and health of what should run.
+    events.push(...(await this.#observeLocal()));
+
+    // 4. The node's decisions.
+    const now = monoSeconds();
+    const res = nodeStep(this.local, events, now, { leaseTtl: t.leaseTtl, fenceMargin: t.fenceMargin });
+    this.local = res.local;
+    for (const line of res.log) this.#event('node', line);
+    for (const a of res.actions) this.executor.submit(a);
+
+    // 5. The guard: kill what runs here if no renewal is acknowledged in time, whatever this loop does.
+    this.#feedGuard();
+
+    // 6. Replicas this node holds (and ensure they exist and run), then the report.
+    await this.#ensureReplicas();
+    await this.#publishReport(res.reports);
+
+    // 7. The manager, if this node holds (or can take) the manager's key.
+    await this.#manage();
+    await this.#flushEvents();
+  }
+
+  #note(what: string): void {
+    if (what !== this.#lastError) this.log.warn({ event: 'store' }, what);
+    this.#lastError = what;
+  }
+
+  #adoptConfig(snap: Snapshot): void {
+    const c = snap.config;
+    if (!c || c.modRevision === this.#specRevision) return;
+    try {
+      const spec = parseClusterConfig(c.yaml, `${c.file} (applied)`);
+      this.spec = spec;
+      this.#specRevision = c.modRevision;
+      writeFileAtomic(this.paths.appliedCopy, c.yaml, 0o600);
+      this.#ensured.clear();
+      this.log.info({ event: 'config', revision: c.modRevision }, 'applied configuration read');
+    } catch (err) {
+      this.#note(`stored configuration refused: ${errorMessage(err)}`);
+    }
+  }
+
+  async #observeLocal(): Promise<NodeEvent[]> {
+    const out: NodeEvent[] = [];
+    for (const [v, x] of Object.entries(this.local.vservers)) {
+      if (this.executor.busy(v)) continue;
+      if (x.status !== 'running' && x.status !== 'healthy' && x.status !== 'stopping') continue;
+      const spec = this.spec.vservers[v];
+      if (!spec) continue;
+      const o = await this.resources.observe(spec).catch(() => undefined);
+      if (!o) continue;
+      if (o.container !== 'running') {
+        out.push({ kind: 'crashed', vserver: v, reason: `container ${o.container}` });
+        continue;
+      }
+      if (o.health === 'healthy' || (o.health === 'none' && x.status === 'running'))
+        out.push({ kind: 'health', vserver: v, healthy: true });
+      else if (o.health === 'unhealthy') out.push({ kind: 'health', vserver: v, healthy: false });
+    }
+    return out;
+  }
+
+  #feedGuard(): void {
+    if (!this.#guard) return;
+    const active = Object.entries(this.local.vservers)
+      .filter(([, x]) => isActive(x.status))
+      .map(([v]) => v);
+    const lu = this.local.leaseUntil;
+    const deadline =
+      lu === null
+        ? monotonicMs()
+        : Math.floor((lu - this.timing.leaseTtl + this.timing.guardDeadline) * 1000);
+    this.#guard.send({ deadline, protect: { containers: active, volumes: active } });
+  }
+
+  async #ensureReplicas(): Promise<void> {
+    if (!this.snapshot?.config) return;
+    const now = Date.now();
+    const refresh = now - this.#replicasAt > 2000;
+    for (const v of Object.values(this.spec.vservers)) {
+      const role = replicaRoleOf(v, this.spec, this.o.node);
+      if (!role || this.executor.busy(v.name) || isActive(this.local.vservers[v.name]?.status)) continue;
+      const key = JSON.stringify(v.volume);
+      if (this.#ensured.get(v.name) !== key || this.#replicas[v.name]?.failed) {
+        try {
+          await this.resources.ensureReplica(v, this.#replicaContext(v.name));
+          this.#ensured.set(v.name, key);
+        } catch (err) {
+          this.#note(`${v.name}: replica not ready: ${errorMessage(err)}`);
+        }
+      }
+    }
+    if (!refresh) return;
+    this.#replicasAt = now;
+    const replicas: Record<string, ReplicaReport> = {};
+    for (const v of Object.values(this.spec.vservers)) {
+      if (replicaRoleOf(v, this.spec, this.o.node) !== 'data') continue;
+      const o = await this.resources.observe(v).catch(() => undefined);
+      if (o) replicas[v.name] = { ...o.volume };
+    }
+    this.#replicas = replicas;
+  }
+
+  async #publishReport(
+    reports: Record<string, { status: VserverReport['status']; since: number }>,
+  ): Promise<void> {
+    if (!this.#lease) return;
+    const vservers: Record<string, VserverReport> = {};
+    for (const [v, r] of Object.entries(reports)) {
+      const x = this.local.vservers[v];
+      vservers[v] = {
+        status: r.status,
+        since: Math.round((r.since + this.#wallOffset) * 1000) / 1000,
+        epoch: x?.epoch ?? 0,
+        health: r.status,
+      };
+    }
+    const body = { fenced: this.local.fenced, vservers, replicas: this.#replicas };
+    const text = JSON.stringify(body);
+    // Unchanged reports are re-sent now and then only (they live under the lease anyway).
+    if (text === this.#lastReport && Date.now() - this.#lastReportAt < 10_000) return;
+    const report: NodeReport = { version: RECORD_VERSION, node: this.o.node, at: Date.now(), ...body };
+    try {
+      await this.store.putReport(report, this.#lease, this.#ms(this.timing.renewTimeout));
+      this.#lastReport = text;
+      this.#lastReportAt = Date.now();
+    } catch (err) {
+      this.#note(`report not published: ${errorMessage(err)}`);
+    }
+  }
+
+  async #manage(): Promise<void> {
+    const snap = this.snapshot;
+    const lease = this.#lease;
+    if (!snap || !lease || this.local.fenced || Date.now() - this.#snapshotAt > 2000) return;
+    const timeoutMs = this.#ms(this.timing.renewTimeout);
+    if (!snap.manager) {
+      try {
+        if (await this.store.claimManager(lease, timeoutMs)) {
+          this.#event('agent', 'this node is the manager now (took the free manager key)');
+          this.#managerState = undefined;
+        }
+      } catch (err) {
+        this.#note(`manager election: ${errorMessage(err)}`);
+      }
+      return;
+    }
+    const mine = snap.manager.node === this.o.node && snap.manager.lease === lease;
+    if (mine !== this.#isManager && !mine)
+      this.#event('agent', `no longer the manager (${snap.manager.node} is)`);
+    this.#isManager = mine;
+    if (!mine || !snap.config) return;
+
+    // Continue from the stored state (a new manager knows only that), or from this manager's last write.
+    const prevState = this.#managerState ?? snap.state?.state ?? emptyState();
+    const prevTable = snap.state?.table ?? {};
+    const obs = observeCluster(this.spec, snap, prevState);
+    const requests = snap.requests.map((r) => r.record.event);
+    const res = step(prevState, obs, Date.now() / 1000, requests, managerPolicy(this.spec));
+    const table = applyCommands(prevTable, res.commands);
+    for (const line of res.log) this.#event('manager', line);
+    const changed =
+      requests.length > 0 ||
+      JSON.stringify(res.state) !== JSON.stringify(prevState) ||
+      JSON.stringify(table) !== JSON.stringify(prevTable) ||
+      !snap.state;
+    if (!changed) return;
+    try {
+      const ok = await this.store.writeManagerState(
+        lease,
+        res.state,
+        table,
+        snap.requests.map((r) => r.key),
+        timeoutMs,
+      );
+      if (ok) {
+        this.#managerState = res.state;
+        if (this.snapshot?.state) this.snapshot.state = { ...this.snapshot.state, state: res.state, table };
+      } else {
+        this.#managerState = undefined;
+        this.#event('agent', 'manager state not written: this node no longer holds the manager key');
+      }
+    } catch (err) {
+      // Unknown outcome: start again from what is stored.
+      this.#managerState = undefined;
+      this.#note(`manager state not written: ${errorMessage(err)}`);
+    }
+  }
+
+  #event(source: EventRecord['source'], text: string): void {
+    this.log.info({ event: source }, text);
+    this.#pendingEvents.push({ version: RECORD_VERSION, at: Date.now(), node: this.o.node, source, text });
+  }
+
+  async #flushEvents(): Promise<void> {
+    if (this.#pendingEvents.length === 0 || !this.store) return;
+    const batch = this.#pendingEvents;
+    this.#pendingEvents = [];
+    try {
+      await this.store.putEvents(batch, this.#ms(this.timing.renewTimeout));
+    } catch {
+      // Kept for the next round (bounded: the oldest go first when the store stays away).
+      this.#pendingEvents = [...batch, ...this.#pendingEvents].slice(-1000);
+    }
+  }
+
+  view(): AgentView {
+    const lu = this.local.leaseUntil;
+    return {
+      node: this.o.node,
+      spec: this.spec,
+      snapshot: this.snapshot,
+      snapshotAgeMs: this.snapshot ? Date.now() - this.#snapshotAt : null,
+      local: this.local,
+      leaseId: this.#lease,
+      leaseValidFor: lu === null ? null : Math.max(0, lu - monoSeconds()),
+      timing: this.timing,
+      isManager: this.#isManager,
+      lastError: this.#lastError,
+    };
+  }
+
+  removeSocket(): void {
+    rmSync(this.paths.socket, { force: true });
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * The agent's unix socket (`run/agent.sock`, root only): what `cvserver status`, `migrate`, `apply` and
+ * `events` ask a node's agent. Requests are validated; answers are plain JSON.
+ */
+import type { Server } from 'node:net';
+import { z } from 'zod';
+import { type ClusterSpec, describeSpec, fullNodes, parseClusterConfig } from '../cluster/config.ts';
+import { UserError } from '../lib/errors.ts';
+import { callRpc, serveRpc } from '../lib/unix-rpc.ts';
+import type { Agent } from './agent.ts';
+import { RECORD_VERSION } from './records.ts';
+import { type ClusterStatus, clusterStatus } from './status.ts';
+
+export const agentRequestSchema = z.discriminatedUnion('op', [
+  z.strictObject({ op: z.literal('status') }),
+  z.strictObject({ op: z.literal('migrate'), vserver: z.string(), node: z.string() }),
+  z.strictObject({ op: z.literal('clear'), vserver: z.string() }),
+  z.strictObject({ op: z.literal('apply'), yaml: z.string(), file: z.string(), dryRun: z.boolean() }),
+  z.strictObject({ op: z.literal('events'), limit: z.number().int().min(1).max(10_000) }),
+]);
+export type AgentRequest = z.infer<typeof agentRequestSchema>;
+
+export interface ApplyResult {
+  stored: boolean;
+  summary: string[];
+  added: string[];
+  removed: string[];
+  changed: string[];
+}
+
+export function serveAgentApi(agent: Agent): Promise<Server> {
+  return serveRpc(agent.paths.socket, agentRequestSchema, (req) => handle(agent, req), 1024 * 1024);
+}
+
+export function callAgent(socket: string, req: AgentRequest, timeoutMs = 10_000): Promise<unknown> {
+  return callRpc(socket, req, 'node agent', timeoutMs);
+}
+
+async function handle(agent: Agent, req: AgentRequest): Promise<unknown> {
+  const timeoutMs = 2000;
+  switch (req.op) {
+    case 'status':
+      return (await clusterStatus(agent)) satisfies ClusterStatus;
+    case 'migrate': {
+      const spec = agent.spec;
+      if (!spec.vservers[req.vserver])
+        throw new UserError(`no vserver named "${req.vserver}" in the cluster`);
+      if (!fullNodes(spec).includes(req.node))
+        throw new UserError(
+          `"${req.node}" is not a node that can run vservers (nodes: ${fullNodes(spec).join(', ')})`,
+        );
+      const id = await agent.store.putRequest(
+        {
+          version: RECORD_VERSION,
+          at: Date.now(),
+          by: agent.o.node,
+          event: { kind: 'migrate', vserver: req.vserver, node: req.node },
+        },
+        timeoutMs,
+      );
+      return { id };
+    }
+    case 'clear': {
+      if (!agent.spec.vservers[req.vserver])
+        throw new UserError(`no vserver named "${req.vserver}" in the cluster`);
+      const id = await agent.store.putRequest(
+        {
+          version: RECORD_VERSION,
+          at: Date.now(),
+          by: agent.o.node,
+          event: { kind: 'clear', vserver: req.vserver },
+        },
+        timeoutMs,
+      );
+      return { id };
+    }
+    case 'apply':
+      return apply(agent, req.yaml, req.file, req.dryRun);
+    case 'events':
+      return agent.store.events(req.limit, timeoutMs);
+  }
+}
+
+/** Validates, checks what may change, and stores the configuration (unless dry-run). */
+async function apply(agent: Agent, yaml: string, file: string, dryRun: boolean): Promise<ApplyResult> {
+  const next = parseClusterConfig(yaml, file);
+  const cur = agent.boot;
+  refuseRestartOnly(cur, next, file);
+  const before = agent.snapshot?.config ? agent.spec : undefined;
+  const names = (s: ClusterSpec | undefined) => new Set(Object.keys(s?.vservers ?? {}));
+  const added = [...names(next)].filter((v) => !names(before).has(v));
+  const removed = [...names(before)].filter((v) => !names(next).has(v));
+  const changed = [...names(next)].filter(
+    (v) => names(before).has(v) && JSON.stringify(before?.vservers[v]) !== JSON.stringify(next.vservers[v]),
+  );
+  if (removed.length)
+    throw new UserError(
+      `${file}: removing vservers (${removed.join(', ')}) is not supported yet: set their "desired: stopped" instead (their data is kept)`,
+    );
+  for (const v of changed) {
+    const a = before!.vservers[v]!.volume;
+    const b = next.vservers[v]!.volume;
+    if (JSON.stringify(a) !== JSON.stringify(b))
+      throw new UserError(
+        `${file}: vservers.${v}.volume: a volume's size, filesystem, replicas and port cannot change once created`,
+      );
+  }
+  if (!dryRun)
+    await agent.store.putConfig(
+      { version: RECORD_VERSION, yaml, file, appliedAt: Date.now(), appliedBy: agent.o.node },
+      2000,
+    );
+  return { stored: !dryRun, summary: describeSpec(next), added, removed, changed };
+}
+
+/** Nodes, etcd, credentials and timing are read by the agents at start: `apply` cannot change them. */
+function refuseRestartOnly(cur: ClusterSpec, next: ClusterSpec, file: string): void {
+  const fields: [string, unknown, unknown][] = [
+    ['cluster', cur.cluster, next.cluster],
+    ['nodes', cur.nodes, next.nodes],
+    ['etcd', cur.etcd, next.etcd],
+    ['timing', cur.timing, next.timing],
+    ['secret_file', cur.secret_file, next.secret_file],
+    ['tls_dir', cur.tls_dir, next.tls_dir],
+  ];
+  for (const [field, a, b] of fields)
+    if (JSON.stringify(a) !== JSON.stringify(b))
+      throw new UserError(
+        `${file}: ${field}: differs from the agents' configuration; it is read at agent start (change it in every node's file and restart the agents)`,
+      );
+}

@@ -1,0 +1,143 @@
+/**
+ * What agents keep in etcd, under `/cvserver/<cluster>/`: the key layout and the records, each with a
+ * format version so an agent of the next version can tell what it reads (and refuse what it does not know).
+ *
+ *   config              the applied cluster.yaml (text; every agent validates it again)
+ *   nodes/<node>        the node is alive (attached to its lease)
+ *   reports/<node>      what the node runs and the state of its replicas (attached to its lease)
+ *   manager             the elected manager (attached to its lease)
+ *   state               the manager's state and the assignment table (written only by the manager)
+ *   requests/<id>       operator requests (migrate, clear), consumed by the manager
+ *   initialized/<vs>    the vserver's volume has been promoted once: later replicas join with a full sync
+ *   events/<ms>-<node>-<n>  the cluster's log
+ */
+import { z } from 'zod';
+import type { AssignmentTable } from '../cluster/assignments.ts';
+import type { ManagerState, OperatorEvent, Report } from '../cluster/types.ts';
+
+/** The stored format this agent reads and writes. */
+export const RECORD_VERSION = 1;
+
+export function clusterPrefix(cluster: string): string {
+  return `/cvserver/${cluster}/`;
+}
+
+export interface Keys {
+  prefix: string;
+  config: string;
+  node(name: string): string;
+  report(name: string): string;
+  manager: string;
+  state: string;
+  request(id: string): string;
+  initialized(vserver: string): string;
+  event(atMs: number, node: string, seq: number): string;
+  events: string;
+}
+
+export function keysFor(cluster: string): Keys {
+  const p = clusterPrefix(cluster);
+  return {
+    prefix: p,
+    config: `${p}config`,
+    node: (n) => `${p}nodes/${n}`,
+    report: (n) => `${p}reports/${n}`,
+    manager: `${p}manager`,
+    state: `${p}state`,
+    request: (id) => `${p}requests/${id}`,
+    initialized: (v) => `${p}initialized/${v}`,
+    event: (at, n, seq) => `${p}events/${String(at).padStart(15, '0')}-${n}-${String(seq).padStart(6, '0')}`,
+    events: `${p}events/`,
+  };
+}
+
+const version = z.literal(RECORD_VERSION);
+const runStatus = z.enum(['starting', 'running', 'healthy', 'failed', 'stopping', 'stopped']);
+
+export const configRecordSchema = z.object({
+  version,
+  yaml: z.string(),
+  file: z.string(),
+  appliedAt: z.number(),
+  appliedBy: z.string(),
+});
+export type ConfigRecord = z.infer<typeof configRecordSchema>;
+
+export const nodeRecordSchema = z.object({
+  version,
+  node: z.string(),
+  agentVersion: z.string(),
+  pid: z.number(),
+  startedAt: z.number(),
+  lease: z.string(),
+});
+export type NodeRecord = z.infer<typeof nodeRecordSchema>;
+
+export const replicaReportSchema = z.object({
+  role: z.enum(['primary', 'secondary', 'none']),
+  diskState: z.string(),
+  upToDate: z.boolean(),
+  epoch: z.number(),
+  failed: z.boolean(),
+});
+export type ReplicaReport = z.infer<typeof replicaReportSchema>;
+
+export const vserverReportSchema = z.object({
+  status: runStatus,
+  /** Wall-clock seconds: the manager handles a failure once per `since`, whichever node it runs on. */
+  since: z.number(),
+  epoch: z.number(),
+  health: z.string(),
+});
+export type VserverReport = z.infer<typeof vserverReportSchema>;
+
+export const nodeReportSchema = z.object({
+  version,
+  node: z.string(),
+  at: z.number(),
+  fenced: z.boolean(),
+  vservers: z.record(z.string(), vserverReportSchema),
+  replicas: z.record(z.string(), replicaReportSchema),
+});
+export type NodeReport = z.infer<typeof nodeReportSchema>;
+
+/** The manager's state and the assignment table: JSON the manager wrote itself, checked for shape. */
+export const stateRecordSchema = z.object({
+  version,
+  manager: z.string(),
+  at: z.number(),
+  state: z.custom<ManagerState>(
+    (v) => typeof v === 'object' && v !== null && 'vservers' in v && 'nodes' in v,
+    'expected the manager state',
+  ),
+  table: z.record(
+    z.string(),
+    z.object({ node: z.string(), epoch: z.number(), restarts: z.number() }),
+  ) as z.ZodType<AssignmentTable>,
+});
+export type StateRecord = z.infer<typeof stateRecordSchema>;
+
+export const requestRecordSchema = z.object({
+  version,
+  at: z.number(),
+  by: z.string(),
+  event: z.discriminatedUnion('kind', [
+    z.object({ kind: z.literal('migrate'), vserver: z.string(), node: z.string() }),
+    z.object({ kind: z.literal('clear'), vserver: z.string() }),
+  ]) as z.ZodType<OperatorEvent>,
+});
+export type RequestRecord = z.infer<typeof requestRecordSchema>;
+
+export const eventRecordSchema = z.object({
+  version,
+  at: z.number(),
+  node: z.string(),
+  source: z.enum(['manager', 'node', 'agent']),
+  text: z.string(),
+});
+export type EventRecord = z.infer<typeof eventRecordSchema>;
+
+/** A report as the manager reads it. */
+export function toReport(r: VserverReport): Report {
+  return { status: r.status, since: r.since };
+}

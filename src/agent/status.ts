@@ -1,0 +1,112 @@
+/**
+ * `cvserver status`: the cluster as one node's agent sees it — nodes and their leases, the etcd members
+ * and their health, the manager, and every vserver with its node, state, epoch and replicas.
+ */
+import { fullNodes, vserverSpecs } from '../cluster/config.ts';
+import { errorMessage } from '../lib/errors.ts';
+import type { Agent } from './agent.ts';
+import { etcdEndpoints } from './agent.ts';
+
+export interface ClusterStatus {
+  cluster: string;
+  node: string;
+  manager: string | null;
+  configApplied: boolean;
+  local: {
+    lease: string | null;
+    leaseValidFor: number | null;
+    fenced: boolean;
+    storeAgeMs: number | null;
+    lastError: string;
+  };
+  nodes: {
+    name: string;
+    role: string;
+    addresses: string[];
+    lease: 'alive' | 'expired';
+    agentVersion: string | null;
+    fenced: boolean;
+  }[];
+  etcd: { endpoint: string; healthy: boolean; leader: boolean; version: string; error: string }[];
+  vservers: {
+    name: string;
+    desired: string;
+    node: string | null;
+    epoch: number;
+    status: string;
+    since: number | null;
+    failed: string | null;
+    address: string | null;
+    replicas: { node: string; role: string; diskState: string; upToDate: boolean; epoch: number }[];
+  }[];
+  problems: string[];
+}
+
+export async function clusterStatus(agent: Agent): Promise<ClusterStatus> {
+  const v = agent.view();
+  const snap = v.snapshot;
+  const spec = v.spec;
+  const etcd = await Promise.all(
+    etcdEndpoints(agent.boot, agent.o.node)
+      .filter((e) => !e.includes('//127.0.0.1:'))
+      .map(async (endpoint) => {
+        try {
+          const s = await agent.store.client.status(endpoint);
+          return { endpoint, healthy: true, leader: s.leader === s.memberId, version: s.version, error: '' };
+        } catch (err) {
+          return { endpoint, healthy: false, leader: false, version: '', error: errorMessage(err) };
+        }
+      }),
+  );
+  const table = snap?.state?.table ?? {};
+  const mstate = snap?.state?.state;
+  return {
+    cluster: spec.cluster,
+    node: v.node,
+    manager: snap?.manager?.node ?? null,
+    configApplied: snap?.config !== undefined,
+    local: {
+      lease: v.leaseId,
+      leaseValidFor: v.leaseValidFor,
+      fenced: v.local.fenced,
+      storeAgeMs: v.snapshotAgeMs,
+      lastError: v.lastError,
+    },
+    nodes: spec.nodes.map((n) => ({
+      name: n.name,
+      role: n.role,
+      addresses: n.addresses,
+      lease: snap?.nodes[n.name] ? 'alive' : 'expired',
+      agentVersion: snap?.nodes[n.name]?.agentVersion ?? null,
+      fenced: snap?.reports[n.name]?.fenced ?? false,
+    })),
+    etcd,
+    vservers: vserverSpecs(spec).map((vs) => {
+      const a = table[vs.name];
+      const r = a ? snap?.reports[a.node]?.vservers[vs.name] : undefined;
+      return {
+        name: vs.name,
+        desired: vs.desired,
+        node: a?.node ?? null,
+        epoch: a?.epoch ?? mstate?.vservers[vs.name]?.epoch ?? 0,
+        status: a ? (r?.status ?? 'unreported') : mstate?.vservers[vs.name]?.lastWait || 'not placed',
+        since: r?.since ?? null,
+        failed: mstate?.vservers[vs.name]?.failed ?? null,
+        address: vs.definition.network?.addresses[0]?.split('/')[0] ?? null,
+        replicas: vs.volume.replicas
+          .filter((n) => fullNodes(spec).includes(n))
+          .map((n) => {
+            const rep = snap?.reports[n]?.replicas[vs.name];
+            return {
+              node: n,
+              role: rep?.role ?? (snap?.nodes[n] ? 'unknown' : 'unreachable'),
+              diskState: rep?.diskState ?? '',
+              upToDate: rep?.upToDate ?? false,
+              epoch: rep?.epoch ?? 0,
+            };
+          }),
+      };
+    }),
+    problems: snap?.problems ?? [],
+  };
+}

@@ -1,0 +1,230 @@
+/**
+ * The cluster's shared state in etcd, as the agent uses it: one read of everything per round (a
+ * snapshot), and the few writes a node or the manager makes. Records are validated on the way in: a
+ * malformed or foreign-version record is set aside with a reason (and shown by `status`), never trusted.
+ */
+import type { z } from 'zod';
+import type { AssignmentTable } from '../cluster/assignments.ts';
+import type { ManagerState } from '../cluster/types.ts';
+import { errorMessage } from '../lib/errors.ts';
+import type { EtcdClient, KeyValue, TxnOp } from './etcd/client.ts';
+import {
+  type ConfigRecord,
+  configRecordSchema,
+  type EventRecord,
+  type Keys,
+  keysFor,
+  type NodeRecord,
+  type NodeReport,
+  nodeRecordSchema,
+  nodeReportSchema,
+  RECORD_VERSION,
+  type RequestRecord,
+  requestRecordSchema,
+  type StateRecord,
+  stateRecordSchema,
+} from './records.ts';
+
+/** Operations per transaction we send (etcd's default limit is 128). */
+const TXN_OPS = 100;
+
+export interface Snapshot {
+  revision: number;
+  config: (ConfigRecord & { modRevision: number }) | undefined;
+  /** Nodes whose lease is alive. */
+  nodes: Record<string, NodeRecord>;
+  reports: Record<string, NodeReport>;
+  manager: { node: string; lease: string } | undefined;
+  state: StateRecord | undefined;
+  requests: { key: string; record: RequestRecord }[];
+  initialized: Set<string>;
+  /** Records set aside: key and why. */
+  problems: string[];
+}
+
+export class ClusterStore {
+  readonly keys: Keys;
+  readonly client: EtcdClient;
+  readonly node: string;
+  #eventSeq = 0;
+
+  constructor(client: EtcdClient, cluster: string, node: string) {
+    this.client = client;
+    this.keys = keysFor(cluster);
+    this.node = node;
+  }
+
+  async snapshot(timeoutMs: number): Promise<Snapshot> {
+    const k = this.keys;
+    // Events are many and only `cvserver events` reads them: everything else, in one linearizable read.
+    const all = await this.client.range(k.prefix, { prefix: true, timeoutMs });
+    const snap: Snapshot = {
+      revision: all.revision,
+      config: undefined,
+      nodes: {},
+      reports: {},
+      manager: undefined,
+      state: undefined,
+      requests: [],
+      initialized: new Set(),
+      problems: [],
+    };
+    for (const kv of all.kvs) {
+      const rel = kv.key.slice(k.prefix.length);
+      if (rel.startsWith('events/')) continue;
+      const slash = rel.indexOf('/');
+      const kind = slash < 0 ? rel : rel.slice(0, slash);
+      const name = slash < 0 ? '' : rel.slice(slash + 1);
+      if (kind === 'config') {
+        const c = parse(kv, configRecordSchema, snap.problems);
+        if (c) snap.config = { ...c, modRevision: kv.modRevision };
+      } else if (kind === 'nodes') {
+        const n = parse(kv, nodeRecordSchema, snap.problems);
+        if (n) snap.nodes[name] = n;
+      } else if (kind === 'reports') {
+        const r = parse(kv, nodeReportSchema, snap.problems);
+        if (r) snap.reports[name] = r;
+      } else if (kind === 'manager') snap.manager = { node: kv.value, lease: kv.lease };
+      else if (kind === 'state') snap.state = parse(kv, stateRecordSchema, snap.problems);
+      else if (kind === 'requests') {
+        const r = parse(kv, requestRecordSchema, snap.problems);
+        if (r) snap.requests.push({ key: kv.key, record: r });
+      } else if (kind === 'initialized') snap.initialized.add(name);
+    }
+    return snap;
+  }
+
+  putNode(record: NodeRecord, lease: string, timeoutMs: number): Promise<unknown> {
+    return this.client.put(this.keys.node(this.node), JSON.stringify(record), { lease, timeoutMs });
+  }
+
+  putReport(report: NodeReport, lease: string, timeoutMs: number): Promise<unknown> {
+    return this.client.put(this.keys.report(this.node), JSON.stringify(report), { lease, timeoutMs });
+  }
+
+  markInitialized(vserver: string, timeoutMs: number): Promise<unknown> {
+    return this.client.put(this.keys.initialized(vserver), String(Date.now()), { timeoutMs });
+  }
+
+  /** Takes the manager's key if nobody holds it; true when this node is the manager now. */
+  async claimManager(lease: string, timeoutMs: number): Promise<boolean> {
+    const k = this.keys.manager;
+    const r = await this.client.txn(
+      {
+        compare: [{ key: k, target: 'createRevision', op: '=', value: 0 }],
+        success: [{ op: 'put', key: k, value: this.node, lease }],
+      },
+      { timeoutMs },
+    );
+    return r.succeeded;
+  }
+
+  /**
+   * Writes the manager's state and consumes the requests it handled, in one transaction that succeeds only while this node still holds the manager's key with this lease: a
+   * deposed manager cannot overwrite its successor's decisions.
+   */
+  async writeManagerState(
+    lease: string,
+    state: ManagerState,
+    table: AssignmentTable,
+    consumed: string[],
+    timeoutMs: number,
+  ): Promise<boolean> {
+    const record: StateRecord = { version: RECORD_VERSION, manager: this.node, at: Date.now(), state, table };
+    const ops: TxnOp[] = [
+      { op: 'put', key: this.keys.state, value: JSON.stringify(record) },
+      ...consumed.map((key): TxnOp => ({ op: 'delete', key })),
+    ];
+    const r = await this.client.txn(
+      {
+        compare: [
+          { key: this.keys.manager, target: 'value', op: '=', value: this.node },
+          { key: this.keys.manager, target: 'lease', op: '=', value: lease },
+        ],
+        success: ops,
+      },
+      { timeoutMs },
+    );
+    return r.succeeded;
+  }
+
+  async putEvents(events: EventRecord[], timeoutMs: number): Promise<void> {
+    for (let i = 0; i < events.length; i += TXN_OPS)
+      await this.client.txn(
+        {
+          compare: [],
+          success: events
+            .slice(i, i + TXN_OPS)
+            .map((e): TxnOp => ({ op: 'put', key: this.#eventKey(e), value: JSON.stringify(e) })),
+        },
+        { timeoutMs },
+      );
+  }
+
+  async putRequest(record: RequestRecord, timeoutMs: number): Promise<string> {
+    const id = `${String(record.at).padStart(15, '0')}-${this.node}-${Math.random().toString(36).slice(2, 8)}`;
+    await this.client.put(this.keys.request(id), JSON.stringify(record), { timeoutMs });
+    return id;
+  }
+
+  putConfig(record: ConfigRecord, timeoutMs: number): Promise<unknown> {
+    return this.client.put(this.keys.config, JSON.stringify(record), { timeoutMs });
+  }
+
+  /** The newest `limit` events (oldest first), and the total count. */
+  async events(limit: number, timeoutMs: number): Promise<{ events: EventRecord[]; count: number }> {
+    const r = await this.client.range(this.keys.events, { prefix: true, timeoutMs });
+    const events: EventRecord[] = [];
+    for (const kv of r.kvs.slice(-limit)) {
+      try {
+        events.push(JSON.parse(kv.value) as EventRecord);
+      } catch {}
+    }
+    return { events, count: r.count };
+  }
+
+  /** Keeps the newest `keep` events (the cluster's log has a bounded size). */
+  async trimEvents(keep: number, timeoutMs: number): Promise<number> {
+    const r = await this.client.range(this.keys.events, { prefix: true, timeoutMs });
+    const old = r.kvs.slice(0, Math.max(0, r.kvs.length - keep));
+    // etcd takes at most 128 operations in one transaction.
+    for (let i = 0; i < old.length; i += TXN_OPS)
+      await this.client.txn(
+        {
+          compare: [],
+          success: old.slice(i, i + TXN_OPS).map((kv): TxnOp => ({ op: 'delete', key: kv.key })),
+        },
+        { timeoutMs },
+      );
+    return old.length;
+  }
+
+  #eventKey(e: EventRecord): string {
+    this.#eventSeq = (this.#eventSeq + 1) % 1_000_000;
+    return this.keys.event(e.at, e.node, this.#eventSeq);
+  }
+}
+
+function parse<S extends z.ZodType>(kv: KeyValue, schema: S, problems: string[]): z.infer<S> | undefined {
+  let json: unknown;
+  try {
+    json = JSON.parse(kv.value);
+  } catch (err) {
+    problems.push(`${kv.key}: not JSON (${errorMessage(err)})`);
+    return undefined;
+  }
+  const v = (json as { version?: unknown } | null)?.version;
+  if (typeof v === 'number' && v !== RECORD_VERSION) {
+    problems.push(
+      `${kv.key}: stored format version ${v}, this agent knows version ${RECORD_VERSION} (upgrade this agent)`,
+    );
+    return undefined;
+  }
+  const r = schema.safeParse(json);
+  if (!r.success) {
+    const i = r.error.issues[0]!;
+    problems.push(`${kv.key}: ${i.path.join('.') || '(record)'}: ${i.message}`);
+    return undefined;
+  }
+  return r.data;
+}

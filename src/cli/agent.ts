@@ -1,0 +1,188 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { Agent, agentPaths } from '../agent/agent.ts';
+import { type AgentRequest, type ApplyResult, callAgent } from '../agent/api.ts';
+import type { EventRecord } from '../agent/records.ts';
+import type { ClusterStatus } from '../agent/status.ts';
+import { loadClusterConfig } from '../cluster/config.ts';
+import { UserError } from '../lib/errors.ts';
+import { stateDir } from '../lib/paths.ts';
+import { registerGuardCommand } from './agent-guard.ts';
+import { emit, table } from './output.ts';
+
+function ask(req: AgentRequest, timeoutMs?: number): Promise<unknown> {
+  return callAgent(agentPaths(stateDir()).socket, req, timeoutMs);
+}
+
+/** `cvserver agent` (the node agent), and the commands that talk to it: status, migrate, apply, events. */
+export function registerAgentCommands(program: Command): void {
+  const agent = program
+    .command('agent')
+    .description(
+      "run this node's agent: etcd member, lease, fencing, the node's vservers, the manager when elected",
+    )
+    .requiredOption('--config <file>', 'cluster.yaml (nodes, etcd, timing, credentials)')
+    .option('--node <name>', "this node's name in cluster.yaml", hostname())
+    .action(async (o: { config: string; node: string }) => {
+      const a = new Agent({ configFile: resolve(o.config), node: o.node, stateDir: stateDir() });
+      const stop = () => {
+        a.log.info({ event: 'agent-stop' }, 'stopping (the guard keeps fencing on the last deadline)');
+        void a.stop().then(() => process.exit(0));
+      };
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
+      await a.run();
+    });
+  registerGuardCommand(agent);
+
+  program
+    .command('status')
+    .description('the cluster as this node sees it: nodes, etcd members, manager, vservers')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { json?: boolean }) => {
+      const s = (await ask({ op: 'status' })) as ClusterStatus;
+      emit(!!o.json, s, () => formatStatus(s));
+    });
+
+  program
+    .command('migrate')
+    .description(
+      'move a vserver to another node (planned: stopped first, then started there; no acknowledged write lost)',
+    )
+    .argument('<vserver>')
+    .argument('<node>')
+    .option('--no-wait', 'return once the request is stored')
+    .option('--timeout <seconds>', 'how long to wait for the vserver to be healthy on the node', '120')
+    .option('--json', 'machine-readable output')
+    .action(async (vserver: string, node: string, o: { wait: boolean; timeout: string; json?: boolean }) => {
+      const before = ((await ask({ op: 'status' })) as ClusterStatus).vservers.find(
+        (v) => v.name === vserver,
+      );
+      const { id } = (await ask({ op: 'migrate', vserver, node })) as { id: string };
+      if (!o.wait)
+        return emit(!!o.json, { requested: id }, () => `migration of ${vserver} to ${node} requested`);
+      const began = Date.now();
+      const limit = Number(o.timeout) * 1000;
+      let last = '';
+      for (;;) {
+        const s = (await ask({ op: 'status' })) as ClusterStatus;
+        const v = s.vservers.find((x) => x.name === vserver);
+        const where = v ? `${v.status} on ${v.node ?? '-'} (epoch ${v.epoch})` : 'unknown';
+        if (!o.json && where !== last)
+          process.stderr.write(`${((Date.now() - began) / 1000).toFixed(1)}s ${vserver}: ${where}\n`);
+        last = where;
+        if (v && v.node === node && v.status === 'healthy' && v.epoch > (before?.epoch ?? 0))
+          return emit(
+            !!o.json,
+            { vserver, node, epoch: v.epoch, seconds: (Date.now() - began) / 1000 },
+            () =>
+              `${vserver} runs on ${node} (epoch ${v.epoch}) after ${((Date.now() - began) / 1000).toFixed(1)} s`,
+          );
+        const rejected = await findRejection(vserver, node, began);
+        if (rejected) throw new UserError(rejected);
+        if (Date.now() - began > limit)
+          throw new UserError(
+            `${vserver} is not healthy on ${node} after ${o.timeout} s (now: ${where}); see cvserver events`,
+          );
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    });
+
+  program
+    .command('apply')
+    .description('validate cluster.yaml and store it in the cluster (vservers added are placed and started)')
+    .argument('<file>')
+    .option('--dry-run', 'validate and show what would change, store nothing')
+    .option('--json', 'machine-readable output')
+    .action(async (file: string, o: { dryRun?: boolean; json?: boolean }) => {
+      const path = resolve(file);
+      loadClusterConfig(path); // errors name file:line:field before anything reaches the cluster
+      const r = (await ask({
+        op: 'apply',
+        yaml: readFileSync(path, 'utf8'),
+        file: path,
+        dryRun: !!o.dryRun,
+      })) as ApplyResult;
+      emit(!!o.json, r, () =>
+        [
+          ...r.summary,
+          `added: ${r.added.join(', ') || '-'}; changed: ${r.changed.join(', ') || '-'}`,
+          r.stored ? 'stored in the cluster' : 'dry run: nothing stored',
+        ].join('\n'),
+      );
+    });
+
+  program
+    .command('events')
+    .description("the cluster's log: every decision, fence, start and stop, with its reason")
+    .option('--limit <n>', 'how many of the newest events', '100')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { limit: string; json?: boolean }) => {
+      const limit = Number(o.limit);
+      if (!Number.isInteger(limit) || limit < 1)
+        throw new UserError(`--limit: expected a positive whole number, got "${o.limit}"`);
+      const r = (await ask({ op: 'events', limit })) as { events: EventRecord[]; count: number };
+      emit(!!o.json, r, () => r.events.map(formatEvent).join('\n'));
+    });
+}
+
+export function formatEvent(e: EventRecord): string {
+  return `${new Date(e.at).toISOString()} ${e.node} ${e.source}: ${e.text}`;
+}
+
+async function findRejection(vserver: string, node: string, since: number): Promise<string | undefined> {
+  const r = (await ask({ op: 'events', limit: 200 })) as { events: EventRecord[] };
+  const hit = r.events.find(
+    (e) =>
+      e.at >= since - 1000 &&
+      e.source === 'manager' &&
+      e.text.startsWith(`migrate ${vserver} ${node}: rejected`),
+  );
+  return hit?.text;
+}
+
+function formatStatus(s: ClusterStatus): string {
+  const secs = (x: number | null) => (x === null ? '-' : `${x.toFixed(1)}s`);
+  const out = [
+    `cluster ${s.cluster}, seen from ${s.node}; manager: ${s.manager ?? 'none'}${s.configApplied ? '' : '; no configuration applied yet (cvserver apply cluster.yaml)'}`,
+    `this node: lease ${s.local.lease ?? 'none'} valid for ${secs(s.local.leaseValidFor)}${s.local.fenced ? ', FENCED' : ''}${s.local.lastError ? `; last problem: ${s.local.lastError}` : ''}`,
+    '',
+    table(
+      ['NODE', 'ROLE', 'ADDRESS', 'LEASE', 'AGENT'],
+      s.nodes.map((n) => [
+        n.name,
+        n.role,
+        n.addresses.join(','),
+        n.lease + (n.fenced ? ' (fenced)' : ''),
+        n.agentVersion ?? '-',
+      ]),
+    ),
+    '',
+    table(
+      ['ETCD MEMBER', 'HEALTH', 'LEADER', 'VERSION'],
+      s.etcd.map((e) => [
+        e.endpoint,
+        e.healthy ? 'healthy' : `unreachable: ${e.error}`,
+        e.leader ? 'yes' : '',
+        e.version,
+      ]),
+    ),
+    '',
+    table(
+      ['VSERVER', 'DESIRED', 'NODE', 'STATUS', 'EPOCH', 'ADDRESS', 'REPLICAS'],
+      s.vservers.map((v) => [
+        v.name,
+        v.desired,
+        v.node ?? '-',
+        v.failed ? `failed: ${v.failed}` : v.status,
+        String(v.epoch),
+        v.address ?? '-',
+        v.replicas.map((r) => `${r.node}:${r.role}/${r.diskState || '?'}`).join(' '),
+      ]),
+    ),
+  ];
+  if (s.problems.length) out.push('', 'stored records set aside:', ...s.problems.map((p) => `  ${p}`));
+  return out.join('\n');
+}
