@@ -135,6 +135,8 @@ export class Agent {
   #pendingEvents: EventRecord[] = [];
   #stopping = false;
   #lastError = '';
+  /** The last problem of the round in progress ('' when none): `status` shows the last round's. */
+  #roundError = '';
   #wallOffset: number;
   #wake: (() => void) | undefined;
 
@@ -168,6 +170,11 @@ export class Agent {
     );
     this.local = emptyLocal(o.node);
     this.#wallOffset = Date.now() / 1000 - monoSeconds();
+    // A replica notices a dead peer (no RST after a power cut) only by silence. The cluster moves a
+    // vserver once the old node's lease has ended, and the new primary may not be promoted while it
+    // still thinks the old one is connected: so its volume daemons give up on a silent peer within
+    // the lease TTL (unless set by the operator).
+    process.env.CVSERVER_PEER_TIMEOUT_MS ??= String(Math.round(this.timing.leaseTtl * 800));
   }
 
   #lastApplied(): ClusterSpec | undefined {
@@ -191,6 +198,9 @@ export class Agent {
       uuid: volumeUuid(this.spec.cluster, vserver),
       blank: !this.snapshot?.initialized.has(vserver),
       secretFile: this.spec.secret_file,
+      downPeers: this.snapshot
+        ? this.spec.nodes.map((n) => n.name).filter((n) => n !== this.o.node && !this.snapshot?.nodes[n])
+        : [],
     };
   }
 
@@ -233,7 +243,9 @@ export class Agent {
     while (!this.#stopping) {
       const began = monoSeconds();
       try {
+        this.#roundError = '';
         await this.round();
+        this.#lastError = this.#roundError;
       } catch (err) {
         this.#lastError = errorMessage(err);
         this.log.error({ err: this.#lastError }, 'round failed');
@@ -272,6 +284,8 @@ export class Agent {
       tls,
       logFile: this.paths.etcdLog,
       clusterToken: `cvserver-${spec.cluster}`,
+      heartbeatMs: spec.etcd.heartbeat_ms,
+      electionMs: spec.etcd.election_ms,
       logger: this.log,
     });
     this.#member.start();
@@ -389,7 +403,7 @@ export class Agent {
 
   #note(what: string): void {
     if (what !== this.#lastError) this.log.warn({ event: 'store' }, what);
-    this.#lastError = what;
+    this.#roundError = what;
   }
 
   #adoptConfig(snap: Snapshot): void {

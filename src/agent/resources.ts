@@ -73,6 +73,8 @@ export interface ReplicaContext {
   /** Every replica is new (all zeros): no initial sync. */
   blank: boolean;
   secretFile: string;
+  /** Replica nodes whose lease has ended (they fenced themselves): a promotion does not wait for them. */
+  downPeers?: string[];
 }
 
 export interface NodeResources {
@@ -242,7 +244,7 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
         );
       await volumeUp(
         name,
-        { primary: { epoch }, mkfs: spec.volume.filesystem, mountDir: mnt },
+        { primary: { epoch, absent: ctx.downPeers ?? [] }, mkfs: spec.volume.filesystem, mountDir: mnt },
         progress(name),
       );
       const mounted = await volumeStatus(name);

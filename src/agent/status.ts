@@ -2,10 +2,9 @@
  * `cvserver status`: the cluster as one node's agent sees it — nodes and their leases, the etcd members
  * and their health, the manager, and every vserver with its node, state, epoch and replicas.
  */
-import { fullNodes, vserverSpecs } from '../cluster/config.ts';
+import { type ClusterSpec, fullNodes, vserverSpecs } from '../cluster/config.ts';
 import { errorMessage } from '../lib/errors.ts';
 import type { Agent } from './agent.ts';
-import { etcdEndpoints } from './agent.ts';
 
 export interface ClusterStatus {
   cluster: string;
@@ -47,16 +46,14 @@ export async function clusterStatus(agent: Agent): Promise<ClusterStatus> {
   const snap = v.snapshot;
   const spec = v.spec;
   const etcd = await Promise.all(
-    etcdEndpoints(agent.boot, agent.o.node)
-      .filter((e) => !e.includes('//127.0.0.1:'))
-      .map(async (endpoint) => {
-        try {
-          const s = await agent.store.client.status(endpoint);
-          return { endpoint, healthy: true, leader: s.leader === s.memberId, version: s.version, error: '' };
-        } catch (err) {
-          return { endpoint, healthy: false, leader: false, version: '', error: errorMessage(err) };
-        }
-      }),
+    memberEndpoints(agent.boot).map(async (endpoint) => {
+      try {
+        const s = await agent.store.client.status(endpoint);
+        return { endpoint, healthy: true, leader: s.leader === s.memberId, version: s.version, error: '' };
+      } catch (err) {
+        return { endpoint, healthy: false, leader: false, version: '', error: errorMessage(err) };
+      }
+    }),
   );
   const table = snap?.state?.table ?? {};
   const mstate = snap?.state?.state;
@@ -109,4 +106,10 @@ export async function clusterStatus(agent: Agent): Promise<ClusterStatus> {
     }),
     problems: snap?.problems ?? [],
   };
+}
+
+/** Every etcd member's client address (or the external endpoints). */
+function memberEndpoints(spec: ClusterSpec): string[] {
+  if (spec.etcd.endpoints.length) return spec.etcd.endpoints;
+  return spec.nodes.map((n) => `https://${n.addresses[0]}:${spec.etcd.client_port}`);
 }

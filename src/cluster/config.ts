@@ -21,8 +21,10 @@ import type { Desired, Policy } from './types.ts';
 
 const NODE_NAME = /^[a-z][a-z0-9-]{0,30}$/;
 const CLUSTER_NAME = /^[a-z][a-z0-9-]{0,62}$/;
-/** etcd refuses a lease TTL below its minimum (1.5 × election timeout, 2 s with the defaults). */
-const ETCD_MIN_TTL = 2;
+/** etcd refuses a lease TTL below its minimum: 1.5 × the election timeout, rounded up (2 s with the defaults). */
+function etcdMinTtl(electionMs: number): number {
+  return Math.ceil((1.5 * electionMs) / 1000);
+}
 /** The volume's limits (src/volume/lifecycle.ts): whole 4 KiB blocks, at least 16M. */
 const VOLUME_BLOCK = 4096;
 const VOLUME_MIN = 16 * 1024 * 1024;
@@ -50,6 +52,9 @@ const etcdSchema = z
       .default([]),
     client_port: port.default(2379),
     peer_port: port.default(2380),
+    /** Raft heartbeat and election timeout of the members (etcd's defaults suit a LAN). */
+    heartbeat_ms: z.number().int().min(10).max(5000).default(100),
+    election_ms: z.number().int().min(50).max(50_000).default(1000),
   })
   .prefault({});
 
@@ -292,7 +297,7 @@ function crossCheck(c: RawCluster, ctx: z.RefinementCtx): void {
   if (c.etcd.client_port === c.etcd.peer_port)
     fail(['etcd', 'peer_port'], `the same port as client_port (${c.etcd.client_port})`);
 
-  checkTiming(c.timing, fail);
+  checkTiming(c, fail);
 
   const names = new Set(Object.keys(c.vservers));
   const portOwner = new Map<number, string>([
@@ -360,9 +365,19 @@ function crossCheck(c: RawCluster, ctx: z.RefinementCtx): void {
  * (the rule Patroni applies as loop_wait + 2*retry_timeout <= ttl), and the fence must not fall
  * between two loop turns unnoticed.
  */
-function checkTiming(t: RawCluster['timing'], fail: (path: Path, message: string) => void): void {
-  if (t.lease_ttl < ETCD_MIN_TTL)
-    fail(['timing', 'lease_ttl'], `${t.lease_ttl}s is below etcd's minimum lease TTL (${ETCD_MIN_TTL}s)`);
+function checkTiming(c: RawCluster, fail: (path: Path, message: string) => void): void {
+  const t = c.timing;
+  const minTtl = etcdMinTtl(c.etcd.election_ms);
+  if (t.lease_ttl < minTtl)
+    fail(
+      ['timing', 'lease_ttl'],
+      `${t.lease_ttl}s is below etcd's minimum lease TTL (${minTtl}s: 1.5 × election_ms ${c.etcd.election_ms})`,
+    );
+  if (c.etcd.election_ms < 5 * c.etcd.heartbeat_ms)
+    fail(
+      ['etcd', 'election_ms'],
+      `${c.etcd.election_ms} is less than 5 × heartbeat_ms (${c.etcd.heartbeat_ms}): members would hold elections needlessly`,
+    );
   const need = t.loop_interval + 2 * t.renew_timeout + t.fence_margin;
   if (need > t.lease_ttl)
     fail(

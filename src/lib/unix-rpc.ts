@@ -10,7 +10,6 @@ import { UserError } from './errors.ts';
 
 export type RpcReply = { ok: true; result: unknown } | { ok: false; error: string };
 
-
 export async function serveRpc<S extends z.ZodType>(
   path: string,
   schema: S,

@@ -12,6 +12,8 @@ export const controlRequestSchema = z.discriminatedUnion('op', [
     op: z.literal('promote'),
     epoch: z.number().int().positive().optional(),
     force: z.boolean().optional(),
+    /** Peers known to be down (the cluster saw their lease end): promotion does not wait to hear from them. */
+    absent: z.array(z.string()).optional(),
   }),
   z.strictObject({ op: z.literal('demote') }),
   z.strictObject({ op: z.literal('verify'), peer: z.string().optional(), resync: z.boolean() }),

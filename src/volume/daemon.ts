@@ -260,11 +260,11 @@ async function runReplica(
         if (!device) throw new Error('a diskless tiebreaker cannot become primary');
         if (device.role === 'Primary' && fuse) return { role: 'Primary', epoch: device.status().epoch };
         let epoch = req.epoch ?? device.status().epoch + 1;
-        let r = await device.promote(epoch, undefined, req.force);
+        let r = await device.promote(epoch, undefined, req.force, req.absent);
         // Without an explicit epoch, a peer may have taught us a higher one during the attempt.
         if (!r.ok && req.epoch === undefined && device.status().epoch >= epoch) {
           epoch = device.status().epoch + 1;
-          r = await device.promote(epoch, undefined, req.force);
+          r = await device.promote(epoch, undefined, req.force, req.absent);
         }
         if (!r.ok) throw new Error(`cannot become primary: ${r.reason}`);
         try {

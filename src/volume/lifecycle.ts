@@ -496,6 +496,7 @@ async function execute(l: VolumeLayout, step: Step, progress: Progress): Promise
         op: 'promote',
         epoch: step.epoch,
         force: step.force,
+        ...(step.absent ? { absent: step.absent } : {}),
       })) as { epoch: number };
       progress(`primary with epoch ${r.epoch}`);
       await waitFor(async () => readMounts().some((m) => m.dir === l.fuseDir), 10_000, 'the FUSE device');

@@ -28,7 +28,7 @@ export type Step =
   | { kind: 'attach-loop' }
   | { kind: 'mkfs'; fstype: string }
   | { kind: 'mount-fs'; dir: string }
-  | { kind: 'promote'; epoch?: number; force?: boolean }
+  | { kind: 'promote'; epoch?: number; force?: boolean; absent?: string[] }
   | { kind: 'demote' }
   | { kind: 'stop-daemon' };
 
@@ -98,7 +98,12 @@ export interface UpOptions {
   mkfs?: string;
   mountDir?: string;
   /** Replicated volumes: become primary (with this epoch, or the next one when absent). */
-  primary?: { epoch?: number; force?: boolean };
+  primary?: {
+    epoch?: number;
+    force?: boolean;
+    /** Peers the caller knows to be down (the cluster saw their lease end): not waited for. */
+    absent?: string[];
+  };
 }
 
 /** Bring up: repair a failed state first (as `down` would), then daemon → loop → (mkfs) → mount. */
@@ -115,6 +120,7 @@ export function planUp(o: VolumeObservation, opts: UpOptions): Step[] {
         kind: 'promote',
         epoch: opts.primary.epoch,
         ...(opts.primary.force ? { force: true } : {}),
+        ...(opts.primary.absent?.length ? { absent: opts.primary.absent } : {}),
       });
   }
   if (fresh || o.loops.length === 0) steps.push({ kind: 'attach-loop' });

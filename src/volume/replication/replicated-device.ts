@@ -245,16 +245,24 @@ export class ReplicatedDevice implements BlockDevice {
     epoch: number,
     waitMs = 3000,
     force = false,
+    absent: string[] = [],
   ): Promise<{ ok: true } | { ok: false; reason: string }> {
     if (this.#role === 'Primary' && !this.#fenced) return { ok: true };
     const tried = this.#peers.map((p) => p.link.failures);
     for (const p of this.#peers) p.link.start();
     // Every peer must have answered (its STATE: is it primary? newer data?) or failed to connect at
-    // least once: a majority alone may not include the one that is primary.
+    // least once: a majority alone may not include the one that is primary. A peer the caller knows
+    // to be down (the cluster saw its lease end, so it fenced itself) is not waited for: a black-holed
+    // address would hold the promotion until the connect timeout.
     await this.#waitFor(
       () =>
         quorum(this.#roleState()).hasQuorum &&
-        this.#peers.every((p, i) => p.link.peerState !== undefined || p.link.failures > tried[i]!),
+        this.#peers.every(
+          (p, i) =>
+            p.link.peerState !== undefined ||
+            p.link.failures > tried[i]! ||
+            absent.includes(p.link.o.peer.node),
+        ),
       waitMs,
     );
     const d = (force ? undefined : this.#newerPeer()) ?? promote(this.#roleState(), epoch);

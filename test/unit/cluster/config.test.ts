@@ -69,7 +69,13 @@ test('the three-node example parses with its defaults', () => {
   assert.equal(spec.state_dir, undefined);
   assert.deepEqual(votingNodes(spec), ['n1', 'n2', 'n3']);
   assert.deepEqual(fullNodes(spec), ['n1', 'n2', 'n3']);
-  assert.deepEqual(spec.etcd, { endpoints: [], client_port: 2379, peer_port: 2380 });
+  assert.deepEqual(spec.etcd, {
+    endpoints: [],
+    client_port: 2379,
+    peer_port: 2380,
+    heartbeat_ms: 100,
+    election_ms: 1000,
+  });
   assert.deepEqual(timingOf(spec), {
     leaseTtl: 3,
     loopInterval: 0.5,
@@ -195,7 +201,7 @@ test('unsafe timing is refused with the rule it breaks', () => {
         'timing: { lease_ttl: 1, loop_interval: 0.1, renew_timeout: 0.1, fence_margin: 0.2 }',
       ),
     ),
-    /timing\.lease_ttl: 1s is below etcd's minimum lease TTL \(2s\)/,
+    /timing\.lease_ttl: 1s is below etcd's minimum lease TTL \(2s: 1\.5 × election_ms 1000\)/,
   );
   assert.match(
     errorOf(cluster(vserver('a'), 'timing: { lease_ttl: 10, loop_interval: 2, fence_margin: 3 }')),
