@@ -21,7 +21,7 @@ import {
 } from '../cluster/config.ts';
 import { emptyState, step } from '../cluster/manager.ts';
 import { emptyLocal, isActive, type NodeEvent, type NodeLocal, nodeStep } from '../cluster/node.ts';
-import type { ManagerState } from '../cluster/types.ts';
+import type { ManagerState, Report } from '../cluster/types.ts';
 import { errorMessage, UserError } from '../lib/errors.ts';
 import { writeFileAtomic } from '../lib/json-file.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
@@ -129,6 +129,7 @@ export class Agent {
   #lastReportAt = 0;
   #replicas: Record<string, ReplicaReport> = {};
   #replicasAt = 0;
+  #replicasBusy = false;
   #ensured = new Map<string, string>();
   #managerState: ManagerState | undefined;
   #isManager = false;
@@ -139,6 +140,8 @@ export class Agent {
   #roundError = '';
   #wallOffset: number;
   #wake: (() => void) | undefined;
+  #fenceTimer: NodeJS.Timeout | undefined;
+  readonly #startedAt = Date.now();
 
   constructor(o: AgentOptions) {
     this.o = o;
@@ -317,6 +320,7 @@ export class Agent {
 
   async stop(): Promise<void> {
     this.#stopping = true;
+    clearTimeout(this.#fenceTimer);
     this.#wake?.();
     this.#server?.close();
     this.#guard?.close();
@@ -325,80 +329,110 @@ export class Agent {
 
   /** One round of the loop. */
   async round(): Promise<void> {
-    const t = this.timing;
-    const events: NodeEvent[] = [...this.executor.drain()];
-    const renewTimeout = this.#ms(t.renewTimeout);
-
-    // 1. The lease: renew it, or get one.
-    const sentAt = monoSeconds();
-    if (this.#lease) {
-      try {
-        const r = await this.store.client.leaseKeepAlive(this.#lease, { timeoutMs: renewTimeout });
-        if (r.ttl > 0) {
-          events.push({ kind: 'renewed', sentAt });
-        } else {
-          events.push({ kind: 'lease-lost', reason: 'etcd says the lease has expired' });
-          this.#event('agent', `lease ${this.#lease} expired in etcd`);
-          this.#lease = null;
-        }
-      } catch (err) {
-        this.#note(`renewal failed: ${errorMessage(err)}`);
-      }
-    } else if (!Object.values(this.local.vservers).some((x) => isActive(x.status)) || this.local.fenced) {
-      // A new lease only once nothing runs on the old one (a fenced node first stops what it ran).
-      try {
-        const g = await this.store.client.leaseGrant(Math.ceil(t.leaseTtl), { timeoutMs: renewTimeout });
-        this.#lease = g.id;
-        events.push({ kind: 'renewed', sentAt });
-        await this.store.putNode(
-          {
-            version: RECORD_VERSION,
-            node: this.o.node,
-            agentVersion: AGENT_VERSION,
-            pid: process.pid,
-            startedAt: Date.now(),
-            lease: g.id,
-          },
-          g.id,
-          renewTimeout,
-        );
-        this.#lastReport = '';
-        this.#event('agent', `lease ${g.id} granted (TTL ${Math.ceil(t.leaseTtl)} s)`);
-      } catch (err) {
-        this.#note(`no lease yet: ${errorMessage(err)}`);
-      }
-    }
-
-    // 2. The cluster as stored.
-    try {
-      this.snapshot = await this.store.snapshot(renewTimeout);
-      this.#snapshotAt = Date.now();
-      this.#adoptConfig(this.snapshot);
-      events.push({ kind: 'assignments', table: this.snapshot.state?.table ?? {} });
-    } catch (err) {
-      this.#note(`cannot read the cluster state: ${errorMessage(err)}`);
-    }
-
-    // 3. Local resources: crashes and health of what should run.
+    const renewTimeout = this.#ms(this.timing.renewTimeout);
+    // The lease and the cluster's state in parallel: a round where etcd is away costs one timeout.
+    const [leaseEvents, snapshot] = await Promise.all([this.#renew(renewTimeout), this.#read(renewTimeout)]);
+    const events: NodeEvent[] = [...leaseEvents];
+    if (snapshot) events.push({ kind: 'assignments', table: snapshot.state?.table ?? {} });
     events.push(...(await this.#observeLocal()));
+    const reports = this.#decide(events);
+    this.#ensureReplicas();
+    await this.#publishReport(reports);
+    await this.#manage();
+    await this.#flushEvents();
+  }
 
-    // 4. The node's decisions.
-    const now = monoSeconds();
-    const res = nodeStep(this.local, events, now, { leaseTtl: t.leaseTtl, fenceMargin: t.fenceMargin });
+  /**
+   * The node's decisions (synchronous: never interleaved with another decision), then the actions
+   * handed to the executor and the guard fed. Also run by the fence timer between rounds.
+   */
+  #decide(events: NodeEvent[]): Record<string, Report> {
+    const t = this.timing;
+    const res = nodeStep(this.local, [...this.executor.drain(), ...events], monoSeconds(), {
+      leaseTtl: t.leaseTtl,
+      fenceMargin: t.fenceMargin,
+    });
     this.local = res.local;
     for (const line of res.log) this.#event('node', line);
     for (const a of res.actions) this.executor.submit(a);
-
-    // 5. The guard: kill what runs here if no renewal is acknowledged in time, whatever this loop does.
+    // The guard kills what runs here if no renewal is acknowledged in time, whatever this loop does.
     this.#feedGuard();
+    this.#armFenceTimer();
+    return res.reports;
+  }
 
-    // 6. Replicas this node holds (and ensure they exist and run), then the report.
-    await this.#ensureReplicas();
-    await this.#publishReport(res.reports);
+  /**
+   * A round can take a renew timeout or more when etcd is away; the fence must not wait for it: a
+   * timer runs the node step at the fence time itself.
+   */
+  #armFenceTimer(): void {
+    clearTimeout(this.#fenceTimer);
+    const lu = this.local.leaseUntil;
+    if (lu === null || this.local.fenced) return;
+    const at = lu - this.timing.fenceMargin;
+    this.#fenceTimer = setTimeout(() => this.#decide([]), Math.max(0, (at - monoSeconds()) * 1000) + 1);
+  }
 
-    // 7. The manager, if this node holds (or can take) the manager's key.
-    await this.#manage();
-    await this.#flushEvents();
+  async #renew(timeoutMs: number): Promise<NodeEvent[]> {
+    const sentAt = monoSeconds();
+    if (this.#lease) {
+      try {
+        const r = await this.store.client.leaseKeepAlive(this.#lease, { timeoutMs });
+        if (r.ttl > 0) {
+          // The node record is written after the grant; if that write was lost, write it again.
+          if (this.snapshot && this.snapshot.nodes[this.o.node]?.lease !== this.#lease)
+            await this.#putNode(this.#lease, timeoutMs).catch(() => undefined);
+          return [{ kind: 'renewed', sentAt }];
+        }
+        this.#event('agent', `lease ${this.#lease} expired in etcd`);
+        this.#lease = null;
+        return [{ kind: 'lease-lost', reason: 'etcd says the lease has expired' }];
+      } catch (err) {
+        this.#note(`renewal failed: ${errorMessage(err)}`);
+        return [];
+      }
+    }
+    // A new lease only once nothing runs on the old one (a fenced node first stops what it ran).
+    if (Object.values(this.local.vservers).some((x) => isActive(x.status)) && !this.local.fenced) return [];
+    const ttl = Math.ceil(this.timing.leaseTtl);
+    try {
+      const g = await this.store.client.leaseGrant(ttl, { timeoutMs });
+      this.#lease = g.id;
+      await this.#putNode(g.id, timeoutMs);
+      this.#lastReport = '';
+      this.#event('agent', `lease ${g.id} granted (TTL ${ttl} s)`);
+      return [{ kind: 'renewed', sentAt }];
+    } catch (err) {
+      this.#note(`no lease yet: ${errorMessage(err)}`);
+      return [];
+    }
+  }
+
+  #putNode(lease: string, timeoutMs: number): Promise<unknown> {
+    return this.store.putNode(
+      {
+        version: RECORD_VERSION,
+        node: this.o.node,
+        agentVersion: AGENT_VERSION,
+        pid: process.pid,
+        startedAt: this.#startedAt,
+        lease,
+      },
+      lease,
+      timeoutMs,
+    );
+  }
+
+  async #read(timeoutMs: number): Promise<Snapshot | undefined> {
+    try {
+      this.snapshot = await this.store.snapshot(timeoutMs);
+      this.#snapshotAt = Date.now();
+      this.#adoptConfig(this.snapshot);
+      return this.snapshot;
+    } catch (err) {
+      this.#note(`cannot read the cluster state: ${errorMessage(err)}`);
+      return undefined;
+    }
   }
 
   #note(what: string): void {
@@ -454,32 +488,41 @@ export class Agent {
     this.#guard.send({ deadline, protect: { containers: active, volumes: active } });
   }
 
-  async #ensureReplicas(): Promise<void> {
+  /**
+   * Replicas this node holds: created and up (in the vserver's queue, never holding up the loop), and
+   * their state every 2 s for the report (in the background too).
+   */
+  #ensureReplicas(): void {
     if (!this.snapshot?.config) return;
-    const now = Date.now();
-    const refresh = now - this.#replicasAt > 2000;
     for (const v of Object.values(this.spec.vservers)) {
       const role = replicaRoleOf(v, this.spec, this.o.node);
       if (!role || this.executor.busy(v.name) || isActive(this.local.vservers[v.name]?.status)) continue;
       const key = JSON.stringify(v.volume);
-      if (this.#ensured.get(v.name) !== key || this.#replicas[v.name]?.failed) {
+      if (this.#ensured.get(v.name) === key && !this.#replicas[v.name]?.failed) continue;
+      this.executor.upkeep(v.name, async () => {
         try {
           await this.resources.ensureReplica(v, this.#replicaContext(v.name));
           this.#ensured.set(v.name, key);
+          this.#replicasAt = 0;
         } catch (err) {
           this.#note(`${v.name}: replica not ready: ${errorMessage(err)}`);
         }
+      });
+    }
+    if (this.#replicasBusy || Date.now() - this.#replicasAt < 2000) return;
+    this.#replicasBusy = true;
+    this.#replicasAt = Date.now();
+    void (async () => {
+      const replicas: Record<string, ReplicaReport> = {};
+      for (const v of Object.values(this.spec.vservers)) {
+        if (replicaRoleOf(v, this.spec, this.o.node) !== 'data') continue;
+        const o = await this.resources.observe(v).catch(() => undefined);
+        if (o) replicas[v.name] = { ...o.volume };
       }
-    }
-    if (!refresh) return;
-    this.#replicasAt = now;
-    const replicas: Record<string, ReplicaReport> = {};
-    for (const v of Object.values(this.spec.vservers)) {
-      if (replicaRoleOf(v, this.spec, this.o.node) !== 'data') continue;
-      const o = await this.resources.observe(v).catch(() => undefined);
-      if (o) replicas[v.name] = { ...o.volume };
-    }
-    this.#replicas = replicas;
+      this.#replicas = replicas;
+    })().finally(() => {
+      this.#replicasBusy = false;
+    });
   }
 
   async #publishReport(

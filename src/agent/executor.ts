@@ -30,17 +30,23 @@ export class ActionExecutor {
   }
 
   submit(a: NodeAction): void {
-    const v = a.vserver;
+    this.#enqueue(a.vserver, () => this.#run(a));
+  }
+
+  /** Upkeep of a vserver's resources (its replica) in the same queue, so it never overlaps a start or stop. */
+  upkeep(vserver: string, task: () => Promise<void>): void {
+    this.#enqueue(vserver, () => task().catch(() => undefined));
+  }
+
+  #enqueue(v: string, work: () => Promise<void>): void {
     this.#busy.set(v, (this.#busy.get(v) ?? 0) + 1);
     const prev = this.#queues.get(v) ?? Promise.resolve();
-    const next = prev
-      .then(() => this.#run(a))
-      .finally(() => {
-        const n = (this.#busy.get(v) ?? 1) - 1;
-        if (n === 0) this.#busy.delete(v);
-        else this.#busy.set(v, n);
-        this.#onOutcome();
-      });
+    const next = prev.then(work).finally(() => {
+      const n = (this.#busy.get(v) ?? 1) - 1;
+      if (n === 0) this.#busy.delete(v);
+      else this.#busy.set(v, n);
+      this.#onOutcome();
+    });
     this.#queues.set(v, next);
   }
 
