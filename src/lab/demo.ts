@@ -67,7 +67,17 @@ export function demoDefinition(lab: Lab) {
     // wait for the timeout: kill at once. Safe: a record is answered only once fsync'd.
     stop: { signal: 'SIGKILL', timeout: '2s' },
     health_checks: [
-      { type: 'http', port: 80, path: '/cgi-bin/records', interval: '1s', timeout: '1s', retries: 3 },
+      {
+        type: 'http',
+        port: 80,
+        path: '/cgi-bin/records',
+        interval: '1s',
+        timeout: '1s',
+        retries: 3,
+        // Probed every 200 ms until it first answers (failures in the start period do not count).
+        start_period: '30s',
+        start_interval: '200ms',
+      },
     ],
   };
 }

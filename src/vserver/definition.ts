@@ -53,6 +53,8 @@ const common = {
   timeout: duration.default(5_000),
   retries: z.number().int().min(1).default(3),
   start_period: duration.default(0),
+  /** How often to probe during the start period (failures there do not count); default: interval. */
+  start_interval: duration.optional(),
 };
 
 export const healthCheckSchema = z.discriminatedUnion('type', [

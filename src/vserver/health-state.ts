@@ -26,6 +26,19 @@ export interface HealthTransition {
   reason: string;
 }
 
+/**
+ * When to probe next: every `start_interval` while the check has not passed yet and the start period
+ * runs (a failure there does not count, so probing often only finds "up" sooner), else every `interval`.
+ */
+export function nextProbeAt(
+  state: HealthState,
+  at: number,
+  check: { interval: number; start_period: number; start_interval?: number | undefined },
+): number {
+  const starting = state.status === 'starting' && at - state.startedAt < check.start_period;
+  return at + (starting ? (check.start_interval ?? check.interval) : check.interval);
+}
+
 export function initialHealth(now: number): HealthState {
   return { status: 'starting', failures: 0, startedAt: now };
 }

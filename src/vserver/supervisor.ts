@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { errorMessage } from '../lib/errors.ts';
 import { crunExecArgs } from './crun.ts';
 import type { HealthCheck, VserverDefinition } from './definition.ts';
-import { applyResult, type HealthState, initialHealth } from './health-state.ts';
+import { applyResult, type HealthState, initialHealth, nextProbeAt } from './health-state.ts';
 import { containerState, mustDefinition, startContainer, stopContainer } from './manager.ts';
 import { type ProbeResult, probeCommand, probeHost, probeHttp, probeTcp } from './probe.ts';
 import { decideRestart, pruneHistory } from './restart-policy.ts';
@@ -155,13 +155,13 @@ export async function supervise(name: string, clock: Clock = realClock): Promise
     let unhealthy: string | undefined;
     for (const { i, r, at } of results) {
       const check = def.health_checks[i]!;
-      nextRun[i] = at + check.interval;
       const out = applyResult(
         health[i]!,
         { retries: check.retries, startPeriodMs: check.start_period },
         { ok: r.ok, at, detail: r.detail },
       );
       health[i] = out.state;
+      nextRun[i] = nextProbeAt(out.state, at, check);
       if (out.transition) {
         const label = checkLabel(check, i);
         recordEvent(name, `health-${out.transition.to}`, `check ${label}: ${out.transition.reason}`);

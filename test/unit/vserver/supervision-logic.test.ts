@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { applyResult, type HealthState, initialHealth } from '../../../src/vserver/health-state.ts';
+import {
+  applyResult,
+  type HealthState,
+  initialHealth,
+  nextProbeAt,
+} from '../../../src/vserver/health-state.ts';
 import { decideRestart } from '../../../src/vserver/restart-policy.ts';
 import { nextStopStep } from '../../../src/vserver/stop-sequence.ts';
 
@@ -55,4 +60,17 @@ test('stop sequence: signal, wait until the timeout, kill, fail if still there',
   assert.equal(nextStopStep({ ...base, signalled: true, killed: true, elapsedMs: 3000 }).action, 'wait');
   assert.equal(nextStopStep({ ...base, signalled: true, killed: true, elapsedMs: 8000 }).action, 'fail');
   assert.equal(nextStopStep({ ...base, running: false }).action, 'done');
+});
+
+test('probes every start_interval until the first success within the start period, then every interval', () => {
+  const check = { interval: 1000, start_period: 5000, start_interval: 200 };
+  const s0 = initialHealth(0);
+  assert.equal(nextProbeAt(s0, 100, check), 300);
+  // The start period is over: the normal interval.
+  assert.equal(nextProbeAt(s0, 5000, check), 6000);
+  const up = applyResult(s0, { retries: 3, startPeriodMs: 5000 }, { ok: true, at: 400, detail: 'ok' }).state;
+  assert.equal(up.status, 'healthy');
+  assert.equal(nextProbeAt(up, 400, check), 1400);
+  // Without start_interval, always the interval.
+  assert.equal(nextProbeAt(s0, 100, { interval: 1000, start_period: 5000 }), 1100);
 });
