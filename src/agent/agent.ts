@@ -578,7 +578,7 @@ export class Agent {
     // Continue from the stored state (a new manager knows only that), or from this manager's last write.
     const prevState = this.#managerState ?? snap.state?.state ?? emptyState();
     const prevTable = snap.state?.table ?? {};
-    const obs = observeCluster(this.spec, snap, prevState);
+    const obs = observeCluster(this.spec, snap, prevState, Date.now());
     const requests = snap.requests.map((r) => r.record.event);
     const res = step(prevState, obs, Date.now() / 1000, requests, managerPolicy(this.spec));
     const table = applyCommands(prevTable, res.commands);

@@ -13,7 +13,15 @@ export function leaseOf(node: string, snap: Snapshot, prev: ManagerState): Lease
   return seen !== undefined && !seen.startsWith('never') ? 'expired' : 'never';
 }
 
-export function observeCluster(spec: ClusterSpec, snap: Snapshot, prev: ManagerState): Observation {
+/** How long a freshly started agent may take to report its replicas before placement goes on without it. */
+export const REPLICA_REPORT_GRACE_MS = 10_000;
+
+export function observeCluster(
+  spec: ClusterSpec,
+  snap: Snapshot,
+  prev: ManagerState,
+  nowMs: number,
+): Observation {
   const nodes = fullNodes(spec).map((name) => ({ name, lease: leaseOf(name, snap, prev), standby: false }));
   const alive = new Set(nodes.filter((n) => n.lease === 'alive').map((n) => n.name));
   const vservers = vserverSpecs(spec).map((v) => {
@@ -23,9 +31,19 @@ export function observeCluster(spec: ClusterSpec, snap: Snapshot, prev: ManagerS
       if (x && alive.has(node)) reports[node] = toReport(x);
     }
     // A replica counts as up to date only on a live node that says so (its disk state is the volume's own).
-    const upToDate = v.volume.replicas.filter(
+    let upToDate = v.volume.replicas.filter(
       (n) => alive.has(n) && snap.reports[n]?.replicas[v.name]?.upToDate === true,
     );
+    // A vserver not placed yet waits for every live replica node that started recently to report its
+    // replica: else the first node to report would win over the preferred one (a race at cluster start).
+    const pending = v.volume.replicas.some(
+      (n) =>
+        alive.has(n) &&
+        !snap.reports[n]?.replicas[v.name] &&
+        nowMs - (snap.nodes[n]?.startedAt ?? 0) < REPLICA_REPORT_GRACE_MS,
+    );
+    const placed = prev.vservers[v.name]?.node;
+    if (pending && !placed) upToDate = [];
     return {
       name: v.name,
       desired: v.desired,
