@@ -43,6 +43,8 @@ import { createNodeResources, type NodeResources, type ReplicaContext } from './
 import { ClusterStore, type Snapshot } from './store.ts';
 
 export const AGENT_VERSION = '0.2.0';
+/** How many of the newest events the cluster keeps (the manager trims the rest once a minute). */
+export const EVENTS_KEPT = 2000;
 
 export interface AgentOptions {
   /** The bootstrap configuration (nodes, etcd, timing, credentials); vservers come from what `apply` stored. */
@@ -142,6 +144,7 @@ export class Agent {
   #wake: (() => void) | undefined;
   #fenceTimer: NodeJS.Timeout | undefined;
   readonly #startedAt = Date.now();
+  #trimmedAt = 0;
 
   constructor(o: AgentOptions) {
     this.o = o;
@@ -573,7 +576,15 @@ export class Agent {
     if (mine !== this.#isManager && !mine)
       this.#event('agent', `no longer the manager (${snap.manager.node} is)`);
     this.#isManager = mine;
-    if (!mine || !snap.config) return;
+    if (!mine) return;
+    if (Date.now() - this.#trimmedAt > 60_000) {
+      // The cluster's log has a bounded size: the manager keeps the newest events.
+      this.#trimmedAt = Date.now();
+      void this.store
+        .trimEvents(EVENTS_KEPT, 5000)
+        .catch((err: unknown) => this.#note(`events not trimmed: ${errorMessage(err)}`));
+    }
+    if (!snap.config) return;
 
     // Continue from the stored state (a new manager knows only that), or from this manager's last write.
     const prevState = this.#managerState ?? snap.state?.state ?? emptyState();

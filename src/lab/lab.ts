@@ -142,12 +142,22 @@ export async function labStart(lab: Lab, name: string, root = ROOT): Promise<Sta
   return { ...report, alreadyRunning: false };
 }
 
-/** A power cut: every process of the node dies at once (frozen first), its links go down. */
-export async function labKill(lab: Lab, name: string): Promise<{ node: string; killed: number[] }> {
+/**
+ * A power cut: every process of the node dies at once (frozen first), its links go down. `cutAt` (ms
+ * since the epoch): when every process of the node was stopped and its links went down.
+ */
+export async function labKill(
+  lab: Lab,
+  name: string,
+): Promise<{ node: string; cutAt: number; killed: number[] }> {
   requireRoot();
   const node = mustNode(lab, name);
-  const killed = await killNodeProcesses(node, () => setNodeLinks(lab, node, false));
-  return { node: name, killed };
+  let cutAt = 0;
+  const killed = await killNodeProcesses(node, () => {
+    cutAt = Date.now();
+    setNodeLinks(lab, node, false);
+  });
+  return { node: name, cutAt, killed };
 }
 
 /** Links down (all, or only the given link numbers), processes alive. */
