@@ -1,0 +1,611 @@
+/**
+ * bench/failover: failover in the lab (3 nodes, real agents, etcd, volumes, crun) while a client keeps
+ * POSTing to the demo (500 ms timeout per request, ~50 ms apart):
+ *   (a) power cuts (`lab kill`) of the node running the demo: cut → first successful POST at the demo
+ *       IP, split into detect (cut → the manager's "alive -> expired"), assign, pickup (the node's
+ *       "start with epoch"), promote (volume daemon "promoted"), mount ("volume-primary"), start
+ *       ("vserver-started"), healthy (the node's "healthy") and http (the client's first success);
+ *       every acknowledged record is checked afterwards; the node is started again and waited for
+ *       until its replica is a secondary in sync;
+ *   (b) planned `migrate` to the next node: its own seconds, the client's longest gap, lost records;
+ *   (c) idle CPU (% of one core over 20 s, from /proc/PID/stat) and RSS of each node's agent, its etcd
+ *       member, guard, volume daemons and vserver supervisor.
+ * Baselines in the same run: the lease TTL (the floor of detection) and the targets (unplanned p50
+ * ≤ 5 s, p99 ≤ 8 s; migrate p50 ≤ 2 s); for CPU/RSS the etcd member beside the agent and a plain idle
+ * node process started by this bench. Figures only, no pass/fail.
+ *   scripts/node bench/failover.ts [--trials 10] [--migrations 5] [--idle-seconds 20] [--json]
+ * (root; builds lab "bench" on 10.88.0.0/24 and always takes it down at the end, also on error/Ctrl-C)
+ */
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs, promisify } from 'node:util';
+
+const { values } = parseArgs({
+  options: {
+    trials: { type: 'string', default: '10' },
+    migrations: { type: 'string', default: '5' },
+    'idle-seconds': { type: 'string', default: '20' },
+    json: { type: 'boolean', default: false },
+  },
+});
+const TRIALS = Number(values.trials);
+const MIGRATIONS = Number(values.migrations);
+const IDLE_S = Number(values['idle-seconds']);
+const JSON_OUT = values.json;
+
+const ROOT = new URL('../', import.meta.url).pathname;
+const CLI = join(ROOT, 'bin/cvserver');
+const NAME = 'bench';
+const SUBNET = '10.88.0';
+const LAB_DIR = `/var/lib/cvserver-lab/${NAME}`;
+const RECORDS = `http://${SUBNET}.100/cgi-bin/records`;
+const LEASE_TTL_MS = 2000; // the lab's timing.lease_ttl (src/lab/demo.ts)
+const CLK_TCK = 100;
+
+const run = promisify(execFile);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const say = (line: string) => {
+  if (!JSON_OUT) console.log(line);
+};
+const note = (line: string) => process.stderr.write(`${line}\n`);
+
+/** The CLI, asynchronously: the client loop runs in this process and must not be held up. */
+async function cli(...args: string[]): Promise<string> {
+  const r = await run(CLI, args, { maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' });
+  return r.stdout;
+}
+const lab = (sub: string, ...args: string[]) => cli('lab', sub, '--name', NAME, ...args);
+const onNode = async <T>(node: string, ...args: string[]): Promise<T> =>
+  JSON.parse(await lab('exec', node, '--', 'cvserver', ...args)) as T;
+
+interface Status {
+  manager: string | null;
+  vservers: {
+    name: string;
+    node: string | null;
+    epoch: number;
+    status: string;
+    replicas: { node: string; role: string; upToDate: boolean }[];
+  }[];
+}
+interface ClusterEvent {
+  at: number;
+  node: string;
+  source: string;
+  text: string;
+}
+const NODES = ['n1', 'n2', 'n3'];
+
+async function status(from: string): Promise<Status> {
+  return onNode<Status>(from, 'status', '--json');
+}
+async function events(from: string): Promise<ClusterEvent[]> {
+  return (await onNode<{ events: ClusterEvent[] }>(from, 'events', '--json', '--limit', '500')).events;
+}
+
+/** Polls status (from any live node) until `ok` holds; returns the status. */
+async function waitStatus(
+  what: string,
+  ok: (s: Status) => boolean,
+  timeoutMs: number,
+  from = NODES,
+): Promise<Status> {
+  const end = Date.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    for (const n of from) {
+      try {
+        const s = await status(n);
+        if (ok(s)) return s;
+        last = JSON.stringify(s.vservers[0]);
+        break;
+      } catch (err) {
+        last = String(err).slice(0, 200);
+      }
+    }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; last: ${last}`);
+    await sleep(1000);
+  }
+}
+const allInSync = (s: Status) => {
+  const v = s.vservers[0];
+  return (
+    !!v &&
+    v.status === 'healthy' &&
+    v.replicas.every((r) => r.upToDate && (r.node === v.node ? r.role === 'primary' : r.role === 'secondary'))
+  );
+};
+
+// ---------------------------------------------------------------- the client
+
+interface Ack {
+  n: number;
+  at: number;
+}
+class Client {
+  acks: Ack[] = [];
+  failures = 0;
+  #stop = false;
+  #done: Promise<void> | undefined;
+  start(): void {
+    this.#done = this.#loop();
+  }
+  async #loop(): Promise<void> {
+    let i = 0;
+    while (!this.#stop) {
+      const sent = Date.now();
+      try {
+        const r = await fetch(RECORDS, {
+          method: 'POST',
+          body: `bench-${i++}`,
+          signal: AbortSignal.timeout(500),
+        });
+        const text = (await r.text()).trim();
+        if (r.ok && /^\d+$/.test(text)) this.acks.push({ n: Number(text), at: Date.now() });
+        else this.failures++;
+      } catch {
+        this.failures++;
+      }
+      await sleep(Math.max(0, 50 - (Date.now() - sent)));
+    }
+  }
+  firstAckAfter(t: number): Ack | undefined {
+    return this.acks.find((a) => a.at > t);
+  }
+  /** Longest time between two successes in [from, to]. */
+  longestGap(from: number, to: number): number {
+    const ts = this.acks.filter((a) => a.at >= from && a.at <= to).map((a) => a.at);
+    let gap = 0;
+    for (let i = 1; i < ts.length; i++) gap = Math.max(gap, ts[i]! - ts[i - 1]!);
+    return gap;
+  }
+  async stop(): Promise<void> {
+    this.#stop = true;
+    await this.#done;
+  }
+}
+
+/** Acknowledged numbers missing from the records file (GET ?all: line N is record N). */
+async function lostRecords(acks: Ack[]): Promise<number[]> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const r = await fetch(`${RECORDS}?all`, { signal: AbortSignal.timeout(3000) });
+      if (!r.ok) throw new Error(`GET ?all: ${r.status}`);
+      const have = new Set<number>();
+      for (const line of (await r.text()).split('\n')) {
+        const n = Number(line.split(' ')[0]);
+        if (line && Number.isInteger(n)) have.add(n);
+      }
+      return acks.filter((a) => !have.has(a.n)).map((a) => a.n);
+    } catch (err) {
+      if (attempt >= 10) throw err;
+      await sleep(500);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- logs on the node
+
+/** Times (ms) of pino lines with this event field in a JSON-lines log, optionally for one epoch. */
+function logTimes(file: string, event: string, epoch?: number): number[] {
+  if (!existsSync(file)) return [];
+  const out: number[] = [];
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    if (!line.includes(`"event":"${event}"`)) continue;
+    try {
+      const j = JSON.parse(line) as { time: string; epoch?: number };
+      if (epoch === undefined || j.epoch === epoch) out.push(Date.parse(j.time));
+    } catch {}
+  }
+  return out;
+}
+const firstAfter = (ts: number[], t: number) => ts.filter((x) => x >= t).sort((a, b) => a - b)[0];
+
+// ---------------------------------------------------------------- figures
+
+const PHASES = ['detect', 'assign', 'pickup', 'promote', 'mount', 'start', 'healthy', 'http'] as const;
+type Phase = (typeof PHASES)[number];
+interface Trial {
+  trial: number;
+  from: string;
+  to: string;
+  epoch: number;
+  managerKilled: boolean;
+  /** Milliseconds from the cut to the end of each phase (NaN: not seen). */
+  at: Record<Phase, number>;
+  total: number;
+  lost: number[];
+  failedPosts: number;
+  rejoinMs: number;
+}
+
+function quantile(xs: number[], p: number): number {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return Number.NaN;
+  return s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)]!;
+}
+const sec = (ms: number) => (Number.isFinite(ms) ? (ms / 1000).toFixed(2) : '  -  ');
+/** Each phase's own length: from the end of the previous one seen. */
+function segments(t: Trial): Record<Phase, number> {
+  const out = {} as Record<Phase, number>;
+  let prev = 0;
+  for (const p of PHASES) {
+    const at = t.at[p];
+    out[p] = Number.isFinite(at) ? at - prev : Number.NaN;
+    if (Number.isFinite(at)) prev = at;
+  }
+  return out;
+}
+
+async function powerCut(trial: number, client: Client): Promise<Trial> {
+  const before = await waitStatus('the demo healthy and every replica in sync', allInSync, 180_000);
+  const v = before.vservers[0]!;
+  const from = v.node!;
+  // Some acknowledged writes on the victim first.
+  const acksBefore = client.acks.length;
+  while (client.acks.length < acksBefore + 5) await sleep(50);
+  const spawned = Date.now();
+  const kill = JSON.parse(await lab('kill', from, '--json')) as { cutAt?: number };
+  const cut = kill.cutAt ?? spawned;
+  const failuresAtCut = client.failures;
+  const deadline = Date.now() + 90_000;
+  let first = client.firstAckAfter(cut);
+  while (!first) {
+    if (Date.now() > deadline) throw new Error(`trial ${trial}: no successful POST 90 s after the cut`);
+    await sleep(20);
+    first = client.firstAckAfter(cut);
+  }
+  const failedPosts = client.failures - failuresAtCut;
+  const alive = NODES.filter((n) => n !== from);
+  // The reports reach etcd a little after the fact: wait for the node's "healthy" event.
+  let evs: ClusterEvent[] = [];
+  const evEnd = Date.now() + 30_000;
+  for (;;) {
+    evs = (await events(alive[0]!)).filter((e) => e.at >= cut);
+    if (evs.some((e) => e.source === 'node' && e.text === 'demo: healthy') || Date.now() > evEnd) break;
+    await sleep(1000);
+  }
+  const assign = evs.find(
+    (e) => e.source === 'manager' && /^demo: assign to \S+ with epoch \d+/.test(e.text),
+  );
+  const m = assign ? /^demo: assign to (\S+) with epoch (\d+)/.exec(assign.text) : null;
+  const to = m?.[1] ?? '?';
+  const epoch = Number(m?.[2] ?? 0);
+  const evAt = (pred: (e: ClusterEvent) => boolean) => evs.find(pred)?.at ?? Number.NaN;
+  const nodeDir = join(LAB_DIR, 'nodes', to);
+  const agentLog = join(nodeDir, 'agent.log');
+  const rel = (t: number | undefined) => (t === undefined || !Number.isFinite(t) ? Number.NaN : t - cut);
+  const at: Record<Phase, number> = {
+    detect: rel(evAt((e) => e.source === 'manager' && e.text === `${from}: alive -> expired`)),
+    assign: rel(assign?.at),
+    pickup: rel(
+      evAt(
+        (e) => e.source === 'node' && e.node === to && e.text.startsWith(`demo: start with epoch ${epoch}`),
+      ),
+    ),
+    promote: rel(firstAfter(logTimes(join(nodeDir, 'volumes/demo/run/daemon.log'), 'promoted', epoch), cut)),
+    mount: rel(firstAfter(logTimes(agentLog, 'volume-primary', epoch), cut)),
+    start: rel(firstAfter(logTimes(agentLog, 'vserver-started', epoch), cut)),
+    healthy: rel(evAt((e) => e.source === 'node' && e.node === to && e.text === 'demo: healthy')),
+    http: first.at - cut,
+  };
+  const lost = await lostRecords(client.acks);
+  // The node boots again and must come back as a secondary in sync.
+  const t0 = Date.now();
+  await lab('start', from);
+  await waitStatus(
+    `${from} back as a secondary in sync`,
+    (s) => allInSync(s) && s.vservers[0]!.node !== from,
+    180_000,
+    alive,
+  );
+  return {
+    trial,
+    from,
+    to,
+    epoch,
+    managerKilled: before.manager === from,
+    at,
+    total: first.at - cut,
+    lost,
+    failedPosts,
+    rejoinMs: Date.now() - t0,
+  };
+}
+
+interface Migration {
+  from: string;
+  to: string;
+  seconds: number;
+  gapMs: number;
+  lost: number[];
+}
+
+async function migrate(client: Client): Promise<Migration> {
+  const s = await waitStatus('the demo healthy and in sync', allInSync, 180_000);
+  const from = s.vservers[0]!.node!;
+  const to = NODES[(NODES.indexOf(from) + 1) % NODES.length]!;
+  const t0 = Date.now();
+  const r = await onNode<{ seconds: number }>(from, 'migrate', 'demo', to, '--json');
+  // The client's first success after the move ends the gap.
+  const moved = Date.now();
+  while (!client.firstAckAfter(moved)) await sleep(20);
+  await sleep(200);
+  return {
+    from,
+    to,
+    seconds: r.seconds,
+    gapMs: client.longestGap(t0, Date.now()),
+    lost: await lostRecords(client.acks),
+  };
+}
+
+// ---------------------------------------------------------------- idle CPU and RSS
+
+interface Proc {
+  node: string;
+  role: string;
+  pid: number;
+}
+const cpuTicks = (pid: number): number => {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(f[11]) + Number(f[12]); // utime, stime (fields 14, 15)
+};
+const rssMiB = (pid: number) =>
+  Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+const children = (pid: number): number[] => {
+  const out: number[] = [];
+  for (const t of readdirSync(`/proc/${pid}/task`)) {
+    const c = readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim();
+    if (c) out.push(...c.split(' ').map(Number));
+  }
+  return out;
+};
+function roleOf(pid: number): string {
+  const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  if (cmd.some((a) => a.endsWith('/etcd'))) return 'etcd';
+  if (cmd.some((a) => a.endsWith('guard-main.ts'))) return 'guard';
+  if (cmd.some((a) => a.endsWith('volume/daemon.ts'))) return 'volume daemon';
+  if (cmd.includes('supervise')) return 'vserver supervisor';
+  return cmd.slice(0, 3).join(' ').slice(-40);
+}
+
+interface Idle {
+  node: string;
+  role: string;
+  pid: number;
+  cpuPct: number;
+  rssMiB: number;
+}
+
+async function idle(seconds: number): Promise<Idle[]> {
+  const labStatus = JSON.parse(await lab('status', '--json')) as { nodes: { name: string; pid: number }[] };
+  const procs: Proc[] = [];
+  for (const n of labStatus.nodes) {
+    procs.push({ node: n.name, role: 'agent', pid: n.pid });
+    for (const c of children(n.pid)) procs.push({ node: n.name, role: roleOf(c), pid: c });
+  }
+  // Baseline: a plain node process doing nothing, as the agent's floor.
+  const node = process.execPath;
+  const plain = spawn(node, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+  await sleep(1000);
+  procs.push({ node: '-', role: 'plain idle node (baseline)', pid: plain.pid! });
+  try {
+    const t0 = procs.map((p) => cpuTicks(p.pid));
+    const w0 = performance.now();
+    await sleep(seconds * 1000);
+    const wall = (performance.now() - w0) / 1000;
+    return procs.map((p, i) => ({
+      ...p,
+      cpuPct: ((cpuTicks(p.pid) - t0[i]!) / CLK_TCK / wall) * 100,
+      rssMiB: rssMiB(p.pid),
+    }));
+  } finally {
+    plain.kill('SIGKILL');
+  }
+}
+
+// ---------------------------------------------------------------- main
+
+let downDone: Promise<void> | undefined;
+function labDown(): Promise<void> {
+  downDone ??= (async () => {
+    note('bench: lab down');
+    try {
+      await lab('down');
+    } catch (err) {
+      note(`bench: lab down failed: ${String(err)}`);
+    }
+  })();
+  return downDone;
+}
+for (const sig of ['SIGINT', 'SIGTERM'] as const)
+  process.on(sig, () => {
+    void labDown().then(() => process.exit(130));
+  });
+
+async function main(): Promise<void> {
+  await labDown();
+  downDone = undefined;
+  note(`bench: lab up --name ${NAME} --subnet ${SUBNET}`);
+  const upAt = Date.now();
+  await lab('up', '--subnet', SUBNET, '--json');
+  const upMs = Date.now() - upAt;
+  await waitStatus('every replica in sync', allInSync, 180_000);
+  await sleep(5000);
+  note(`bench: idle CPU over ${IDLE_S} s`);
+  const idleFigures = await idle(IDLE_S);
+
+  const client = new Client();
+  client.start();
+  const trials: Trial[] = [];
+  const migrations: Migration[] = [];
+  try {
+    for (let i = 1; i <= TRIALS; i++) {
+      note(`bench: power cut ${i}/${TRIALS}`);
+      const t = await powerCut(i, client);
+      trials.push(t);
+      const seg = segments(t);
+      note(
+        `  ${t.from}→${t.to} e${t.epoch}${t.managerKilled ? ' (manager)' : ''}: ${PHASES.map((p) => `${p} ${sec(seg[p])}`).join(', ')}; total ${sec(t.total)} s; lost ${t.lost.length}`,
+      );
+    }
+    for (let i = 1; i <= MIGRATIONS; i++) {
+      note(`bench: migrate ${i}/${MIGRATIONS}`);
+      const m = await migrate(client);
+      migrations.push(m);
+      note(`  ${m.from}→${m.to}: ${m.seconds.toFixed(2)} s, gap ${sec(m.gapMs)} s, lost ${m.lost.length}`);
+    }
+  } finally {
+    await client.stop();
+  }
+  report({ upMs, idleFigures, trials, migrations, client });
+}
+
+function report(r: {
+  upMs: number;
+  idleFigures: Idle[];
+  trials: Trial[];
+  migrations: Migration[];
+  client: Client;
+}): void {
+  const { trials, migrations, idleFigures } = r;
+  const segs = trials.map(segments);
+  const summary = Object.fromEntries(
+    PHASES.map((p) => [
+      p,
+      {
+        segmentP50: quantile(
+          segs.map((s) => s[p]),
+          0.5,
+        ),
+        segmentP99: quantile(
+          segs.map((s) => s[p]),
+          0.99,
+        ),
+        fromCutP50: quantile(
+          trials.map((t) => t.at[p]),
+          0.5,
+        ),
+        fromCutP99: quantile(
+          trials.map((t) => t.at[p]),
+          0.99,
+        ),
+      },
+    ]),
+  );
+  const totalP50 = quantile(
+    trials.map((t) => t.total),
+    0.5,
+  );
+  const totalP99 = quantile(
+    trials.map((t) => t.total),
+    0.99,
+  );
+  const migP50 = quantile(
+    migrations.map((m) => m.seconds * 1000),
+    0.5,
+  );
+  const migP99 = quantile(
+    migrations.map((m) => m.seconds * 1000),
+    0.99,
+  );
+  const gapP50 = quantile(
+    migrations.map((m) => m.gapMs),
+    0.5,
+  );
+  const lostUnplanned = trials.reduce((n, t) => n + t.lost.length, 0);
+  const lostPlanned = migrations.reduce((n, m) => n + m.lost.length, 0);
+  if (JSON_OUT) {
+    console.log(
+      JSON.stringify(
+        {
+          leaseTtlMs: LEASE_TTL_MS,
+          labUpMs: r.upMs,
+          trials,
+          summary,
+          total: { p50: totalP50, p99: totalP99 },
+          lostUnplanned,
+          migrations,
+          migrate: { p50: migP50, p99: migP99, gapP50 },
+          lostPlanned,
+          acknowledged: r.client.acks.length,
+          idle: idleFigures,
+        },
+        null,
+        2,
+      ),
+    );
+    return;
+  }
+  say(
+    `failover bench: lab "${NAME}" (3 full nodes), lease TTL ${LEASE_TTL_MS / 1000} s; lab up ${sec(r.upMs)} s`,
+  );
+  say('');
+  say(
+    `power cuts of the node running the demo (${trials.length}); seconds, each phase from the end of the previous`,
+  );
+  say(
+    `  #  from→to  epoch mgr  ${PHASES.map((p) => p.padStart(7)).join(' ')}   total  lost  failed POSTs  rejoin`,
+  );
+  trials.forEach((t, i) => {
+    const s = segs[i]!;
+    say(
+      `  ${String(t.trial).padStart(2)} ${t.from}→${t.to}   ${String(t.epoch).padStart(5)} ${t.managerKilled ? 'yes' : ' no'}  ${PHASES.map((p) => sec(s[p]).padStart(7)).join(' ')}  ${sec(t.total).padStart(6)}  ${String(t.lost.length).padStart(4)}  ${String(t.failedPosts).padStart(12)}  ${sec(t.rejoinMs).padStart(6)}`,
+    );
+  });
+  say(
+    `  p50                     ${PHASES.map((p) => sec(summary[p]!.segmentP50).padStart(7)).join(' ')}  ${sec(totalP50).padStart(6)}`,
+  );
+  say(
+    `  p99                     ${PHASES.map((p) => sec(summary[p]!.segmentP99).padStart(7)).join(' ')}  ${sec(totalP99).padStart(6)}`,
+  );
+  say(`  from the cut, p50       ${PHASES.map((p) => sec(summary[p]!.fromCutP50).padStart(7)).join(' ')}`);
+  say('');
+  say(
+    `  cut → first successful POST: p50 ${sec(totalP50)} s (target 5 s: ${(totalP50 / 5000).toFixed(2)}×), p99 ${sec(totalP99)} s (target 8 s: ${(totalP99 / 8000).toFixed(2)}×)`,
+  );
+  say(
+    `  against the lease TTL (${LEASE_TTL_MS / 1000} s, the floor of detection): detect p50 ${(summary.detect!.segmentP50 / LEASE_TTL_MS).toFixed(2)}×, total p50 ${(totalP50 / LEASE_TTL_MS).toFixed(2)}×`,
+  );
+  say(
+    `  acknowledged records lost: ${lostUnplanned} (of ${r.client.acks.length} acknowledged in the whole run)`,
+  );
+  say('');
+  say(`planned migrate with the client writing (${migrations.length})`);
+  for (const m of migrations)
+    say(
+      `  ${m.from}→${m.to}: ${m.seconds.toFixed(2)} s (client's longest gap ${sec(m.gapMs)} s), lost ${m.lost.length}`,
+    );
+  say(
+    `  p50 ${sec(migP50)} s (target 2 s: ${(migP50 / 2000).toFixed(2)}×), p99 ${sec(migP99)} s; client gap p50 ${sec(gapP50)} s; lost ${lostPlanned}`,
+  );
+  say('');
+  say(`idle, ${IDLE_S} s with nothing happening (targets for the agent: < 2 % of one core, < 120 MB)`);
+  say(`  node  process                       pid     CPU %   RSS MiB`);
+  for (const p of idleFigures)
+    say(
+      `  ${p.node.padEnd(4)}  ${p.role.padEnd(28)} ${String(p.pid).padStart(7)}  ${p.cpuPct.toFixed(2).padStart(6)}  ${p.rssMiB.toFixed(1).padStart(8)}`,
+    );
+  const agents = idleFigures.filter((p) => p.role === 'agent');
+  const etcds = idleFigures.filter((p) => p.role === 'etcd');
+  const plain = idleFigures.find((p) => p.node === '-');
+  const avg = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+  const aCpu = avg(agents.map((p) => p.cpuPct));
+  const eCpu = avg(etcds.map((p) => p.cpuPct));
+  const aRss = avg(agents.map((p) => p.rssMiB));
+  say(
+    `  agent mean: ${aCpu.toFixed(2)} % CPU (${(aCpu / 2).toFixed(2)}× the 2 % target; ${(aCpu / Math.max(eCpu, 0.01)).toFixed(2)}× its etcd member's ${eCpu.toFixed(2)} %), ${aRss.toFixed(1)} MiB RSS (${(aRss / 120).toFixed(2)}× the 120 MB target; ${plain ? `${(aRss / plain.rssMiB).toFixed(1)}× a plain idle node's ${plain.rssMiB.toFixed(1)} MiB` : ''})`,
+  );
+}
+
+try {
+  await main();
+} catch (err) {
+  note(`bench: ${err instanceof Error ? err.stack : String(err)}`);
+  process.exitCode = 1;
+} finally {
+  await labDown();
+}
