@@ -11,6 +11,7 @@ import { execFile } from 'node:child_process';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
+import { type AgentRequest, callAgent } from '../../src/agent/api.ts';
 import type { EventRecord } from '../../src/agent/records.ts';
 import type { ClusterStatus } from '../../src/agent/status.ts';
 import { ROOT } from './cli.ts';
@@ -70,7 +71,7 @@ export function http(method: string, url: string, body = '', timeoutMs = 1000): 
 }
 
 /**
- * Polls `cond` every 250 ms until it returns something truthy (returned), or fails after `ms` naming
+ * Polls `cond` every 500 ms until it returns something truthy (returned), or fails after `ms` naming
  * `what` and the last value or error seen.
  */
 export async function until<T>(
@@ -90,7 +91,7 @@ export async function until<T>(
     }
     if (Date.now() > end)
       throw new Error(`timed out after ${ms} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
-    await sleep(250);
+    await sleep(500);
   }
 }
 
@@ -193,22 +194,28 @@ export class TestLab {
     return this.nodes.filter((n) => !this.away.has(n));
   }
 
-  private async ask<T>(args: string[], node?: string): Promise<T> {
+  /**
+   * Asks a node's agent over its socket (a file under the node's state dir, so reachable from the host
+   * without a process per question), the first present node that answers.
+   */
+  private async ask<T>(req: AgentRequest, node?: string): Promise<T> {
     const errors: string[] = [];
     for (const n of node ? [node] : this.present()) {
-      const r = await this.exec(n, [...args, '--json'], 10_000);
-      if (r.status === 0) return JSON.parse(r.stdout) as T;
-      errors.push(`${n}: exit ${r.status}: ${r.stderr.trim()}`);
+      try {
+        return (await callAgent(join(this.dir, 'nodes', n, 'run', 'agent.sock'), req, 5000)) as T;
+      } catch (err) {
+        errors.push(`${n}: ${err instanceof Error ? err.message : String(err)}`);
+      }
     }
-    throw new Error(`cvserver ${args.join(' ')}: ${errors.join('; ')}`);
+    throw new Error(`${req.op}: ${errors.join('; ')}`);
   }
 
   status(node?: string): Promise<ClusterStatus> {
-    return this.ask<ClusterStatus>(['status'], node);
+    return this.ask<ClusterStatus>({ op: 'status' }, node);
   }
 
   async events(node?: string): Promise<EventRecord[]> {
-    return (await this.ask<{ events: EventRecord[] }>(['events', '--limit', '500'], node)).events;
+    return (await this.ask<{ events: EventRecord[] }>({ op: 'events', limit: 500 }, node)).events;
   }
 
   /** Where the demo is assigned and how it is, as a live node sees it. */
