@@ -348,7 +348,9 @@ interface Proc {
   role: string;
   pid: number;
 }
+/** utime+stime in ticks, NaN once the process is gone (a short-lived helper of the agent). */
 const cpuTicks = (pid: number): number => {
+  if (!existsSync(`/proc/${pid}/stat`)) return Number.NaN;
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return Number(f[11]) + Number(f[12]); // utime, stime (fields 14, 15)
@@ -397,11 +399,13 @@ async function idle(seconds: number): Promise<Idle[]> {
     const w0 = performance.now();
     await sleep(seconds * 1000);
     const wall = (performance.now() - w0) / 1000;
-    return procs.map((p, i) => ({
-      ...p,
-      cpuPct: ((cpuTicks(p.pid) - t0[i]!) / CLK_TCK / wall) * 100,
-      rssMiB: rssMiB(p.pid),
-    }));
+    return procs
+      .map((p, i) => ({
+        ...p,
+        cpuPct: ((cpuTicks(p.pid) - t0[i]!) / CLK_TCK / wall) * 100,
+        rssMiB: existsSync(`/proc/${p.pid}/status`) ? rssMiB(p.pid) : Number.NaN,
+      }))
+      .filter((p) => Number.isFinite(p.cpuPct) && Number.isFinite(p.rssMiB));
   } finally {
     plain.kill('SIGKILL');
   }
