@@ -8,6 +8,7 @@
  * waits on a command.
  */
 import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
@@ -153,6 +154,10 @@ export class TestLab {
   }
 
   async down(): Promise<void> {
+    // The cluster's log survives the lab, for a failed test's post-mortem.
+    try {
+      writeFileSync(`/tmp/cvserver-${this.name}-events.txt`, `${showEvents(await this.events())}\n`);
+    } catch {}
     const r = await run(CVSERVER, ['lab', 'down', '--name', this.name], 120_000);
     if (r.status !== 0) throw new Error(`lab down ${this.name}: ${r.stderr}`);
   }
