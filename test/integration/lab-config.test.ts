@@ -37,7 +37,7 @@ test('bad cluster.yaml is refused with file:line:field and nothing is stored; et
     });
   }
   {
-    const yaml = good.replace('        - n3\n', '        - n3\n        - n9\n');
+    const yaml = good.replace('        - n3\n      port:', '        - n9\n      port:');
     assert.notEqual(yaml, good);
     cases.push({ name: 'unknown node in replicas', yaml, field: /replicas/, line: lineOf(yaml, '- n9') });
   }
