@@ -17,7 +17,9 @@ import {
   parseClusterConfig,
   type Timing,
   timingOf,
+  type VserverSpec,
   votingNodes,
+  withRetired,
 } from '../cluster/config.ts';
 import { emptyState, step } from '../cluster/manager.ts';
 import { emptyLocal, isActive, type NodeEvent, type NodeLocal, nodeStep } from '../cluster/node.ts';
@@ -39,12 +41,15 @@ import {
   type VserverReport,
 } from './records.ts';
 import { replicaRoleOf } from './resources/replica-plan.ts';
-import { createNodeResources, type NodeResources, type ReplicaContext } from './resources.ts';
+import type { ReplicaContext, ResourceObservation } from './resources.ts';
+import { ThreadedResources } from './resources-thread.ts';
 import { ClusterStore, type Snapshot } from './store.ts';
 
 export const AGENT_VERSION = '0.2.0';
 /** How many of the newest events the cluster keeps (the manager trims the rest once a minute). */
 export const EVENTS_KEPT = 2000;
+/** An observation slower than this is skipped for the round (the observer thread is busy). */
+const OBSERVE_TIMEOUT_MS = 1000;
 
 export interface AgentOptions {
   /** The bootstrap configuration (nodes, etcd, timing, credentials); vservers come from what `apply` stored. */
@@ -117,7 +122,10 @@ export class Agent {
   #specRevision = -1;
   readonly timing: Timing;
   readonly me: NodeSpec;
-  readonly resources: NodeResources;
+  /** Starts, stops and replica upkeep (one worker thread)... */
+  readonly resources: ThreadedResources;
+  /** ...and observations on another, so a long start does not hide a crash elsewhere. */
+  readonly observer: ThreadedResources;
   readonly executor: ActionExecutor;
   store!: ClusterStore;
   #member: EtcdMember | undefined;
@@ -159,7 +167,8 @@ export class Agent {
     this.spec = this.#lastApplied() ?? this.boot;
     this.timing = timingOf(this.boot);
     this.log = createLogger('agent', { node: o.node });
-    this.resources = createNodeResources({ stateDir: o.stateDir, log: this.log });
+    this.resources = new ThreadedResources(o.stateDir, o.node);
+    this.observer = new ThreadedResources(o.stateDir, o.node);
     this.executor = new ActionExecutor(
       {
         start: (v, epoch, reason) => this.#start(v, epoch, reason),
@@ -246,6 +255,7 @@ export class Agent {
     const { serveAgentApi } = await import('./api.ts');
     this.#server = await serveAgentApi(this);
     this.#event('agent', `agent ${AGENT_VERSION} started (pid ${process.pid})`);
+    void this.#leaseLoop();
     while (!this.#stopping) {
       const began = monoSeconds();
       try {
@@ -300,7 +310,8 @@ export class Agent {
   /** Containers of this state dir still running from an earlier agent are stopped hard: nothing runs unowned. */
   async #stopLeftovers(): Promise<void> {
     for (const v of Object.values(this.spec.vservers)) {
-      const o = await this.resources.observe(v).catch(() => undefined);
+      // No time limit here: a leftover must not be missed because the thread was still loading.
+      const o = await this.observer.observe(v).catch(() => undefined);
       if (!o) continue;
       if (
         o.container === 'running' ||
@@ -328,14 +339,27 @@ export class Agent {
     this.#server?.close();
     this.#guard?.close();
     await this.#member?.stop();
+    await Promise.all([this.resources.close(), this.observer.close()]);
   }
 
-  /** One round of the loop. */
+  /**
+   * The lease on its own loop: nothing else the agent does (reading the cluster, observing, the
+   * manager) can delay a renewal, and each outcome goes to the node step at once.
+   */
+  async #leaseLoop(): Promise<void> {
+    while (!this.#stopping) {
+      const began = monoSeconds();
+      const events = await this.#renew(this.#ms(this.timing.renewTimeout));
+      if (events.length) this.#decide(events);
+      const wait = Math.max(0, this.timing.loopInterval - (monoSeconds() - began));
+      await new Promise((r) => setTimeout(r, wait * 1000));
+    }
+  }
+
+  /** One round of the loop (the lease has its own). */
   async round(): Promise<void> {
-    const renewTimeout = this.#ms(this.timing.renewTimeout);
-    // The lease and the cluster's state in parallel: a round where etcd is away costs one timeout.
-    const [leaseEvents, snapshot] = await Promise.all([this.#renew(renewTimeout), this.#read(renewTimeout)]);
-    const events: NodeEvent[] = [...leaseEvents];
+    const snapshot = await this.#read(this.#ms(this.timing.renewTimeout));
+    const events: NodeEvent[] = [];
     if (snapshot) events.push({ kind: 'assignments', table: snapshot.state?.table ?? {} });
     events.push(...(await this.#observeLocal()));
     const reports = this.#decide(events);
@@ -411,6 +435,19 @@ export class Agent {
     }
   }
 
+  /** An observation from the observer thread, or nothing if it takes longer than a loop turn. */
+  async #observe(spec: VserverSpec): Promise<ResourceObservation | undefined> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((r) => {
+      timer = setTimeout(() => r(undefined), OBSERVE_TIMEOUT_MS);
+    });
+    try {
+      return await Promise.race([this.observer.observe(spec).catch(() => undefined), late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   #putNode(lease: string, timeoutMs: number): Promise<unknown> {
     return this.store.putNode(
       {
@@ -447,7 +484,7 @@ export class Agent {
     const c = snap.config;
     if (!c || c.modRevision === this.#specRevision) return;
     try {
-      const spec = parseClusterConfig(c.yaml, `${c.file} (applied)`);
+      const spec = withRetired(parseClusterConfig(c.yaml, `${c.file} (applied)`), c.retired);
       this.spec = spec;
       this.#specRevision = c.modRevision;
       writeFileAtomic(this.paths.appliedCopy, c.yaml, 0o600);
@@ -465,7 +502,7 @@ export class Agent {
       if (x.status !== 'running' && x.status !== 'healthy' && x.status !== 'stopping') continue;
       const spec = this.spec.vservers[v];
       if (!spec) continue;
-      const o = await this.resources.observe(spec).catch(() => undefined);
+      const o = await this.#observe(spec);
       if (!o) continue;
       if (o.container !== 'running') {
         out.push({ kind: 'crashed', vserver: v, reason: `container ${o.container}` });
@@ -519,7 +556,7 @@ export class Agent {
       const replicas: Record<string, ReplicaReport> = {};
       for (const v of Object.values(this.spec.vservers)) {
         if (replicaRoleOf(v, this.spec, this.o.node) !== 'data') continue;
-        const o = await this.resources.observe(v).catch(() => undefined);
+        const o = await this.#observe(v);
         if (o) replicas[v.name] = { ...o.volume };
       }
       this.#replicas = replicas;

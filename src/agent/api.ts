@@ -88,15 +88,12 @@ async function apply(agent: Agent, yaml: string, file: string, dryRun: boolean):
   refuseRestartOnly(cur, next, file);
   const before = agent.snapshot?.config ? agent.spec : undefined;
   const names = (s: ClusterSpec | undefined) => new Set(Object.keys(s?.vservers ?? {}));
-  const added = [...names(next)].filter((v) => !names(before).has(v));
-  const removed = [...names(before)].filter((v) => !names(next).has(v));
+  const retiredBefore = new Set(Object.keys(agent.snapshot?.config?.retired ?? {}));
+  const added = [...names(next)].filter((v) => !names(before).has(v) || retiredBefore.has(v));
+  const removed = [...names(before)].filter((v) => !names(next).has(v) && !retiredBefore.has(v));
   const changed = [...names(next)].filter(
     (v) => names(before).has(v) && JSON.stringify(before?.vservers[v]) !== JSON.stringify(next.vservers[v]),
   );
-  if (removed.length)
-    throw new UserError(
-      `${file}: removing vservers (${removed.join(', ')}) is not supported yet: set their "desired: stopped" instead (their data is kept)`,
-    );
   for (const v of changed) {
     const a = before!.vservers[v]!.volume;
     const b = next.vservers[v]!.volume;
@@ -105,9 +102,13 @@ async function apply(agent: Agent, yaml: string, file: string, dryRun: boolean):
         `${file}: vservers.${v}.volume: a volume's size, filesystem, replicas and port cannot change once created`,
       );
   }
+  // Removed vservers stay known, stopped, with their data; one defined again is no longer retired.
+  const retired = { ...(agent.snapshot?.config?.retired ?? {}) };
+  for (const v of removed) if (before?.vservers[v]) retired[v] = before.vservers[v];
+  for (const v of names(next)) delete retired[v];
   if (!dryRun)
     await agent.store.putConfig(
-      { version: RECORD_VERSION, yaml, file, appliedAt: Date.now(), appliedBy: agent.o.node },
+      { version: RECORD_VERSION, yaml, file, appliedAt: Date.now(), appliedBy: agent.o.node, retired },
       2000,
     );
   return { stored: !dryRun, summary: describeSpec(next), added, removed, changed };

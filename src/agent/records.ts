@@ -13,6 +13,7 @@
  */
 import { z } from 'zod';
 import type { AssignmentTable } from '../cluster/assignments.ts';
+import type { VserverSpec } from '../cluster/config.ts';
 import type { ManagerState, OperatorEvent, Report } from '../cluster/types.ts';
 
 /** The stored format this agent reads and writes. */
@@ -60,6 +61,16 @@ export const configRecordSchema = z.object({
   file: z.string(),
   appliedAt: z.number(),
   appliedBy: z.string(),
+  /**
+   * Vservers removed from cluster.yaml by an apply, as they were last defined: kept stopped with their
+   * volumes (the data stays until it is destroyed), so the nodes still know how to stop them.
+   */
+  retired: z
+    .record(
+      z.string(),
+      z.custom<VserverSpec>((v) => typeof v === 'object' && v !== null),
+    )
+    .default({}),
 });
 export type ConfigRecord = z.infer<typeof configRecordSchema>;
 

@@ -30,6 +30,8 @@ export interface ClusterStatus {
   vservers: {
     name: string;
     desired: string;
+    /** Removed from cluster.yaml: kept stopped with its data. */
+    retired: boolean;
     node: string | null;
     epoch: number;
     status: string;
@@ -84,6 +86,7 @@ export async function clusterStatus(agent: Agent): Promise<ClusterStatus> {
       return {
         name: vs.name,
         desired: vs.desired,
+        retired: snap?.config?.retired[vs.name] !== undefined,
         node: a?.node ?? null,
         epoch: a?.epoch ?? mstate?.vservers[vs.name]?.epoch ?? 0,
         status: a ? (r?.status ?? 'unreported') : mstate?.vservers[vs.name]?.lastWait || 'not placed',

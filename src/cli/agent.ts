@@ -108,7 +108,7 @@ export function registerAgentCommands(program: Command): void {
       emit(!!o.json, r, () =>
         [
           ...r.summary,
-          `added: ${r.added.join(', ') || '-'}; changed: ${r.changed.join(', ') || '-'}`,
+          `added: ${r.added.join(', ') || '-'}; changed: ${r.changed.join(', ') || '-'}; removed (stopped, data kept): ${r.removed.join(', ') || '-'}`,
           r.stored ? 'stored in the cluster' : 'dry run: nothing stored',
         ].join('\n'),
       );
@@ -174,7 +174,7 @@ function formatStatus(s: ClusterStatus): string {
       ['VSERVER', 'DESIRED', 'NODE', 'STATUS', 'EPOCH', 'ADDRESS', 'REPLICAS'],
       s.vservers.map((v) => [
         v.name,
-        v.desired,
+        v.retired ? 'removed' : v.desired,
         v.node ?? '-',
         v.failed ? `failed: ${v.failed}` : v.status,
         String(v.epoch),

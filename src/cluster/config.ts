@@ -216,6 +216,17 @@ export function vserverSpecs(spec: ClusterSpec): VserverSpec[] {
   return Object.values(spec.vservers);
 }
 
+/**
+ * The spec with the vservers an apply removed put back as `desired: stopped`: the manager stops them
+ * and their replicas keep the data, as the operator's removal asked. A name defined again wins.
+ */
+export function withRetired(spec: ClusterSpec, retired: Record<string, VserverSpec>): ClusterSpec {
+  const vservers = { ...spec.vservers };
+  for (const [name, v] of Object.entries(retired))
+    if (!vservers[name]) vservers[name] = { ...v, name, desired: 'stopped' };
+  return { ...spec, vservers };
+}
+
 /** One line per node and per vserver (plus the cluster and its timing), for a human summary. */
 export function describeSpec(spec: ClusterSpec): string[] {
   const t = timingOf(spec);

@@ -1,0 +1,73 @@
+/**
+ * NodeResources carried out on a worker thread (resources-worker.ts), so the agent's loop — lease
+ * renewals, the fence timer, the manager — never waits behind a synchronous mkfs or crun call. A worker
+ * that dies fails the calls in flight and is started again on the next call.
+ */
+import { Worker } from 'node:worker_threads';
+import type { VserverSpec } from '../cluster/config.ts';
+import type { NodeResources, ReplicaContext, ResourceObservation } from './resources.ts';
+import type { ResourceCall, ResourceReply } from './resources-worker.ts';
+
+const WORKER = new URL('./resources-worker.ts', import.meta.url);
+
+export class ThreadedResources implements NodeResources {
+  readonly #data: { stateDir: string; node: string };
+  #worker: Worker | undefined;
+  #next = 1;
+  readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+
+  constructor(stateDir: string, node: string) {
+    this.#data = { stateDir, node };
+  }
+
+  #call(method: ResourceCall['method'], args: unknown[]): Promise<unknown> {
+    const w = this.#ensureWorker();
+    const id = this.#next++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      w.postMessage({ id, method, args } satisfies ResourceCall);
+    });
+  }
+
+  #ensureWorker(): Worker {
+    if (this.#worker) return this.#worker;
+    const w = new Worker(WORKER, { workerData: this.#data });
+    w.on('message', (r: ResourceReply) => {
+      const p = this.#pending.get(r.id);
+      if (!p) return;
+      this.#pending.delete(r.id);
+      if (r.ok) p.resolve(r.result);
+      else p.reject(new Error(r.error));
+    });
+    const gone = (why: string) => {
+      if (this.#worker !== w) return;
+      this.#worker = undefined;
+      for (const p of this.#pending.values()) p.reject(new Error(`resource worker ${why}`));
+      this.#pending.clear();
+    };
+    w.on('error', (err) => gone(`failed: ${err.message}`));
+    w.on('exit', (code) => gone(`exited (${code})`));
+    this.#worker = w;
+    return w;
+  }
+
+  async close(): Promise<void> {
+    await this.#worker?.terminate();
+  }
+
+  ensureReplica(spec: VserverSpec, ctx: ReplicaContext): Promise<void> {
+    return this.#call('ensureReplica', [spec, ctx]) as Promise<void>;
+  }
+  start(spec: VserverSpec, epoch: number, ctx: ReplicaContext): Promise<void> {
+    return this.#call('start', [spec, epoch, ctx]) as Promise<void>;
+  }
+  stop(spec: VserverSpec, hard: boolean, reason: string): Promise<void> {
+    return this.#call('stop', [spec, hard, reason]) as Promise<void>;
+  }
+  observe(spec: VserverSpec): Promise<ResourceObservation> {
+    return this.#call('observe', [spec]) as Promise<ResourceObservation>;
+  }
+  cleanupStale(): Promise<void> {
+    return this.#call('cleanupStale', []) as Promise<void>;
+  }
+}
