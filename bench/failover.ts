@@ -440,9 +440,9 @@ async function main(): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     note(`bench: lab up --name ${NAME} --subnet ${SUBNET}`);
     const upAt = Date.now();
-    await lab('up', '--subnet', SUBNET, '--json');
-    upMs = Date.now() - upAt;
     try {
+      await lab('up', '--subnet', SUBNET, '--json');
+      upMs = Date.now() - upAt;
       await waitStatus('every replica in sync', allInSync, 120_000);
       break;
     } catch (err) {
