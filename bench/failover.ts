@@ -226,14 +226,17 @@ function quantile(xs: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)]!;
 }
 const sec = (ms: number) => (Number.isFinite(ms) ? (ms / 1000).toFixed(2) : '  -  ');
-/** Each phase's own length: from the end of the previous one seen. */
+/**
+ * Each phase's own length: from the end of the previous one seen; healthy and http both from start
+ * (the first answer does not wait for the reported "healthy", which can come later).
+ */
 function segments(t: Trial): Record<Phase, number> {
   const out = {} as Record<Phase, number>;
   let prev = 0;
   for (const p of PHASES) {
     const at = t.at[p];
     out[p] = Number.isFinite(at) ? at - prev : Number.NaN;
-    if (Number.isFinite(at)) prev = at;
+    if (Number.isFinite(at) && p !== 'healthy') prev = at;
   }
   return out;
 }
