@@ -152,14 +152,15 @@ test('agent resources: start, move with a newer epoch, guard fence, stale cleanu
       const daemon = volumeDaemonPid(join(b.stateDir, 'volumes/web'));
       assert.ok(daemon);
       const client = new GuardClient(b.stateDir);
-      const deadline = monotonicMs() + 300;
+      // Far enough ahead that a loaded machine still checks "not yet" before it.
+      const deadline = monotonicMs() + 4000;
       client.send({ deadline, protect: { containers: ['web'], volumes: ['web'] } });
       await new Promise((r) => setTimeout(r, 100));
       // The agent going away is no reason to fence early.
       client.close();
       await new Promise((r) => setTimeout(r, 100));
       assert.equal(await inStateDir(b.stateDir, () => containerState('web').status), 'running');
-      await until('the guard to fence', 3000, async () => {
+      await until('the guard to fence', 10_000, async () => {
         const st = await inStateDir(b.stateDir, () => containerState('web').status);
         return st !== 'running' && !existsSync(`/proc/${daemon}`);
       });
