@@ -153,6 +153,8 @@ export class Agent {
   #fenceTimer: NodeJS.Timeout | undefined;
   readonly #startedAt = Date.now();
   #trimmedAt = 0;
+  /** Vservers whose replica here was refused promotion (a peer has newer data), with that epoch. */
+  readonly #behind = new Map<string, number>();
 
   constructor(o: AgentOptions) {
     this.o = o;
@@ -226,7 +228,21 @@ export class Agent {
       // From now on a replica created elsewhere must take a full sync, not start blank.
       await this.store.markInitialized(vserver, this.#ms(this.timing.renewTimeout * 2));
     }
-    await this.resources.start(spec, epoch, ctx);
+    try {
+      await this.resources.start(spec, epoch, ctx);
+    } catch (err) {
+      // The volume refused: a reachable peer has newer data. This replica's own disk state still says
+      // UpToDate, so it is reported behind until a newer epoch runs elsewhere (whose primary resyncs it):
+      // else the manager would pick this node again and again.
+      if (/holds newer or diverged data/.test(errorMessage(err))) {
+        this.#behind.set(vserver, epoch);
+        this.#event(
+          'agent',
+          `${vserver}: this replica is behind a peer: reported not up to date until a newer copy runs elsewhere`,
+        );
+      }
+      throw err;
+    }
   }
 
   #ms(seconds: number): number {
@@ -495,6 +511,18 @@ export class Agent {
     }
   }
 
+  /** Behind since a refused promotion, until a copy with a newer epoch is healthy on another node. */
+  #isBehind(vserver: string): boolean {
+    const epoch = this.#behind.get(vserver);
+    if (epoch === undefined) return false;
+    const caughtUp = Object.values(this.snapshot?.reports ?? {}).some((r) => {
+      const x = r.vservers[vserver];
+      return r.node !== this.o.node && x?.status === 'healthy' && x.epoch > epoch;
+    });
+    if (caughtUp) this.#behind.delete(vserver);
+    return !caughtUp;
+  }
+
   async #observeLocal(): Promise<NodeEvent[]> {
     const out: NodeEvent[] = [];
     for (const [v, x] of Object.entries(this.local.vservers)) {
@@ -557,7 +585,7 @@ export class Agent {
       for (const v of Object.values(this.spec.vservers)) {
         if (replicaRoleOf(v, this.spec, this.o.node) !== 'data') continue;
         const o = await this.#observe(v);
-        if (o) replicas[v.name] = { ...o.volume };
+        if (o) replicas[v.name] = { ...o.volume, upToDate: o.volume.upToDate && !this.#isBehind(v.name) };
       }
       this.#replicas = replicas;
     })().finally(() => {
