@@ -316,6 +316,13 @@ export class Writer {
     await this.loop;
   }
 
+  /** The longest time (ms) between two consecutive acknowledgements: how long the demo was away. */
+  longestGap(): number {
+    let gap = 0;
+    for (let i = 1; i < this.acks.length; i++) gap = Math.max(gap, this.acks[i]!.at - this.acks[i - 1]!.at);
+    return gap;
+  }
+
   /** Acknowledged after `t` (ms). */
   ackedAfter(t: number): Ack[] {
     return this.acks.filter((a) => a.at > t);

@@ -9,22 +9,22 @@ import { eventsMatching, http, showEvents, sleep, TestLab, until, Writer } from 
 
 test('power cut of the demo node: the demo answers again elsewhere, nothing acknowledged is lost, the node rejoins as a secondary', async (t) => {
   const lab = await TestLab.up(t, { letter: 'a' });
-  const before = await lab.demoHealthy(30_000);
+  const before = await lab.demoHealthy(60_000);
   const writer = new Writer(lab.demoUrl).start();
   t.after(() => writer.stop());
   await until('a few acknowledged records', () => writer.acks.length >= 5, 10_000);
 
   const cutAt = Date.now();
   await lab.kill(before.node);
-  const after = await lab.demoHealthy(30_000, before.node);
+  const after = await lab.demoHealthy(60_000, before.node);
   await until(
     'records acknowledged by the new node',
     () => writer.ackedAfter(Date.now() - 500).length >= 3,
     20_000,
   );
-  const downFor = (writer.ackedAfter(cutAt)[0]!.at - cutAt) / 1000;
+  const downFor = writer.longestGap() / 1000;
   t.diagnostic(
-    `demo on ${before.node} (epoch ${before.epoch}) -> ${after.node} (epoch ${after.epoch}); answered again after ${downFor.toFixed(1)} s`,
+    `demo on ${before.node} (epoch ${before.epoch}) -> ${after.node} (epoch ${after.epoch}); longest gap between acknowledged records ${downFor.toFixed(1)} s`,
   );
   assert.ok(after.epoch > before.epoch, `epoch ${after.epoch} after ${before.epoch}`);
   await writer.stop();
@@ -50,19 +50,23 @@ test('power cut of the demo node: the demo answers again elsewhere, nothing ackn
   const events = await lab.events();
   const second = eventsMatching(events, /^demo: (start|restart|running)/, startAt, before.node);
   assert.deepEqual(second, [], `no second copy on ${before.node}:\n${showEvents(events, startAt)}`);
-  assert.equal((await http('GET', lab.demoUrl)).status, 200);
+  await until(
+    'the demo answering',
+    async () => (await http('GET', lab.demoUrl, '', 3000)).status === 200,
+    15_000,
+  );
 });
 
 test('isolation of the demo node: it fences before another node starts the demo, nothing acknowledged is lost, one copy after heal', async (t) => {
   const lab = await TestLab.up(t, { letter: 'b' });
-  const before = await lab.demoHealthy(30_000);
+  const before = await lab.demoHealthy(60_000);
   const writer = new Writer(lab.demoUrl).start();
   t.after(() => writer.stop());
   await until('a few acknowledged records', () => writer.acks.length >= 5, 10_000);
 
   const cutAt = Date.now();
   await lab.cut(before.node);
-  const after = await lab.demoHealthy(30_000, before.node);
+  const after = await lab.demoHealthy(60_000, before.node);
   await until(
     'records acknowledged by the new node',
     () => writer.ackedAfter(Date.now() - 500).length >= 3,
@@ -115,7 +119,7 @@ test('isolation of the demo node: it fences before another node starts the demo,
 
 test('migrate under writes: zero lost records, epoch + 1, the demo on the target', async (t) => {
   const lab = await TestLab.up(t, { letter: 'c' });
-  const before = await lab.demoHealthy(30_000);
+  const before = await lab.demoHealthy(60_000);
   const target = lab.nodes.find((n) => n !== before.node)!;
   const writer = new Writer(lab.demoUrl).start();
   t.after(() => writer.stop());
