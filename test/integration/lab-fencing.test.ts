@@ -50,7 +50,7 @@ async function guardFencedDemo(lab: TestLab, node: string, since: number): Promi
 
 test('agent hung (SIGSTOP) then dead (SIGKILL) on the demo node: the guard fences, the demo comes back elsewhere, no second copy', async (t) => {
   const lab = await TestLab.up(t, { letter: 'd' });
-  const first = await lab.demoHealthy(30_000);
+  const first = await lab.demoHealthy(60_000);
   const pid = agentPid(lab, first.node);
   const stopAt = Date.now();
   process.kill(pid, 'SIGSTOP');
@@ -61,7 +61,7 @@ test('agent hung (SIGSTOP) then dead (SIGKILL) on the demo node: the guard fence
   });
   lab.away.add(first.node);
   await guardFencedDemo(lab, first.node, stopAt);
-  const second = await lab.demoHealthy(30_000, first.node);
+  const second = await lab.demoHealthy(60_000, first.node);
   assert.ok(second.epoch > first.epoch);
 
   const contAt = Date.now();
@@ -98,19 +98,19 @@ test('agent hung (SIGSTOP) then dead (SIGKILL) on the demo node: the guard fence
   process.kill(pid2, 'SIGKILL');
   lab.away.add(second.node);
   await guardFencedDemo(lab, second.node, killAt);
-  const third = await lab.demoHealthy(30_000, second.node);
+  const third = await lab.demoHealthy(60_000, second.node);
   assert.ok(third.epoch > second.epoch);
 });
 
 test('the manager node dies: another node takes over as manager, the demo is not restarted', async (t) => {
   const lab = await TestLab.up(t, { letter: 'e' });
-  let demo = await lab.demoHealthy(30_000);
+  let demo = await lab.demoHealthy(60_000);
   const manager = await until('a manager', async () => (await lab.status()).manager, 10_000);
   if (manager === demo.node) {
     const to = lab.nodes.find((n) => n !== manager)!;
     const r = await lab.exec(to, ['migrate', 'demo', to, '--json'], 90_000);
     assert.equal(r.status, 0, r.stderr);
-    demo = await lab.demoHealthy(30_000);
+    demo = await lab.demoHealthy(60_000);
   }
   assert.notEqual(demo.node, manager);
   const killAt = Date.now();

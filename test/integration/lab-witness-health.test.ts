@@ -11,7 +11,7 @@ import { eventsMatching, run, showEvents, sleep, TestLab, until } from '../helpe
 test('two full nodes and a witness: losing the witness changes nothing, losing the demo node fails it over', async (t) => {
   const lab = await TestLab.up(t, { letter: 'f', witness: true });
   assert.deepEqual(lab.nodes, ['n1', 'n2', 'w']);
-  const before = await lab.demoHealthy(30_000);
+  const before = await lab.demoHealthy(60_000);
   const killAt = Date.now();
   await lab.kill('w');
   await sleep(8000);
@@ -35,7 +35,7 @@ test('two full nodes and a witness: losing the witness changes nothing, losing t
     30_000,
   );
   await lab.kill(before.node);
-  const after = await lab.demoHealthy(30_000, before.node);
+  const after = await lab.demoHealthy(60_000, before.node);
   assert.equal(after.node, before.node === 'n1' ? 'n2' : 'n1');
   assert.ok(after.epoch > before.epoch);
 });
@@ -52,7 +52,7 @@ async function killHttpd(lab: TestLab, node: string): Promise<number> {
 
 test('health failure in the demo (httpd killed): restarted in place, then relocated', async (t) => {
   const lab = await TestLab.up(t, { letter: 'g' });
-  const first = await lab.demoHealthy(30_000);
+  const first = await lab.demoHealthy(60_000);
   const t1 = Date.now();
   await killHttpd(lab, first.node);
   const restartRe = /^demo: (re)?start with epoch \d+ \(restart 1 requested\)/;
@@ -61,7 +61,7 @@ test('health failure in the demo (httpd killed): restarted in place, then reloca
     async () => eventsMatching(await lab.events(), restartRe, t1, first.node).length > 0,
     20_000,
   );
-  const again = await lab.demoHealthy(30_000);
+  const again = await lab.demoHealthy(60_000);
   let events = await lab.events();
   assert.equal(again.node, first.node, `restarted in place:\n${showEvents(events, t1)}`);
   assert.ok(
@@ -71,7 +71,7 @@ test('health failure in the demo (httpd killed): restarted in place, then reloca
 
   const t2 = Date.now();
   await killHttpd(lab, first.node);
-  const moved = await lab.demoHealthy(30_000, first.node);
+  const moved = await lab.demoHealthy(60_000, first.node);
   events = await lab.events();
   const log = showEvents(events, t1);
   t.diagnostic(log);
