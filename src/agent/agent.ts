@@ -452,16 +452,8 @@ export class Agent {
   }
 
   /** An observation from the observer thread, or nothing if it takes longer than a loop turn. */
-  async #observe(spec: VserverSpec): Promise<ResourceObservation | undefined> {
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<undefined>((r) => {
-      timer = setTimeout(() => r(undefined), OBSERVE_TIMEOUT_MS);
-    });
-    try {
-      return await Promise.race([this.observer.observe(spec).catch(() => undefined), late]);
-    } finally {
-      clearTimeout(timer);
-    }
+  #observe(spec: VserverSpec): Promise<ResourceObservation | undefined> {
+    return withinTime(this.observer.observe(spec), OBSERVE_TIMEOUT_MS);
   }
 
   #putNode(lease: string, timeoutMs: number): Promise<unknown> {
@@ -530,7 +522,7 @@ export class Agent {
       if (x.status !== 'running' && x.status !== 'healthy' && x.status !== 'stopping') continue;
       const spec = this.spec.vservers[v];
       if (!spec) continue;
-      const o = await this.#observe(spec);
+      const o = await withinTime(this.observer.observeRunning(spec), OBSERVE_TIMEOUT_MS);
       if (!o) continue;
       if (o.container !== 'running') {
         out.push({ kind: 'crashed', vserver: v, reason: `container ${o.container}` });
@@ -723,4 +715,13 @@ export class Agent {
   removeSocket(): void {
     rmSync(this.paths.socket, { force: true });
   }
+}
+
+/** The promise's value, or undefined when it fails or takes longer than `ms`. */
+function withinTime<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((r) => {
+    timer = setTimeout(() => r(undefined), ms);
+  });
+  return Promise.race([p.catch(() => undefined), late]).finally(() => clearTimeout(timer));
 }

@@ -67,6 +67,9 @@ export class ThreadedResources implements NodeResources {
   observe(spec: VserverSpec): Promise<ResourceObservation> {
     return this.#call('observe', [spec]) as Promise<ResourceObservation>;
   }
+  observeRunning(spec: VserverSpec): Promise<Pick<ResourceObservation, 'container' | 'health'>> {
+    return this.#call('observeRunning', [spec]) as Promise<Pick<ResourceObservation, 'container' | 'health'>>;
+  }
   cleanupStale(): Promise<void> {
     return this.#call('cleanupStale', []) as Promise<void>;
   }

@@ -34,6 +34,7 @@ import {
 } from '../volume/lifecycle.ts';
 import { readMetadata } from '../volume/metadata.ts';
 import { readReplicationConfig, writeReplicationConfig } from '../volume/replication-config.ts';
+import { runningFromStatusFile } from '../vserver/crun.ts';
 import type { VserverDefinition } from '../vserver/definition.ts';
 import { containerState, createVserver, runtime, startVserver, stopContainer } from '../vserver/manager.ts';
 import {
@@ -85,6 +86,8 @@ export interface NodeResources {
   /** Supervisor and container (hard: SIGKILL at once), unmount, volume secondary. */
   stop(spec: VserverSpec, hard: boolean, reason: string): Promise<void>;
   observe(spec: VserverSpec): Promise<ResourceObservation>;
+  /** The container and its health only: cheap enough for every loop turn (no crun or losetup spawned). */
+  observeRunning(spec: VserverSpec): Promise<Pick<ResourceObservation, 'container' | 'health'>>;
   /** After a crash or power cut: what hangs on dead volume daemons of this state dir, and stale pid files. */
   cleanupStale(): Promise<void>;
 }
@@ -292,6 +295,19 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
       return { container, health, volume };
     });
 
+  const observeRunning = (spec: VserverSpec) =>
+    scoped(async () => {
+      const name = spec.name;
+      const def = readDefinition(name);
+      const fast = runningFromStatusFile(crunRoot(), name);
+      const container = fast === true ? 'running' : containerState(name).status;
+      const labels = (def?.health_checks ?? []).map(checkLabel);
+      return {
+        container,
+        health: summarizeHealth(container, labels, def ? readRuntime(name).health : undefined),
+      };
+    });
+
   const cleanupStale = () =>
     scoped(async () => {
       const volumes = listVolumes().map((name) => ({
@@ -344,7 +360,7 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
     }
   }
 
-  return { ensureReplica, start, stop, observe, cleanupStale };
+  return { ensureReplica, start, stop, observe, observeRunning, cleanupStale };
 }
 
 function isRunning(s: string): boolean {

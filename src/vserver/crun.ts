@@ -1,4 +1,6 @@
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 /** The OCI runtime as cvserver uses it: a small interface so the manager can be tested without crun. */
 export interface ContainerState {
@@ -57,4 +59,30 @@ export function crunRuntime(root: string): Runtime {
 /** Arguments for `crun exec`, for callers that spawn it with their own stdio. */
 export function crunExecArgs(root: string, id: string, command: string[], tty: boolean): string[] {
   return ['--root', root, 'exec', ...(tty ? ['--tty'] : []), id, ...command];
+}
+
+/**
+ * Whether crun's container `id` runs, from crun's own status file and /proc, without spawning crun
+ * (the agent asks several times a second). Undefined when that cannot tell (no file, another format):
+ * ask `crun state` then. A pid counts only with the start time crun recorded (no pid reuse) and not a zombie.
+ */
+export function runningFromStatusFile(root: string, id: string): boolean | undefined {
+  let status: { pid?: unknown; 'process-start-time'?: unknown };
+  try {
+    status = JSON.parse(readFileSync(join(root, id, 'status'), 'utf8')) as typeof status;
+  } catch {
+    return undefined;
+  }
+  const pid = status.pid;
+  const start = status['process-start-time'];
+  if (typeof pid !== 'number' || typeof start !== 'number') return undefined;
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return false;
+  }
+  // Fields after the command name (which may hold spaces): state is field 3, starttime field 22.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return fields[0] !== 'Z' && fields[0] !== 'X' && Number(fields[19]) === start;
 }
