@@ -41,14 +41,19 @@ import {
   type VserverReport,
 } from './records.ts';
 import { replicaRoleOf } from './resources/replica-plan.ts';
-import type { ReplicaContext, ResourceObservation } from './resources.ts';
+import {
+  createNodeResources,
+  type NodeResources,
+  type ReplicaContext,
+  type ResourceObservation,
+} from './resources.ts';
 import { ThreadedResources } from './resources-thread.ts';
 import { ClusterStore, type Snapshot } from './store.ts';
 
 export const AGENT_VERSION = '0.2.0';
 /** How many of the newest events the cluster keeps (the manager trims the rest once a minute). */
 export const EVENTS_KEPT = 2000;
-/** An observation slower than this is skipped for the round (the observer thread is busy). */
+/** An observation slower than this is skipped for the round (a volume daemon busy with a role change). */
 const OBSERVE_TIMEOUT_MS = 1000;
 
 export interface AgentOptions {
@@ -122,10 +127,10 @@ export class Agent {
   #specRevision = -1;
   readonly timing: Timing;
   readonly me: NodeSpec;
-  /** Starts, stops and replica upkeep (one worker thread)... */
+  /** Starts, stops and replica upkeep: mostly synchronous work (mkfs, crun, ip), on a worker thread. */
   readonly resources: ThreadedResources;
-  /** ...and observations on another, so a long start does not hide a crash elsewhere. */
-  readonly observer: ThreadedResources;
+  /** Observations: file reads and asynchronous calls only, on this thread. */
+  readonly #inline: Pick<NodeResources, 'observe' | 'observeRunning'>;
   readonly executor: ActionExecutor;
   store!: ClusterStore;
   #member: EtcdMember | undefined;
@@ -169,8 +174,9 @@ export class Agent {
     this.spec = this.#lastApplied() ?? this.boot;
     this.timing = timingOf(this.boot);
     this.log = createLogger('agent', { node: o.node });
-    this.resources = new ThreadedResources(o.stateDir, o.node);
-    this.observer = new ThreadedResources(o.stateDir, o.node);
+    // A full node keeps its worker loaded: a failover start must not wait for it to load.
+    this.resources = new ThreadedResources(o.stateDir, o.node, me.role === 'witness' ? 30_000 : undefined);
+    this.#inline = createNodeResources({ stateDir: o.stateDir, log: this.log });
     this.executor = new ActionExecutor(
       {
         start: (v, epoch, reason) => this.#start(v, epoch, reason),
@@ -327,7 +333,7 @@ export class Agent {
   async #stopLeftovers(): Promise<void> {
     for (const v of Object.values(this.spec.vservers)) {
       // No time limit here: a leftover must not be missed because the thread was still loading.
-      const o = await this.observer.observe(v).catch(() => undefined);
+      const o = await this.#inline.observe(v).catch(() => undefined);
       if (!o) continue;
       if (
         o.container === 'running' ||
@@ -355,7 +361,7 @@ export class Agent {
     this.#server?.close();
     this.#guard?.close();
     await this.#member?.stop();
-    await Promise.all([this.resources.close(), this.observer.close()]);
+    await this.resources.close();
   }
 
   /**
@@ -451,9 +457,9 @@ export class Agent {
     }
   }
 
-  /** An observation from the observer thread, or nothing if it takes longer than a loop turn. */
+  /** A full observation (container, health, volume), or nothing if it takes longer than a loop turn. */
   #observe(spec: VserverSpec): Promise<ResourceObservation | undefined> {
-    return withinTime(this.observer.observe(spec), OBSERVE_TIMEOUT_MS);
+    return withinTime(this.#inline.observe(spec), OBSERVE_TIMEOUT_MS);
   }
 
   #putNode(lease: string, timeoutMs: number): Promise<unknown> {
@@ -522,7 +528,7 @@ export class Agent {
       if (x.status !== 'running' && x.status !== 'healthy' && x.status !== 'stopping') continue;
       const spec = this.spec.vservers[v];
       if (!spec) continue;
-      const o = await withinTime(this.observer.observeRunning(spec), OBSERVE_TIMEOUT_MS);
+      const o = await this.#inline.observeRunning(spec).catch(() => undefined);
       if (!o) continue;
       if (o.container !== 'running') {
         out.push({ kind: 'crashed', vserver: v, reason: `container ${o.container}` });

@@ -1,7 +1,9 @@
 /**
  * NodeResources carried out on a worker thread (resources-worker.ts), so the agent's loop — lease
  * renewals, the fence timer, the manager — never waits behind a synchronous mkfs or crun call. A worker
- * that dies fails the calls in flight and is started again on the next call.
+ * that dies fails the calls in flight and is started again on the next call. With `idleMs`, an idle
+ * worker is ended (it is about 65 MB) and started again when needed — at the cost of loading it again
+ * (0.5-1.5 s) on the next call, so only where no start is expected soon (a witness).
  */
 import { Worker } from 'node:worker_threads';
 import type { VserverSpec } from '../cluster/config.ts';
@@ -14,19 +16,37 @@ export class ThreadedResources implements NodeResources {
   readonly #data: { stateDir: string; node: string };
   #worker: Worker | undefined;
   #next = 1;
+  #idle: NodeJS.Timeout | undefined;
   readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
 
-  constructor(stateDir: string, node: string) {
+  readonly #idleMs: number;
+
+  constructor(stateDir: string, node: string, idleMs = Number.POSITIVE_INFINITY) {
     this.#data = { stateDir, node };
+    this.#idleMs = idleMs;
   }
 
   #call(method: ResourceCall['method'], args: unknown[]): Promise<unknown> {
+    clearTimeout(this.#idle);
     const w = this.#ensureWorker();
     const id = this.#next++;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
       w.postMessage({ id, method, args } satisfies ResourceCall);
     });
+  }
+
+  #armIdle(): void {
+    clearTimeout(this.#idle);
+    if (this.#pending.size > 0 || !this.#worker || !Number.isFinite(this.#idleMs)) return;
+    const w = this.#worker;
+    this.#idle = setTimeout(() => {
+      if (this.#worker === w && this.#pending.size === 0) {
+        this.#worker = undefined;
+        void w.terminate();
+      }
+    }, this.#idleMs);
+    this.#idle.unref();
   }
 
   #ensureWorker(): Worker {
@@ -38,6 +58,7 @@ export class ThreadedResources implements NodeResources {
       this.#pending.delete(r.id);
       if (r.ok) p.resolve(r.result);
       else p.reject(new Error(r.error));
+      this.#armIdle();
     });
     const gone = (why: string) => {
       if (this.#worker !== w) return;
@@ -52,6 +73,7 @@ export class ThreadedResources implements NodeResources {
   }
 
   async close(): Promise<void> {
+    clearTimeout(this.#idle);
     await this.#worker?.terminate();
   }
 

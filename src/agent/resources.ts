@@ -279,7 +279,7 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
     scoped(async (): Promise<ResourceObservation> => {
       const name = spec.name;
       const def = readDefinition(name);
-      const container = containerState(name).status;
+      const container = runningFromStatusFile(crunRoot(), name) ? 'running' : containerState(name).status;
       const labels = (def?.health_checks ?? []).map(checkLabel);
       const health = summarizeHealth(container, labels, def ? readRuntime(name).health : undefined);
       let volume = NO_VOLUME;
@@ -299,8 +299,7 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
     scoped(async () => {
       const name = spec.name;
       const def = readDefinition(name);
-      const fast = runningFromStatusFile(crunRoot(), name);
-      const container = fast === true ? 'running' : containerState(name).status;
+      const container = runningFromStatusFile(crunRoot(), name) ? 'running' : containerState(name).status;
       const labels = (def?.health_checks ?? []).map(checkLabel);
       return {
         container,
