@@ -48,7 +48,7 @@ test('power cut of the demo node: the demo answers again elsewhere, nothing ackn
   assert.equal(now.node, after.node, 'the demo stays on the node it failed over to');
   assert.equal(now.epoch, after.epoch);
   const events = await lab.events();
-  const second = eventsMatching(events, /^demo: (start|restart|running)/, startAt, before.node);
+  const second = eventsMatching(events, /^demo: (start|restart|running) with epoch/, startAt, before.node);
   assert.deepEqual(second, [], `no second copy on ${before.node}:\n${showEvents(events, startAt)}`);
   await until(
     'the demo answering',
@@ -109,7 +109,7 @@ test('isolation of the demo node: it fences before another node starts the demo,
     `no copy on ${before.node}`,
   );
   const all = await lab.events();
-  const running = eventsMatching(all, /^demo: running/, cutAt);
+  const running = eventsMatching(all, /^demo: running with epoch/, cutAt);
   assert.deepEqual(
     [...new Set(running.map((e) => e.node))],
     [after.node],

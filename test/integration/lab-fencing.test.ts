@@ -83,7 +83,7 @@ test('agent hung (SIGSTOP) then dead (SIGKILL) on the demo node: the guard fence
   t.diagnostic(log);
   assert.ok(events.length > 0);
   assert.deepEqual(
-    eventsMatching(all, /^demo: (start|restart|running)/, contAt, first.node),
+    eventsMatching(all, /^demo: (start|restart|running) with epoch/, contAt, first.node),
     [],
     `no second copy:\n${log}`,
   );
