@@ -53,6 +53,7 @@ import { checkLabel } from '../vserver/supervisor.ts';
 import { createBusyboxRootfs, createDebianRootfs } from '../vserver/templates.ts';
 import { guardPaths, liveGuardPid } from './guard.ts';
 import {
+  type ContainerStatus,
   NO_VOLUME,
   type ResourceObservation,
   summarizeHealth,
@@ -279,7 +280,7 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
     scoped(async (): Promise<ResourceObservation> => {
       const name = spec.name;
       const def = readDefinition(name);
-      const container = runningFromStatusFile(crunRoot(), name) ? 'running' : containerState(name).status;
+      const container = quickContainerState(name);
       const labels = (def?.health_checks ?? []).map(checkLabel);
       const health = summarizeHealth(container, labels, def ? readRuntime(name).health : undefined);
       let volume = NO_VOLUME;
@@ -299,13 +300,21 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
     scoped(async () => {
       const name = spec.name;
       const def = readDefinition(name);
-      const container = runningFromStatusFile(crunRoot(), name) ? 'running' : containerState(name).status;
+      const container = quickContainerState(name);
       const labels = (def?.health_checks ?? []).map(checkLabel);
       return {
         container,
         health: summarizeHealth(container, labels, def ? readRuntime(name).health : undefined),
       };
     });
+
+  /** crun is spawned only when its files cannot tell: no state dir means no container. */
+  const quickContainerState = (name: string): ContainerStatus => {
+    const fast = runningFromStatusFile(crunRoot(), name);
+    if (fast) return 'running';
+    if (fast === undefined && !existsSync(join(crunRoot(), name))) return 'absent';
+    return containerState(name).status;
+  };
 
   const cleanupStale = () =>
     scoped(async () => {

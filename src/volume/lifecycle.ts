@@ -193,15 +193,22 @@ function readMounts(): Array<{ source: string; dir: string; fstype: string }> {
     });
 }
 
+/**
+ * The loop devices backed by `file`, from sysfs (what `losetup --list` reads, without spawning it:
+ * the node agent asks every few seconds). A bound loop device has `loop/backing_file`.
+ */
 async function loopsOf(file: string): Promise<string[]> {
-  const r = await run('losetup', ['--list', '--json', '-O', 'NAME,BACK-FILE']);
-  if (!r.stdout.trim()) return [];
-  const parsed = JSON.parse(r.stdout) as {
-    loopdevices?: Array<{ name: string; 'back-file': string | null }>;
-  };
-  return (parsed.loopdevices ?? [])
-    .filter((d) => (d['back-file'] ?? '').replace(/ \(deleted\)$/, '') === file)
-    .map((d) => d.name);
+  const out: string[] = [];
+  for (const dev of readdirSync('/sys/block').filter((d) => /^loop\d+$/.test(d))) {
+    let backing: string;
+    try {
+      backing = readFileSync(`/sys/block/${dev}/loop/backing_file`, 'utf8').trim();
+    } catch {
+      continue; // not bound
+    }
+    if (backing.replace(/ \(deleted\)$/, '') === file) out.push(`/dev/${dev}`);
+  }
+  return out;
 }
 
 export async function observe(l: VolumeLayout): Promise<VolumeObservation> {
