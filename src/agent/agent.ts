@@ -158,6 +158,7 @@ export class Agent {
   #fenceTimer: NodeJS.Timeout | undefined;
   readonly #startedAt = Date.now();
   #trimmedAt = 0;
+  #guardSent = '';
   /** Vservers whose replica here was refused promotion (a peer has newer data), with that epoch. */
   readonly #behind = new Map<string, number>();
 
@@ -551,7 +552,11 @@ export class Agent {
       lu === null
         ? monotonicMs()
         : Math.floor((lu - this.timing.leaseTtl + this.timing.guardDeadline) * 1000);
-    this.#guard.send({ deadline, protect: { containers: active, volumes: active } });
+    // Only news is sent (the deadline moves with each renewal): several decisions a second share one.
+    const msg = { deadline, protect: { containers: active, volumes: active } };
+    const text = JSON.stringify(msg);
+    if (text === this.#guardSent && lu !== null) return;
+    if (this.#guard.send(msg)) this.#guardSent = text;
   }
 
   /**
