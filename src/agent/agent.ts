@@ -182,7 +182,7 @@ export class Agent {
       {
         start: (v, epoch, reason) => this.#start(v, epoch, reason),
         restart: async (v, epoch, reason) => {
-          await this.resources.stop(this.#vspec(v), false, `restart: ${reason}`);
+          await this.resources.stopContainerOnly(this.#vspec(v), `restart: ${reason}`);
           await this.#start(v, epoch, reason);
         },
         stop: (v, hard, reason) => this.resources.stop(this.#vspec(v), hard, reason),

@@ -86,6 +86,9 @@ export class ThreadedResources implements NodeResources {
   stop(spec: VserverSpec, hard: boolean, reason: string): Promise<void> {
     return this.#call('stop', [spec, hard, reason]) as Promise<void>;
   }
+  stopContainerOnly(spec: VserverSpec, reason: string): Promise<void> {
+    return this.#call('stopContainerOnly', [spec, reason]) as Promise<void>;
+  }
   observe(spec: VserverSpec): Promise<ResourceObservation> {
     return this.#call('observe', [spec]) as Promise<ResourceObservation>;
   }

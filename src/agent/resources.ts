@@ -86,6 +86,8 @@ export interface NodeResources {
   start(spec: VserverSpec, epoch: number, ctx: ReplicaContext): Promise<void>;
   /** Supervisor and container (hard: SIGKILL at once), unmount, volume secondary. */
   stop(spec: VserverSpec, hard: boolean, reason: string): Promise<void>;
+  /** Supervisor and container only, for a restart in place (same epoch: the volume stays primary). */
+  stopContainerOnly(spec: VserverSpec, reason: string): Promise<void>;
   observe(spec: VserverSpec): Promise<ResourceObservation>;
   /** The container and its health only: cheap enough for every loop turn (no crun or losetup spawned). */
   observeRunning(spec: VserverSpec): Promise<Pick<ResourceObservation, 'container' | 'health'>>;
@@ -276,6 +278,16 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
       log.info({ vserver: name, event: 'stopped', hard, reason }, 'stopped, volume secondary');
     });
 
+  /** A restart in place keeps the epoch: the volume stays primary and mounted, only the container goes. */
+  const stopContainerOnly = (spec: VserverSpec, reason: string) =>
+    scoped(async () => {
+      await stopVserverProcesses(spec.name, false, reason);
+      log.info(
+        { vserver: spec.name, event: 'container-stopped', reason },
+        'container stopped, volume kept primary',
+      );
+    });
+
   const observe = (spec: VserverSpec) =>
     scoped(async (): Promise<ResourceObservation> => {
       const name = spec.name;
@@ -368,7 +380,7 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
     }
   }
 
-  return { ensureReplica, start, stop, observe, observeRunning, cleanupStale };
+  return { ensureReplica, start, stop, stopContainerOnly, observe, observeRunning, cleanupStale };
 }
 
 function isRunning(s: string): boolean {

@@ -102,7 +102,7 @@ export function labClusterYaml(lab: Lab): string {
     // All nodes share one quiet machine and its bridge: faster elections and a shorter lease than the
     // defaults (etcd 100/1000 ms, lease 3 s) make failover quicker; see docs/cluster.md.
     etcd: { heartbeat_ms: 50, election_ms: 500 },
-    timing: { lease_ttl: 2, loop_interval: 0.25, renew_timeout: 0.4, fence_margin: 0.75 },
+    timing: { lease_ttl: 2, loop_interval: 0.25, renew_timeout: 0.4, fence_margin: 0.5 },
     vservers: {
       [lab.demo.vserver]: {
         desired: 'started',

@@ -79,6 +79,10 @@ export function etcdArgs(o: EtcdMemberOptions, existing: boolean): string[] {
     String(o.heartbeatMs ?? 100),
     '--election-timeout',
     String(o.electionMs ?? 1000),
+    // A member that was cut off (or asleep) and comes back must not depose a working leader: without
+    // pre-vote it returns with a higher term and forces an election, and every node's lease renewals
+    // stall for that long (3.4 leaves it off by default; 3.5 turns it on).
+    '--pre-vote',
     // The store holds small, often rewritten keys (leases, reports): keep an hour of history at most.
     '--auto-compaction-mode',
     'periodic',
