@@ -148,7 +148,7 @@ export class Agent {
   #ensured = new Map<string, string>();
   #managerState: ManagerState | undefined;
   #isManager = false;
-  #pendingEvents: EventRecord[] = [];
+  #pendingEvents: { key: string; record: EventRecord }[] = [];
   #stopping = false;
   #lastError = '';
   /** The last problem of the round in progress ('' when none): `status` shows the last round's. */
@@ -692,12 +692,14 @@ export class Agent {
 
   #event(source: EventRecord['source'], text: string): void {
     this.log.info({ event: source }, text);
-    this.#pendingEvents.push({ version: RECORD_VERSION, at: Date.now(), node: this.o.node, source, text });
+    const record: EventRecord = { version: RECORD_VERSION, at: Date.now(), node: this.o.node, source, text };
+    // Before the store exists (agent start), keyed later with the same rule.
+    this.#pendingEvents.push({ key: this.store?.eventKey(record) ?? '', record });
   }
 
   async #flushEvents(): Promise<void> {
     if (this.#pendingEvents.length === 0 || !this.store) return;
-    const batch = this.#pendingEvents;
+    const batch = this.#pendingEvents.map((e) => ({ ...e, key: e.key || this.store.eventKey(e.record) }));
     this.#pendingEvents = [];
     try {
       await this.store.putEvents(batch, this.#ms(this.timing.renewTimeout));

@@ -150,5 +150,5 @@ export type EventRecord = z.infer<typeof eventRecordSchema>;
 
 /** A report as the manager reads it. */
 export function toReport(r: VserverReport): Report {
-  return { status: r.status, since: r.since };
+  return { status: r.status, since: r.since, epoch: r.epoch };
 }

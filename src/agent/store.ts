@@ -148,14 +148,18 @@ export class ClusterStore {
     return r.succeeded;
   }
 
-  async putEvents(events: EventRecord[], timeoutMs: number): Promise<void> {
+  /**
+   * Writes events under keys fixed when they were recorded (`eventKey`): a batch written again after a
+   * timeout that had in fact succeeded overwrites itself instead of appearing twice.
+   */
+  async putEvents(events: { key: string; record: EventRecord }[], timeoutMs: number): Promise<void> {
     for (let i = 0; i < events.length; i += TXN_OPS)
       await this.client.txn(
         {
           compare: [],
           success: events
             .slice(i, i + TXN_OPS)
-            .map((e): TxnOp => ({ op: 'put', key: this.#eventKey(e), value: JSON.stringify(e) })),
+            .map((e): TxnOp => ({ op: 'put', key: e.key, value: JSON.stringify(e.record) })),
         },
         { timeoutMs },
       );
@@ -199,7 +203,8 @@ export class ClusterStore {
     return old.length;
   }
 
-  #eventKey(e: EventRecord): string {
+  /** A key of its own for an event, in time order. */
+  eventKey(e: EventRecord): string {
     this.#eventSeq = (this.#eventSeq + 1) % 1_000_000;
     return this.keys.event(e.at, e.node, this.#eventSeq);
   }

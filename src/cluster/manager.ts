@@ -194,7 +194,10 @@ function reconcile(ctx: Ctx, v: VserverObservation, vs: VserverState): void {
       vs.node = null;
       vs.lastStatus = '';
     } else {
-      const r = v.reports[node];
+      const reported = v.reports[node];
+      // A report of an older epoch is from before this assignment (the node has not picked it up yet).
+      const r =
+        reported && (reported.epoch === undefined || reported.epoch >= vs.epoch) ? reported : undefined;
       const status = r?.status ?? 'unreported';
       if (status !== vs.lastStatus) {
         if (r) ctx.log.push(`${v.name}: ${status} on ${node}`);

@@ -254,6 +254,7 @@ export function nodeStep(
     }
 
   const reports: Record<string, Report> = {};
-  for (const [v, x] of Object.entries(l.vservers)) reports[v] = { status: x.status, since: x.since };
+  for (const [v, x] of Object.entries(l.vservers))
+    reports[v] = { status: x.status, since: x.since, epoch: x.epoch };
   return { local: l, actions, log, reports };
 }

@@ -29,6 +29,11 @@ export interface Report {
   status: RunStatus;
   /** When the status last changed: a failure is handled once per `since`. */
   since: number;
+  /**
+   * The epoch the node holds it with. A report of an older epoch than the assignment's is stale (the node
+   * has not picked up the new assignment yet): it is not taken as the new copy stopping or failing.
+   */
+  epoch?: number;
 }
 
 export interface VserverObservation {

@@ -336,14 +336,15 @@ export class Simulator {
       for (const n of this.nodes.values()) {
         if (n.lease === null || n.lease <= t) continue;
         const l = n.local.vservers[name];
-        if (l && this.reachable(n)) reports[n.name] = { status: l.status, since: l.since };
+        if (l && this.reachable(n)) reports[n.name] = { status: l.status, since: l.since, epoch: l.epoch };
         else if (!this.reachable(n) && this.lastReports.get(`${n.name}/${name}`))
           reports[n.name] = this.lastReports.get(`${n.name}/${name}`)!;
       }
       for (const n of this.nodes.values())
         if (this.reachable(n)) {
           const l = n.local.vservers[name];
-          if (l) this.lastReports.set(`${n.name}/${name}`, { status: l.status, since: l.since });
+          if (l)
+            this.lastReports.set(`${n.name}/${name}`, { status: l.status, since: l.since, epoch: l.epoch });
           else this.lastReports.delete(`${n.name}/${name}`);
         }
       return {

@@ -117,3 +117,18 @@ test('diffLines marks only the differences', () => {
   assert.deepEqual(diffLines(['a', 'b'], ['a', 'b']), []);
   assert.deepEqual(diffLines(['a', 'b', 'c'], ['a', 'x', 'c']), ['  a', '+ x', '- b', '  c']);
 });
+
+test('a report of an older epoch is stale: the assigned node has not picked up the assignment yet', () => {
+  const placed = step(emptyState(), obs, 5, [], policy).state; // web on n1 with epoch 1
+  const withReport = (epoch: number): Observation => ({
+    ...obs,
+    vservers: [{ ...obs.vservers[0]!, reports: { n1: { status: 'stopped', since: 4, epoch } } }],
+  });
+  const stale = step(placed, withReport(0), 6, [], policy);
+  assert.deepEqual(stale.commands, []);
+  assert.equal(stale.state.vservers.web?.node, 'n1');
+  // The same report for the current epoch: the node lost it (rebooted), so it is placed again.
+  const current = step(placed, withReport(1), 6, [], policy);
+  assert.match(current.log.join('\n'), /n1 reports it stopped: placing it again/);
+  assert.equal(current.commands[0]?.kind, 'assign');
+});
