@@ -150,10 +150,11 @@ test('lab: network, demo CGI, kill, cut/heal, start, exec, down', { timeout: 120
   const before = Object.fromEntries(['n1', 'n2', 'n3'].map((n) => [n, netnsPids(ns[n]!)]));
   assert.ok(before.n1!.length >= 3, 'n1: main process, child, vserver supervisor');
   const killed = JSON.parse(ok('lab', 'kill', ...where, 'n1', '--json')) as { killed: number[] };
-  for (const p of [...before.n1!, demoPid]) {
+  // Every process of n1 is dead; the long-lived ones were killed by it (a health probe seen before
+  // may have ended on its own in between).
+  for (const p of [...before.n1!, demoPid]) assert.ok(!alive(p), `${p} of n1 is dead`);
+  for (const p of [Math.min(...before.n1!), demoPid])
     assert.ok(killed.killed.includes(p), `kill reported ${p}`);
-    assert.ok(!alive(p), `${p} of n1 is dead`);
-  }
   for (const p of [...before.n2!, ...before.n3!]) assert.ok(alive(p), `${p} of n2/n3 is alive`);
   assert.notEqual(cvs('lab', 'exec', ...where, 'n2', '--', 'ping', '-c', '1', '-W', '1', ip('n1')).code, 0);
   await assert.rejects(http(records));
