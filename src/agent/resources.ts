@@ -5,21 +5,13 @@
  * definition from the spec → container + supervisor. Stop runs it in reverse. Every step looks
  * at what is there first, so a start after a crash or a re-adoption just continues.
  */
-import {
-  existsSync,
-  lstatSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmdirSync,
-  rmSync,
-} from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ClusterSpec, VserverSpec } from '../cluster/config.ts';
 import { errorMessage } from '../lib/errors.ts';
 import { run, tryRun } from '../lib/exec.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
+import { readMounts } from '../lib/mounts.ts';
 import { stateDir as defaultStateDir, volumeDir } from '../lib/paths.ts';
 import { callControl } from '../volume/control.ts';
 import { volumeLayout } from '../volume/layout.ts';
@@ -482,20 +474,6 @@ function listContainers(): string[] {
   } catch {
     return [];
   }
-}
-
-function unescapeMount(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
-}
-
-function readMounts(): Array<{ source: string; dir: string; fstype: string }> {
-  return readFileSync('/proc/mounts', 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((line) => {
-      const [source = '', dir = '', fstype = ''] = line.split(' ');
-      return { source: unescapeMount(source), dir: unescapeMount(dir), fstype };
-    });
 }
 
 async function listLoops(): Promise<Array<{ name: string; backFile: string }>> {

@@ -36,7 +36,14 @@ import {
   removeNetwork,
   setNodeLinks,
 } from './network.ts';
-import { killNodeProcesses, nodePids, processAlive, removeNodeCgroups, spawnNode } from './processes.ts';
+import {
+  killNodeProcesses,
+  nodeEnv,
+  nodePids,
+  processAlive,
+  removeNodeCgroups,
+  spawnNode,
+} from './processes.ts';
 import { cleanupStorage, mountsUnder, type StorageCleanup } from './storage.ts';
 
 /** The project's root (bin/cvserver lives there). */
@@ -184,13 +191,7 @@ export function labExec(lab: Lab, name: string, cmd: string[], root = ROOT): num
     throw new UserError(`node ${name}: namespace ${node.namespace} is missing`);
   const r = spawnSync('nsenter', [`--net=${netnsPath(node.namespace)}`, ...cmd], {
     stdio: 'inherit',
-    env: {
-      ...process.env,
-      CVSERVER_STATE_DIR: node.stateDir,
-      CVSERVER_LAB: lab.name,
-      CVSERVER_LAB_NODE: node.name,
-      PATH: `${join(root, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`,
-    },
+    env: nodeEnv(lab, node, root),
   });
   if (r.error) throw new UserError(`lab exec: ${r.error.message}`);
   if (r.signal) return 128 + (signalNumber(r.signal) ?? 0);

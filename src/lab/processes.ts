@@ -248,6 +248,17 @@ export interface StartedNode {
  * on PATH, stdout and stderr appended to <state dir>/agent.log. The host's mount namespace is kept:
  * the node's mounts stay visible to the host, which cleans them up.
  */
+/** What a node's processes run with: its state dir, the lab's names, the project's `cvserver` first on PATH. */
+export function nodeEnv(lab: Lab, node: LabNode, root: string): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    CVSERVER_STATE_DIR: node.stateDir,
+    CVSERVER_LAB: lab.name,
+    CVSERVER_LAB_NODE: node.name,
+    PATH: `${join(root, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`,
+  };
+}
+
 export function spawnNode(lab: Lab, node: LabNode, root: string): StartedNode {
   mkdirSync(node.stateDir, { recursive: true });
   const cmd = nodeCommandLine(lab, node, root);
@@ -256,13 +267,7 @@ export function spawnNode(lab: Lab, node: LabNode, root: string): StartedNode {
     const child = spawn('nsenter', [`--net=${netnsPath(node.namespace)}`, ...cmd], {
       detached: true,
       stdio: ['ignore', log, log],
-      env: {
-        ...process.env,
-        CVSERVER_STATE_DIR: node.stateDir,
-        CVSERVER_LAB: lab.name,
-        CVSERVER_LAB_NODE: node.name,
-        PATH: `${join(root, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`,
-      },
+      env: nodeEnv(lab, node, root),
     });
     child.on('error', () => {});
     child.unref();

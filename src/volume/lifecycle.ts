@@ -19,6 +19,7 @@ import { FUSE_FSTYPE, unmountFuse } from '../fuse/mount.ts';
 import { errnoCode, UserError } from '../lib/errors.ts';
 import { run, tryRun } from '../lib/exec.ts';
 import { readJsonOr } from '../lib/json-file.ts';
+import { readMounts } from '../lib/mounts.ts';
 import { volumesDir } from '../lib/paths.ts';
 import { formatSize } from '../lib/size.ts';
 import { callControl } from './control.ts';
@@ -177,20 +178,6 @@ function daemonPid(l: VolumeLayout): number | undefined {
   } catch {
     return undefined;
   }
-}
-
-function unescapeMount(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
-}
-
-function readMounts(): Array<{ source: string; dir: string; fstype: string }> {
-  return readFileSync('/proc/mounts', 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((line) => {
-      const [source = '', dir = '', fstype = ''] = line.split(' ');
-      return { source: unescapeMount(source), dir: unescapeMount(dir), fstype };
-    });
 }
 
 /**
