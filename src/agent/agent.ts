@@ -32,6 +32,7 @@ import { EtcdClient } from './etcd/client.ts';
 import { EtcdMember } from './etcd/member.ts';
 import { ActionExecutor } from './executor.ts';
 import { GuardClient, monotonicMs, spawnGuard } from './guard.ts';
+import { leaderMove } from './leader-placement.ts';
 import { observeCluster } from './observation.ts';
 import {
   type EventRecord,
@@ -53,6 +54,8 @@ import { ClusterStore, type Snapshot } from './store.ts';
 export const AGENT_VERSION = '0.2.0';
 /** How many of the newest events the cluster keeps (the manager trims the rest once a minute). */
 export const EVENTS_KEPT = 2000;
+/** How often the manager checks where etcd's leader is. */
+const LEADER_CHECK_MS = 5000;
 /** An observation slower than this is skipped for the round (a volume daemon busy with a role change). */
 const OBSERVE_TIMEOUT_MS = 1000;
 
@@ -159,6 +162,8 @@ export class Agent {
   readonly #startedAt = Date.now();
   #trimmedAt = 0;
   #guardSent = '';
+  #leaderAt = 0;
+  #leaderBusy = false;
   /** Vservers whose replica here was refused promotion (a peer has newer data), with that epoch. */
   readonly #behind = new Map<string, number>();
 
@@ -652,6 +657,7 @@ export class Agent {
         .trimEvents(EVENTS_KEPT, 5000)
         .catch((err: unknown) => this.#note(`events not trimmed: ${errorMessage(err)}`));
     }
+    this.#placeLeader(snap);
     if (!snap.config) return;
 
     // Continue from the stored state (a new manager knows only that), or from this manager's last write.
@@ -688,6 +694,51 @@ export class Agent {
       this.#managerState = undefined;
       this.#note(`manager state not written: ${errorMessage(err)}`);
     }
+  }
+
+  /** Every few seconds, in the background: keep etcd's leader off the nodes that run vservers. */
+  #placeLeader(snap: Snapshot): void {
+    if (
+      this.boot.etcd.endpoints.length > 0 ||
+      this.#leaderBusy ||
+      Date.now() - this.#leaderAt < LEADER_CHECK_MS
+    )
+      return;
+    this.#leaderBusy = true;
+    this.#leaderAt = Date.now();
+    const active: Record<string, number> = {};
+    for (const r of Object.values(snap.reports))
+      active[r.node] = Object.values(r.vservers).filter((x) => isActive(x.status)).length;
+    const port = this.boot.etcd.client_port;
+    const endpointOf = (node: string) =>
+      `https://${this.boot.nodes.find((n) => n.name === node)?.addresses[0]}:${port}`;
+    void (async () => {
+      const client = this.store.client;
+      const list = await client.memberList();
+      const members = await Promise.all(
+        list.map(async (m) => {
+          const status = await client.status(endpointOf(m.name)).catch(() => undefined);
+          const role = this.boot.nodes.find((n) => n.name === m.name)?.role;
+          return {
+            node: m.name,
+            id: m.id,
+            healthy: status !== undefined,
+            witness: role === 'witness',
+            status,
+          };
+        }),
+      );
+      const leaderId = members.find((m) => m.status)?.status?.leader ?? '0';
+      const move = leaderMove(leaderId, members, active);
+      if (!move) return;
+      const from = members.find((m) => m.id === leaderId)!;
+      await client.moveLeader(endpointOf(from.node), move.to.id);
+      this.#event('agent', `etcd leadership moved from ${from.node} to ${move.to.node}: ${move.reason}`);
+    })()
+      .catch((err: unknown) => this.#note(`etcd leader placement: ${errorMessage(err)}`))
+      .finally(() => {
+        this.#leaderBusy = false;
+      });
   }
 
   #event(source: EventRecord['source'], text: string): void {

@@ -229,6 +229,22 @@ export class EtcdClient {
     }
   }
 
+  /**
+   * Asks the leader (at `leaderEndpoint`) to hand its leadership to the member `targetId`
+   * (`etcdctl move-leader`). Only the leader can do it.
+   */
+  async moveLeader(leaderEndpoint: string, targetId: string, opts: CallOptions = {}): Promise<void> {
+    const ep = parseEndpoint(leaderEndpoint);
+    const deadline = Date.now() + (opts.timeoutMs ?? this.timeoutMs);
+    const path = '/v3/maintenance/transfer-leadership';
+    try {
+      const reply = await this.attempt(ep, path, JSON.stringify({ targetID: targetId }), deadline, deadline);
+      this.checkReply(ep, path, reply);
+    } catch (err) {
+      throw err instanceof AttemptFailure ? err.error : err;
+    }
+  }
+
   /** Closes the kept-alive connections. */
   close(): void {
     this.agent.destroy();
