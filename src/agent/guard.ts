@@ -99,7 +99,6 @@ export function liveGuardPid(stateDir: string): number | undefined {
 }
 
 const GUARD_MAIN = fileURLToPath(new URL('./guard-main.ts', import.meta.url));
-const TICK_MS = 20;
 
 /**
  * Starts the guard of `stateDir` detached (it outlives the caller) unless one lives; returns its pid
@@ -290,10 +289,19 @@ export async function runGuard(o: { stateDir: string }): Promise<void> {
     );
   let state = initialGuardState();
 
+  // One timer, set for the deadline itself (libuv timers run on the monotonic clock): no polling while
+  // idle, and the check comes when it is due. Re-armed after every message and every check.
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    clearTimeout(timer);
+    if (state.fenced || state.deadline === null) return;
+    timer = setTimeout(check, Math.max(0, state.deadline - monotonicMs()));
+  };
   const check = () => {
     const now = monotonicMs();
     const d = guardDecision(state, now);
     state = d.state;
+    arm();
     if (!d.kill) return;
     const report = fence(o.stateDir, d.kill, cgroupsPath);
     logLine({
@@ -355,12 +363,12 @@ export async function runGuard(o: { stateDir: string }): Promise<void> {
     process.umask(umask);
   }
   chmodSync(p.socket, 0o600);
-  const timer = setInterval(check, TICK_MS);
+  arm();
   logLine({ event: 'started', socket: p.socket });
 
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
-      clearInterval(timer);
+      clearTimeout(timer);
       server.close();
       logLine({ event: 'stopped', signal, protecting: state.protect, deadline: state.deadline });
       if (readPid(p.pidFile) === process.pid) {
