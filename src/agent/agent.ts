@@ -162,6 +162,9 @@ export class Agent {
   readonly #startedAt = Date.now();
   #trimmedAt = 0;
   #guardSent = '';
+  #watch: { close(): void } | undefined;
+  /** A change arrived while a round ran: the next round starts at once. */
+  #dirty = false;
   #leaderAt = 0;
   #leaderBusy = false;
   /** Vservers whose replica here was refused promotion (a peer has newer data), with that epoch. */
@@ -280,6 +283,14 @@ export class Agent {
       timeoutMs: this.#ms(this.timing.renewTimeout),
     });
     this.store = new ClusterStore(client, this.boot.cluster, this.o.node);
+    // A change in the cluster (an assignment, a lease gone, a report, a request) starts a round at once
+    // instead of at the next tick; the cluster's log is not news.
+    const events = this.store.keys.events;
+    this.#watch = client.watch(this.store.keys.prefix, (keys) => {
+      if (!keys.some((k) => !k.startsWith(events))) return;
+      this.#dirty = true;
+      this.#wake?.();
+    });
     const { serveAgentApi } = await import('./api.ts');
     this.#server = await serveAgentApi(this);
     this.#event('agent', `agent ${AGENT_VERSION} started (pid ${process.pid})`);
@@ -294,7 +305,8 @@ export class Agent {
         this.#lastError = errorMessage(err);
         this.log.error({ err: this.#lastError }, 'round failed');
       }
-      const wait = Math.max(0, this.timing.loopInterval - (monoSeconds() - began));
+      const wait = this.#dirty ? 0 : Math.max(0, this.timing.loopInterval - (monoSeconds() - began));
+      this.#dirty = false;
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, wait * 1000);
         // An action that finished wakes the loop early (a start's outcome is reported at once).
@@ -363,6 +375,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.#stopping = true;
     clearTimeout(this.#fenceTimer);
+    this.#watch?.close();
     this.#wake?.();
     this.#server?.close();
     this.#guard?.close();

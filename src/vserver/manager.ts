@@ -169,8 +169,18 @@ export async function stopContainer(
 export function startVserver(name: string): void {
   const def = mustDefinition(name);
   updateRuntime(name, (r) => ({ ...r, desired: 'running' }));
-  startContainer(def, 'start requested');
+  // The supervisor first: it loads while the container starts (it waits for the container), so the
+  // first health check comes sooner.
   spawnSupervisor(name);
+  try {
+    startContainer(def, 'start requested');
+  } catch (e) {
+    // As before the supervisor went first: a start that failed leaves no supervisor behind.
+    const pid = readRuntime(name).supervisorPid;
+    if (pid && isAlive(pid)) process.kill(pid, 'SIGTERM');
+    updateRuntime(name, (r) => ({ ...r, supervisorPid: undefined }));
+    throw e;
+  }
 }
 
 export async function stopVserver(name: string, reason = 'stop requested'): Promise<string> {

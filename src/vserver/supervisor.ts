@@ -21,6 +21,8 @@ export const realClock: Clock = {
 
 const PROBE_MAIN = fileURLToPath(new URL('./probe-main.ts', import.meta.url));
 const TICK_MS = 200;
+/** How long a supervisor started beside its container waits for the container to run. */
+const CONTAINER_WAIT_MS = 10_000;
 
 export function checkLabel(check: HealthCheck, i: number): string {
   return `${i}:${check.type}${check.type === 'exec' ? '' : `:${check.port}`}`;
@@ -123,6 +125,16 @@ export async function supervise(name: string, clock: Clock = realClock): Promise
     lastOom = 0;
     return true;
   };
+
+  // Started beside the container (see startVserver): wait for it to run before watching it.
+  const waitUntil = clock.now() + CONTAINER_WAIT_MS;
+  while (!stopping && clock.now() < waitUntil && readRuntime(name).desired === 'running') {
+    const st = containerState(name).status;
+    if (st === 'running' || st === 'stopped') break;
+    await clock.sleep(50);
+  }
+  health = def.health_checks.map(() => initialHealth(clock.now()));
+  nextRun = def.health_checks.map(() => clock.now());
 
   while (!stopping) {
     if (readRuntime(name).desired !== 'running') break;

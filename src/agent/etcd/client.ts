@@ -245,6 +245,68 @@ export class EtcdClient {
     }
   }
 
+  /**
+   * Watches the keys under `prefix` (a streaming `/v3/watch`) and calls `onChange` with the keys of each
+   * batch of changes, until `close()`. After an error or the end of the stream it opens a new one (on
+   * the next endpoint) after `retryMs`. Only a wake-up signal: the caller reads what changed itself.
+   */
+  watch(prefix: string, onChange: (keys: string[]) => void, retryMs = 500): { close(): void } {
+    let closed = false;
+    let at = this.current;
+    let req: ReturnType<typeof request> | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const retry = () => {
+      if (closed || timer) return;
+      req?.destroy();
+      at = (at + 1) % this.parsed.length;
+      timer = setTimeout(() => {
+        timer = undefined;
+        open();
+      }, retryMs);
+    };
+    const open = () => {
+      if (closed) return;
+      const ep = this.parsed[at]!;
+      const body = JSON.stringify({ create_request: keyRange(prefix, true) });
+      const splitter = new JsonStreamSplitter();
+      req = request(
+        {
+          hostname: ep.hostname,
+          port: ep.port,
+          path: '/v3/watch',
+          method: 'POST',
+          agent: this.agent,
+          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+        },
+        (res) => {
+          if (res.statusCode !== 200) {
+            res.resume();
+            return retry();
+          }
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => {
+            for (const text of splitter.push(chunk)) {
+              const keys = watchedKeys(text);
+              if (keys.length) onChange(keys);
+            }
+          });
+          res.on('end', retry);
+          res.on('error', retry);
+        },
+      );
+      req.on('error', retry);
+      req.end(body);
+    };
+    open();
+    return {
+      close: () => {
+        closed = true;
+        clearTimeout(timer);
+        req?.destroy();
+      },
+    };
+  }
+
   /** Closes the kept-alive connections. */
   close(): void {
     this.agent.destroy();
@@ -402,3 +464,52 @@ const json =
   <T>(decode: (body: unknown) => T) =>
   (text: string): T =>
     decode(parseJson(text));
+
+/**
+ * Splits a stream of concatenated JSON objects (how the gateway streams watch responses) into their
+ * texts. Keys and values are base64, but strings are honoured anyway.
+ */
+export class JsonStreamSplitter {
+  #buf = '';
+  #depth = 0;
+  #inString = false;
+  #escaped = false;
+  #start = -1;
+
+  push(chunk: string): string[] {
+    const out: string[] = [];
+    const base = this.#buf.length;
+    this.#buf += chunk;
+    for (let i = base; i < this.#buf.length; i++) {
+      const c = this.#buf[i];
+      if (this.#inString) {
+        if (this.#escaped) this.#escaped = false;
+        else if (c === '\\') this.#escaped = true;
+        else if (c === '"') this.#inString = false;
+      } else if (c === '"') this.#inString = true;
+      else if (c === '{') {
+        if (this.#depth++ === 0) this.#start = i;
+      } else if (c === '}' && this.#depth > 0 && --this.#depth === 0) {
+        out.push(this.#buf.slice(this.#start, i + 1));
+        this.#start = -1;
+      }
+    }
+    // Keep only an object in progress.
+    if (this.#depth === 0) this.#buf = '';
+    else if (this.#start > 0) {
+      this.#buf = this.#buf.slice(this.#start);
+      this.#start = 0;
+    }
+    return out;
+  }
+}
+
+/** The keys changed in one watch response (none for the "created" reply or anything unreadable). */
+export function watchedKeys(text: string): string[] {
+  try {
+    const m = JSON.parse(text) as { result?: { events?: { kv?: { key?: string } }[] } };
+    return (m.result?.events ?? []).map((e) => Buffer.from(e.kv?.key ?? '', 'base64').toString('utf8'));
+  } catch {
+    return [];
+  }
+}

@@ -323,3 +323,20 @@ describe('EtcdClient against a fake HTTPS gateway', () => {
     }
   });
 });
+
+test('watch stream: concatenated JSON objects split across chunks, keys decoded', async () => {
+  const { JsonStreamSplitter, watchedKeys } = await import('../../../src/agent/etcd/client.ts');
+  const s = new JsonStreamSplitter();
+  const k = (key: string) => Buffer.from(key).toString('base64');
+  const a = JSON.stringify({ result: { created: true } });
+  const b = JSON.stringify({
+    result: { events: [{ kv: { key: k('/c/state') } }, { type: 'DELETE', kv: { key: k('/c/nodes/n1') } }] },
+  });
+  const text = `${a}\n${b}\n{"result":{"x":"a } in a string {"}}`;
+  const out = [...s.push(text.slice(0, 17)), ...s.push(text.slice(17, 60)), ...s.push(text.slice(60))];
+  assert.equal(out.length, 3);
+  assert.deepEqual(watchedKeys(out[0]!), []);
+  assert.deepEqual(watchedKeys(out[1]!), ['/c/state', '/c/nodes/n1']);
+  assert.deepEqual(watchedKeys(out[2]!), []);
+  assert.deepEqual(watchedKeys('garbage'), []);
+});
