@@ -12,7 +12,8 @@ import { RECORD_VERSION } from './records.ts';
 import { type ClusterStatus, clusterStatus } from './status.ts';
 
 export const agentRequestSchema = z.discriminatedUnion('op', [
-  z.strictObject({ op: z.literal('status') }),
+  /** brief: without asking every etcd member for its health (for polling). */
+  z.strictObject({ op: z.literal('status'), brief: z.boolean().optional() }),
   z.strictObject({ op: z.literal('migrate'), vserver: z.string(), node: z.string() }),
   z.strictObject({ op: z.literal('clear'), vserver: z.string() }),
   z.strictObject({ op: z.literal('apply'), yaml: z.string(), file: z.string(), dryRun: z.boolean() }),
@@ -40,7 +41,7 @@ async function handle(agent: Agent, req: AgentRequest): Promise<unknown> {
   const timeoutMs = 2000;
   switch (req.op) {
     case 'status':
-      return (await clusterStatus(agent)) satisfies ClusterStatus;
+      return (await clusterStatus(agent, !req.brief)) satisfies ClusterStatus;
     case 'migrate': {
       const spec = agent.spec;
       if (!spec.vservers[req.vserver])

@@ -43,12 +43,12 @@ export interface ClusterStatus {
   problems: string[];
 }
 
-export async function clusterStatus(agent: Agent): Promise<ClusterStatus> {
+export async function clusterStatus(agent: Agent, members = true): Promise<ClusterStatus> {
   const v = agent.view();
   const snap = v.snapshot;
   const spec = v.spec;
   const etcd = await Promise.all(
-    memberEndpoints(agent.boot).map(async (endpoint) => {
+    (members ? memberEndpoints(agent.boot) : []).map(async (endpoint) => {
       try {
         const s = await agent.store.client.status(endpoint);
         return { endpoint, healthy: true, leader: s.leader === s.memberId, version: s.version, error: '' };

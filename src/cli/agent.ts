@@ -66,7 +66,7 @@ export function registerAgentCommands(program: Command): void {
     .option('--timeout <seconds>', 'how long to wait for the vserver to be healthy on the node', '120')
     .option('--json', 'machine-readable output')
     .action(async (vserver: string, node: string, o: { wait: boolean; timeout: string; json?: boolean }) => {
-      const before = ((await ask({ op: 'status' })) as ClusterStatus).vservers.find(
+      const before = ((await ask({ op: 'status', brief: true })) as ClusterStatus).vservers.find(
         (v) => v.name === vserver,
       );
       const { id } = (await ask({ op: 'migrate', vserver, node })) as { id: string };
@@ -75,8 +75,9 @@ export function registerAgentCommands(program: Command): void {
       const began = Date.now();
       const limit = Number(o.timeout) * 1000;
       let last = '';
+      let polls = 0;
       for (;;) {
-        const s = (await ask({ op: 'status' })) as ClusterStatus;
+        const s = (await ask({ op: 'status', brief: true })) as ClusterStatus;
         const v = s.vservers.find((x) => x.name === vserver);
         const where = v ? `${v.status} on ${v.node ?? '-'} (epoch ${v.epoch})` : 'unknown';
         if (!o.json && where !== last)
@@ -89,13 +90,16 @@ export function registerAgentCommands(program: Command): void {
             () =>
               `${vserver} runs on ${node} (epoch ${v.epoch}) after ${((Date.now() - began) / 1000).toFixed(1)} s`,
           );
-        const rejected = await findRejection(vserver, node, began);
-        if (rejected) throw new UserError(rejected);
+        // The manager's refusal is in the cluster's log: looked for every second, not every poll.
+        if (++polls % 10 === 0) {
+          const rejected = await findRejection(vserver, node, began);
+          if (rejected) throw new UserError(rejected);
+        }
         if (Date.now() - began > limit)
           throw new UserError(
             `${vserver} is not healthy on ${node} after ${o.timeout} s (now: ${where}); see cvserver events`,
           );
-        await new Promise((r) => setTimeout(r, 250));
+        await new Promise((r) => setTimeout(r, 100));
       }
     });
 
