@@ -54,6 +54,11 @@ import { ClusterStore, type Snapshot } from './store.ts';
 export const AGENT_VERSION = '0.2.0';
 /** How many of the newest events the cluster keeps (the manager trims the rest once a minute). */
 export const EVENTS_KEPT = 2000;
+/**
+ * The main round's period when nothing wakes it: changes in etcd (the watch) and finished actions start a
+ * round at once; renewals and the fence have their own loop and timer.
+ */
+const ROUND_PERIOD_S = 1;
 /** How often the manager checks where etcd's leader is. */
 const LEADER_CHECK_MS = 5000;
 /** An observation slower than this is skipped for the round (a volume daemon busy with a role change). */
@@ -305,7 +310,8 @@ export class Agent {
         this.#lastError = errorMessage(err);
         this.log.error({ err: this.#lastError }, 'round failed');
       }
-      const wait = this.#dirty ? 0 : Math.max(0, this.timing.loopInterval - (monoSeconds() - began));
+      const period = Math.max(this.timing.loopInterval, ROUND_PERIOD_S);
+      const wait = this.#dirty ? 0 : Math.max(0, period - (monoSeconds() - began));
       this.#dirty = false;
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, wait * 1000);
