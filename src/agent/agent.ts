@@ -310,7 +310,12 @@ export class Agent {
         this.#lastError = errorMessage(err);
         this.log.error({ err: this.#lastError }, 'round failed');
       }
-      const period = Math.max(this.timing.loopInterval, ROUND_PERIOD_S);
+      // A vserver on its way up (started, not yet healthy) is watched every loop turn: its health
+      // is news the manager and a waiting migrate are after.
+      const settling = Object.values(this.local.vservers).some(
+        (x) => x.status === 'running' || x.status === 'starting',
+      );
+      const period = settling ? this.timing.loopInterval : Math.max(this.timing.loopInterval, ROUND_PERIOD_S);
       const wait = this.#dirty ? 0 : Math.max(0, period - (monoSeconds() - began));
       this.#dirty = false;
       await new Promise<void>((resolve) => {
