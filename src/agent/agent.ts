@@ -6,7 +6,7 @@
  * Time for fencing is this process's monotonic clock; wall-clock time only labels reports and events.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { join } from 'node:path';
 import { applyCommands } from '../cluster/assignments.ts';
@@ -798,10 +798,6 @@ export class Agent {
       isManager: this.#isManager,
       lastError: this.#lastError,
     };
-  }
-
-  removeSocket(): void {
-    rmSync(this.paths.socket, { force: true });
   }
 }
 
