@@ -1,8 +1,10 @@
 /**
- * The node agent: the loop around the pure steps. Each round (every `loop_interval`):
- *   renew the lease -> read the cluster from etcd -> observe local resources -> nodeStep ->
- *   hand the actions to the executor -> publish the node's report -> extend the guard's deadline ->
- *   if this node is the manager: step() and store its state.
+ * The node agent: the loops around the pure steps.
+ *   lease loop (every `loop_interval`): renew -> nodeStep with the renewal's send time -> guard's deadline;
+ *   fence timer: nodeStep at the fence time itself, whatever else is running;
+ *   main round (woken by etcd's watch or a finished action, else every second, every loop turn while a
+ *   vserver settles): read the cluster -> observe local resources -> nodeStep -> actions to the
+ *   executor (a worker thread) -> replicas -> report -> if this node is the manager: step(), store it.
  * Time for fencing is this process's monotonic clock; wall-clock time only labels reports and events.
  */
 import { createHash } from 'node:crypto';
