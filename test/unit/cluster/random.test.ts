@@ -4,7 +4,12 @@ import { mulberry32 } from '../../../src/sim/prng.ts';
 import { clusterSchema, type ScriptCommand } from '../../../src/sim/scenario.ts';
 import { Simulator } from '../../../src/sim/simulator.ts';
 
-test('randomised failures keep the invariants, and everything runs again once failures stop', () => {
+/**
+ * 3000 ticks of random failures on 3-5 nodes and 12 vservers with the invariants checked every tick, then
+ * the failures stop and everything must run again within 60 ticks. `nodeFaults` adds the node-side
+ * faults (store unreachable, agent hung), for which the lease invariant matters.
+ */
+function randomRun(nodeFaults: boolean): void {
   const seed = Number(process.env.CVSERVER_SIM_SEED ?? Math.floor(Math.random() * 2 ** 31));
   console.log(`CVSERVER_SIM_SEED=${seed}`);
   const rand = mulberry32(seed);
@@ -28,6 +33,14 @@ test('randomised failures keep the invariants, and everything runs again once fa
         { kind: 'power', on: true, node: n },
         { kind: 'network', up: false, node: n },
         { kind: 'network', up: true, node: n },
+        ...(nodeFaults
+          ? ([
+              { kind: 'store', up: false, node: n },
+              { kind: 'store', up: true, node: n },
+              { kind: 'agent', hung: true, node: n },
+              { kind: 'agent', hung: false, node: n },
+            ] as ScriptCommand[])
+          : []),
         { kind: 'fail-health', vserver: v },
         { kind: 'migrate', vserver: v, node: n },
         { kind: 'standby', node: n, on: rand() < 0.5 },
@@ -50,6 +63,8 @@ test('randomised failures keep the invariants, and everything runs again once fa
   for (const n of nodes) {
     sim.apply({ kind: 'power', on: true, node: n }, 'power on');
     sim.apply({ kind: 'network', up: true, node: n }, 'network restore');
+    sim.apply({ kind: 'store', up: true, node: n }, 'store restore');
+    sim.apply({ kind: 'agent', hung: false, node: n }, 'agent resume');
     sim.apply({ kind: 'standby', on: false, node: n }, 'unstandby');
   }
   sim.apply({ kind: 'maintenance', on: false }, 'maintenance off');
@@ -67,4 +82,12 @@ test('randomised failures keep the invariants, and everything runs again once fa
     settled >= 0,
     `seed ${seed}: not running after 60 steps: ${sim.healthyCount().missing.join(', ')}\n${sim.log.slice(-40).join('\n')}`,
   );
+}
+
+test('randomised failures keep the invariants, and everything runs again once failures stop', () => {
+  randomRun(false);
+});
+
+test('randomised failures with store cuts and hung agents keep the invariants (the lease one too), and everything runs again', () => {
+  randomRun(true);
 });
