@@ -28,7 +28,14 @@ import { readMetadata } from '../volume/metadata.ts';
 import { readReplicationConfig, writeReplicationConfig } from '../volume/replication-config.ts';
 import { runningFromStatusFile } from '../vserver/crun.ts';
 import type { VserverDefinition } from '../vserver/definition.ts';
-import { containerState, createVserver, runtime, startVserver, stopContainer } from '../vserver/manager.ts';
+import {
+  containerState,
+  createVserver,
+  removeEmptyCgroupParents,
+  runtime,
+  startVserver,
+  stopContainer,
+} from '../vserver/manager.ts';
 import {
   cgroupsPath,
   crunRoot,
@@ -180,7 +187,7 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
       hard ? { ...def, stop: { signal: 'SIGKILL', timeout: 0 } } : def,
       hard ? `${reason} (hard)` : reason,
     );
-    removeEmptyCgroupParent(name);
+    removeEmptyCgroupParents(name);
     log.info({ vserver: name, event: 'container-stopped', how, hard, reason }, `container ${how}`);
   }
 
@@ -452,17 +459,6 @@ function present(path: string): boolean {
     return true;
   } catch {
     return false;
-  }
-}
-
-/** crun removes a container's cgroups but not their shared per-state-dir parent: remove it once empty. */
-function removeEmptyCgroupParent(name: string): void {
-  const parent = cgroupsPath(name).split('/')[1] ?? '';
-  if (!parent || !existsSync('/sys/fs/cgroup')) return;
-  for (const ctl of readdirSync('/sys/fs/cgroup')) {
-    try {
-      rmdirSync(`/sys/fs/cgroup/${ctl}/${parent}`);
-    } catch {}
   }
 }
 

@@ -206,7 +206,7 @@ export async function destroyVserver(name: string, removeRootfs: boolean): Promi
 }
 
 /** crun removes a container's cgroups but not their shared parent: remove it once it is empty. */
-function removeEmptyCgroupParents(name: string): void {
+export function removeEmptyCgroupParents(name: string): void {
   const parent = cgroupsPath(name).split('/')[1] ?? '';
   if (!parent || !existsSync('/sys/fs/cgroup')) return;
   for (const ctl of readdirSync('/sys/fs/cgroup')) {
