@@ -40,8 +40,11 @@ const nodeSchema = z.strictObject({
   name: nodeName,
   /** A witness stores no data: it votes in etcd and runs the tiebreaker of two-replica volumes. */
   role: z.enum(['full', 'witness']).default('full'),
-  /** One per link; the first is the etcd and replication address. */
-  addresses: z.array(ipv4Schema).min(1, 'expected at least one address'),
+  /** One per link (addresses[i] is link i of the membership mesh); the first is the etcd and replication address. */
+  addresses: z
+    .array(ipv4Schema)
+    .min(1, 'expected at least one address')
+    .max(8, 'at most 8 addresses (links) per node'),
 });
 
 const etcdSchema = z
@@ -68,6 +71,15 @@ const timingSchema = z
     loop_interval: seconds.default(0.5),
     renew_timeout: seconds.default(0.5),
     fence_margin: seconds.default(1),
+  })
+  .prefault({});
+
+/** The membership mesh: UDP heartbeats between every pair of nodes on every link (src/agent/mesh/). */
+const membershipSchema = z
+  .strictObject({
+    port: port.default(5405),
+    interval_ms: z.number().int().min(20).max(10_000).default(250),
+    dead_after_ms: z.number().int().min(60).max(120_000).default(1000),
   })
   .prefault({});
 
@@ -136,6 +148,7 @@ const rawClusterSchema = z.strictObject({
   nodes: z.array(nodeSchema).min(1, 'expected at least one node'),
   etcd: etcdSchema,
   timing: timingSchema,
+  membership: membershipSchema,
   policy: policySchema,
   vservers: z
     .record(z.string().regex(VSERVER_NAME), vserverEntrySchema, {
@@ -196,6 +209,18 @@ export function timingOf(spec: ClusterSpec): Timing {
     fenceMargin: t.fence_margin,
     guardDeadline: t.lease_ttl - t.fence_margin / 2,
   };
+}
+
+/** The membership mesh's settings (ms, as in cluster.yaml). */
+export interface MembershipTiming {
+  port: number;
+  intervalMs: number;
+  deadAfterMs: number;
+}
+
+export function membershipOf(spec: ClusterSpec): MembershipTiming {
+  const m = spec.membership;
+  return { port: m.port, intervalMs: m.interval_ms, deadAfterMs: m.dead_after_ms };
 }
 
 export function managerPolicy(spec: ClusterSpec): Policy {
@@ -309,6 +334,12 @@ function crossCheck(c: RawCluster, ctx: z.RefinementCtx): void {
     fail(['etcd', 'peer_port'], `the same port as client_port (${c.etcd.client_port})`);
 
   checkTiming(c, fail);
+  const m = c.membership;
+  if (m.dead_after_ms < 3 * m.interval_ms)
+    fail(
+      ['membership', 'dead_after_ms'],
+      `${m.dead_after_ms} is less than 3 × interval_ms (${3 * m.interval_ms}): one or two lost heartbeats would take a link down`,
+    );
 
   const names = new Set(Object.keys(c.vservers));
   const portOwner = new Map<number, string>([

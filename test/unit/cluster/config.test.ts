@@ -7,6 +7,7 @@ import {
   fullNodes,
   loadClusterConfig,
   managerPolicy,
+  membershipOf,
   parseClusterConfig,
   timingOf,
   votingNodes,
@@ -357,6 +358,30 @@ test('field errors from the embedded vserver definition keep their paths', () =>
     errorOf(cluster(vserver('a'), 'etcd: { endpoints: ["http://10.0.0.9:2379"] }')),
     /etcd\.endpoints\.0: expected an https:\/\/ URL/,
   );
+});
+
+test('membership: defaults, explicit values, and dead_after_ms below 3 intervals refused', () => {
+  assert.deepEqual(membershipOf(loadClusterConfig(THREE)), {
+    port: 5405,
+    intervalMs: 250,
+    deadAfterMs: 1000,
+  });
+  const explicit = parseClusterConfig(
+    cluster('  {}', 'membership: { port: 6000, interval_ms: 100, dead_after_ms: 500 }'),
+    'cluster.yaml',
+  );
+  assert.deepEqual(membershipOf(explicit), { port: 6000, intervalMs: 100, deadAfterMs: 500 });
+  const text = cluster('  {}', 'membership:\n  interval_ms: 500\n  dead_after_ms: 1000');
+  assert.equal(
+    errorOf(text),
+    `cluster.yaml:${lineOf(text, 'dead_after_ms')}:18: membership.dead_after_ms: 1000 is less than 3 × interval_ms (1500): one or two lost heartbeats would take a link down`,
+  );
+  assert.match(errorOf(cluster('  {}', 'membership: { colour: red }')), /membership: unknown key "colour"/);
+  const nine = cluster('  {}').replace(
+    '[10.0.0.1]',
+    `[${Array.from({ length: 9 }, (_, i) => `10.${i}.0.1`).join(', ')}]`,
+  );
+  assert.match(errorOf(nine), /nodes\.0\.addresses: at most 8 addresses \(links\) per node/);
 });
 
 test('invalid YAML and a missing file', () => {
