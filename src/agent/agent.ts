@@ -66,6 +66,8 @@ const LEADER_CHECK_MS = 5000;
 /** An observation slower than this is skipped for the round (a volume daemon busy with a role change). */
 const OBSERVE_TIMEOUT_MS = 1000;
 
+/** The resource worker ends after this long unused (it is ~55 MiB); warmed again by cluster changes. */
+const RESOURCE_WORKER_IDLE_MS = 15_000;
 export interface AgentOptions {
   /** The bootstrap configuration (nodes, etcd, timing, credentials); vservers come from what `apply` stored. */
   configFile: string;
@@ -190,8 +192,8 @@ export class Agent {
     this.spec = this.#lastApplied() ?? this.boot;
     this.timing = timingOf(this.boot);
     this.log = createLogger('agent', { node: o.node });
-    // A full node keeps its worker loaded: a failover start must not wait for it to load.
-    this.resources = new ThreadedResources(o.stateDir, o.node, me.role === 'witness' ? 30_000 : undefined);
+    // The worker is loaded only while there is work, and warmed by any change in the cluster (below).
+    this.resources = new ThreadedResources(o.stateDir, o.node, RESOURCE_WORKER_IDLE_MS);
     this.#inline = createNodeResources({ stateDir: o.stateDir, log: this.log });
     this.executor = new ActionExecutor(
       {
@@ -305,8 +307,11 @@ export class Agent {
     while (!this.#stopping) {
       const began = monoSeconds();
       try {
+    const reports = this.store.keys.report('');
         this.#roundError = '';
         await this.round();
+      // A lease gone, a request, a new decision: resource work (a start) may follow at once.
+      if (keys.some((k) => !k.startsWith(events) && !k.startsWith(reports))) this.resources.warm();
         this.#lastError = this.#roundError;
       } catch (err) {
         this.#lastError = errorMessage(err);

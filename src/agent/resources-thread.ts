@@ -2,8 +2,9 @@
  * NodeResources carried out on a worker thread (resources-worker.ts), so the agent's loop — lease
  * renewals, the fence timer, the manager — never waits behind a synchronous mkfs or crun call. A worker
  * that dies fails the calls in flight and is started again on the next call. With `idleMs`, an idle
- * worker is ended (it is about 65 MB) and started again when needed — at the cost of loading it again
- * (0.5-1.5 s) on the next call, so only where no start is expected soon (a witness).
+ * worker is ended (it holds ~55 MiB: its own V8 heap and copies of the modules) and started again when
+ * needed, which costs ~0.2 s with the compile cache warm (bin/cvserver): `warm()` starts it ahead of a
+ * call when the cluster changes, so a failover or migrate mostly does not wait for it.
  */
 import { Worker } from 'node:worker_threads';
 import type { VserverSpec } from '../cluster/config.ts';
@@ -34,6 +35,13 @@ export class ThreadedResources implements NodeResources {
       this.#pending.set(id, { resolve, reject });
       w.postMessage({ id, method, args } satisfies ResourceCall);
     });
+  }
+
+  /** Loads the worker now if it is not (a start is likely soon); it ends again after `idleMs` unused. */
+  warm(): void {
+    if (this.#worker) return;
+    this.#ensureWorker();
+    this.#armIdle();
   }
 
   #armIdle(): void {

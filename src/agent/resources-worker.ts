@@ -18,20 +18,24 @@ export type ResourceReply =
   | { id: number; ok: true; result: unknown }
   | { id: number; ok: false; error: string };
 
-const { stateDir, node } = workerData as { stateDir: string; node: string };
-const resources = createNodeResources({
-  stateDir,
-  log: createLogger('agent', { node, thread: 'resources' }),
-});
-const port = parentPort!;
+// Only inside a worker (scripts/warm-compile-cache imports every module on the main thread).
+if (parentPort) {
+  const { stateDir, node } = workerData as { stateDir: string; node: string };
+  const resources = createNodeResources({
+    stateDir,
+    log: createLogger('agent', { node, thread: 'resources' }),
+  });
+  const port = parentPort;
 
-port.on('message', (call: ResourceCall) => {
-  const fn = resources[call.method] as (...a: unknown[]) => Promise<unknown>;
-  Promise.resolve()
-    .then(() => fn(...call.args))
-    .then(
-      (result) => port.postMessage({ id: call.id, ok: true, result: result ?? null } satisfies ResourceReply),
-      (err: unknown) =>
-        port.postMessage({ id: call.id, ok: false, error: errorMessage(err) } satisfies ResourceReply),
-    );
-});
+  port.on('message', (call: ResourceCall) => {
+    const fn = resources[call.method] as (...a: unknown[]) => Promise<unknown>;
+    Promise.resolve()
+      .then(() => fn(...call.args))
+      .then(
+        (result) =>
+          port.postMessage({ id: call.id, ok: true, result: result ?? null } satisfies ResourceReply),
+        (err: unknown) =>
+          port.postMessage({ id: call.id, ok: false, error: errorMessage(err) } satisfies ResourceReply),
+      );
+  });
+}

@@ -18,6 +18,7 @@ const AREA_OF: Record<string, string> = {
   migrate: 'agent',
   apply: 'agent',
   events: 'agent',
+  links: 'agent',
 };
 
 /**
@@ -56,4 +57,5 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-await main(process.argv);
+// Guarded so that scripts/warm-compile-cache can import every module without running it.
+if (import.meta.main) await main(process.argv);

@@ -384,12 +384,14 @@ async function main(dir: string): Promise<void> {
   log.info({ event: 'stopped' }, 'volume daemon stopped');
 }
 
-const dir = process.argv[2];
-if (!dir) {
-  process.stderr.write('usage: daemon.ts VOLUME_DIR\n');
-  process.exit(2);
+if (import.meta.main) {
+  const dir = process.argv[2];
+  if (!dir) {
+    process.stderr.write('usage: daemon.ts VOLUME_DIR\n');
+    process.exit(2);
+  }
+  main(dir).catch((err: unknown) => {
+    process.stderr.write(`volume daemon: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
 }
-main(dir).catch((err: unknown) => {
-  process.stderr.write(`volume daemon: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-});

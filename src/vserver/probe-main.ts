@@ -4,17 +4,19 @@
  */
 import { probeHttp, probeTcp } from './probe.ts';
 
-const spec = JSON.parse(process.argv[2] ?? '{}') as {
-  kind: 'tcp' | 'http';
-  host: string;
-  port: number;
-  url: string;
-  expect: number;
-  body?: string;
-  timeout: number;
-};
-const result =
-  spec.kind === 'tcp'
-    ? await probeTcp(spec.host, spec.port, spec.timeout)
-    : await probeHttp(spec.url, spec.expect, spec.body, spec.timeout);
-process.stdout.write(`${JSON.stringify(result)}\n`);
+if (import.meta.main) {
+  const spec = JSON.parse(process.argv[2] ?? '{}') as {
+    kind: 'tcp' | 'http';
+    host: string;
+    port: number;
+    url: string;
+    expect: number;
+    body?: string;
+    timeout: number;
+  };
+  const result =
+    spec.kind === 'tcp'
+      ? await probeTcp(spec.host, spec.port, spec.timeout)
+      : await probeHttp(spec.url, spec.expect, spec.body, spec.timeout);
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
