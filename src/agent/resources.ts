@@ -13,6 +13,7 @@ import { run, tryRun } from '../lib/exec.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { readMounts } from '../lib/mounts.ts';
 import { stateDir as defaultStateDir, volumeDir } from '../lib/paths.ts';
+import { phases } from '../lib/phases.ts';
 import { callControl } from '../volume/control.ts';
 import { volumeLayout } from '../volume/layout.ts';
 import {
@@ -236,7 +237,9 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
   }
 
   const start = async (spec: VserverSpec, epoch: number, ctx: ReplicaContext) => {
+    const took = phases();
     await ensureReplica(spec, ctx);
+    took.mark('replica');
     await scoped(async () => {
       const name = spec.name;
       const mnt = mountPoint(dir, name);
@@ -252,6 +255,7 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
         { primary: { epoch, absent: ctx.downPeers ?? [] }, mkfs: spec.volume.filesystem, mountDir: mnt },
         progress(name),
       );
+      took.mark('primary-mount');
       const mounted = await volumeStatus(name);
       if (!mounted.mounts.includes(mnt)) throw new Error(`volume ${name} is not mounted on ${mnt}`);
       log.info(
@@ -263,18 +267,26 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
       const state = containerState(name).status;
       if (state !== 'running') updateRuntime(name, (r) => ({ ...r, health: {}, restarts: [] }));
       // Starts the container unless it runs, and the supervisor unless it lives.
+      took.mark('rootfs');
       startVserver(name);
-      log.info({ vserver: name, event: 'vserver-started', epoch, adopted: state === 'running' }, 'running');
+      took.mark('container');
+      log.info(
+        { vserver: name, event: 'vserver-started', epoch, adopted: state === 'running', ms: took.ms },
+        'running',
+      );
     });
   };
 
   const stop = (spec: VserverSpec, hard: boolean, reason: string) =>
     scoped(async () => {
       const name = spec.name;
+      const took = phases();
       await stopVserverProcesses(name, hard, reason);
+      took.mark('container');
       if (!existsSync(join(volumeDir(name), 'meta.json'))) return;
       await releaseVolume(name, hard);
-      log.info({ vserver: name, event: 'stopped', hard, reason }, 'stopped, volume secondary');
+      took.mark('demote');
+      log.info({ vserver: name, event: 'stopped', hard, reason, ms: took.ms }, 'stopped, volume secondary');
     });
 
   /** A restart in place keeps the epoch: the volume stays primary and mounted, only the container goes. */
