@@ -35,6 +35,7 @@ import { EtcdMember } from './etcd/member.ts';
 import { ActionExecutor } from './executor.ts';
 import { GuardClient, monotonicMs, spawnGuard } from './guard.ts';
 import { leaderMove } from './leader-placement.ts';
+import { type MeshHandle, startMesh } from './mesh/start.ts';
 import { observeCluster } from './observation.ts';
 import {
   type EventRecord,
@@ -178,6 +179,8 @@ export class Agent {
   #leaderBusy = false;
   /** Vservers whose replica here was refused promotion (a peer has newer data), with that epoch. */
   readonly #behind = new Map<string, number>();
+  /** The membership mesh (src/agent/mesh/): heartbeats on every link, for `status` and `links`. */
+  mesh: MeshHandle | undefined;
 
   constructor(o: AgentOptions) {
     this.o = o;
@@ -285,6 +288,15 @@ export class Agent {
     await spawnGuard(this.o.stateDir);
     this.#guard = new GuardClient(this.o.stateDir);
     const creds = loadNodeCredentials(this.boot.tls_dir, this.o.node);
+    // The membership mesh: visibility only (fencing rests on the lease), so it starts first and alone.
+    this.mesh = startMesh({
+      spec: this.boot,
+      node: this.o.node,
+      stateDir: this.o.stateDir,
+      log: this.log,
+      record: (text) => this.#event('agent', text),
+      leaseAlive: (peer) => (this.snapshot ? this.snapshot.nodes[peer] !== undefined : undefined),
+    });
     if (this.boot.etcd.endpoints.length === 0) this.#startMember();
     const client = new EtcdClient({
       endpoints: etcdEndpoints(this.boot, this.o.node),
@@ -295,8 +307,11 @@ export class Agent {
     // A change in the cluster (an assignment, a lease gone, a report, a request) starts a round at once
     // instead of at the next tick; the cluster's log is not news.
     const events = this.store.keys.events;
+    const reports = this.store.keys.report('');
     this.#watch = client.watch(this.store.keys.prefix, (keys) => {
       if (!keys.some((k) => !k.startsWith(events))) return;
+      // A lease gone, a request, a new decision: resource work (a start) may follow at once.
+      if (keys.some((k) => !k.startsWith(events) && !k.startsWith(reports))) this.resources.warm();
       this.#dirty = true;
       this.#wake?.();
     });
@@ -307,11 +322,8 @@ export class Agent {
     while (!this.#stopping) {
       const began = monoSeconds();
       try {
-    const reports = this.store.keys.report('');
         this.#roundError = '';
         await this.round();
-      // A lease gone, a request, a new decision: resource work (a start) may follow at once.
-      if (keys.some((k) => !k.startsWith(events) && !k.startsWith(reports))) this.resources.warm();
         this.#lastError = this.#roundError;
       } catch (err) {
         this.#lastError = errorMessage(err);
@@ -397,6 +409,7 @@ export class Agent {
     this.#wake?.();
     this.#server?.close();
     this.#guard?.close();
+    this.mesh?.close();
     await this.#member?.stop();
     await this.resources.close();
   }

@@ -1,6 +1,6 @@
 /**
- * The agent's unix socket (`run/agent.sock`, root only): what `cvserver status`, `migrate`, `apply` and
- * `events` ask a node's agent. Requests are validated; answers are plain JSON.
+ * The agent's unix socket (`run/agent.sock`, root only): what `cvserver status`, `migrate`, `apply`,
+ * `events` and `links` ask a node's agent. Requests are validated; answers are plain JSON.
  */
 import type { Server } from 'node:net';
 import { z } from 'zod';
@@ -9,7 +9,7 @@ import { UserError } from '../lib/errors.ts';
 import { callRpc, serveRpc } from '../lib/unix-rpc.ts';
 import type { Agent } from './agent.ts';
 import { RECORD_VERSION } from './records.ts';
-import { type ClusterStatus, clusterStatus } from './status.ts';
+import { type ClusterStatus, clusterStatus, meshReportOf } from './status.ts';
 
 export const agentRequestSchema = z.discriminatedUnion('op', [
   /** brief: without asking every etcd member for its health (for polling). */
@@ -18,6 +18,7 @@ export const agentRequestSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('clear'), vserver: z.string() }),
   z.strictObject({ op: z.literal('apply'), yaml: z.string(), file: z.string(), dryRun: z.boolean() }),
   z.strictObject({ op: z.literal('events'), limit: z.number().int().min(1).max(10_000) }),
+  z.strictObject({ op: z.literal('links') }),
 ]);
 export type AgentRequest = z.infer<typeof agentRequestSchema>;
 
@@ -79,6 +80,8 @@ async function handle(agent: Agent, req: AgentRequest): Promise<unknown> {
       return apply(agent, req.yaml, req.file, req.dryRun);
     case 'events':
       return agent.store.events(req.limit, timeoutMs);
+    case 'links':
+      return meshReportOf(agent);
   }
 }
 
@@ -122,6 +125,7 @@ function refuseRestartOnly(cur: ClusterSpec, next: ClusterSpec, file: string): v
     ['nodes', cur.nodes, next.nodes],
     ['etcd', cur.etcd, next.etcd],
     ['timing', cur.timing, next.timing],
+    ['membership', cur.membership, next.membership],
     ['secret_file', cur.secret_file, next.secret_file],
     ['tls_dir', cur.tls_dir, next.tls_dir],
   ];

@@ -1,10 +1,12 @@
 /**
  * `cvserver status`: the cluster as one node's agent sees it — nodes and their leases, the etcd members
- * and their health, the manager, and every vserver with its node, state, epoch and replicas.
+ * and their health, the manager, every vserver with its node, state, epoch and replicas, and the
+ * membership mesh's matrix of who sees whom on which link.
  */
 import { type ClusterSpec, fullNodes, vserverSpecs } from '../cluster/config.ts';
 import { errorMessage } from '../lib/errors.ts';
 import type { Agent } from './agent.ts';
+import type { MeshReport } from './mesh/view.ts';
 
 export interface ClusterStatus {
   cluster: string;
@@ -41,6 +43,8 @@ export interface ClusterStatus {
     replicas: { node: string; role: string; diskState: string; upToDate: boolean; epoch: number }[];
   }[];
   problems: string[];
+  /** The membership mesh: who sees whom on which link (`matrix`), and this node's links in detail. */
+  mesh: MeshReport | null;
 }
 
 export async function clusterStatus(agent: Agent, members = true): Promise<ClusterStatus> {
@@ -108,7 +112,13 @@ export async function clusterStatus(agent: Agent, members = true): Promise<Clust
       };
     }),
     problems: snap?.problems ?? [],
+    mesh: meshReportOf(agent),
   };
+}
+
+/** The mesh as this agent sees it (null before it started). */
+export function meshReportOf(agent: Pick<Agent, 'mesh'>): MeshReport | null {
+  return agent.mesh?.report() ?? null;
 }
 
 /** Every etcd member's client address (or the external endpoints). */

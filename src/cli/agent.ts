@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { Agent, agentPaths } from '../agent/agent.ts';
 import { type AgentRequest, type ApplyResult, callAgent } from '../agent/api.ts';
+import { type MeshReport, matrixRows } from '../agent/mesh/view.ts';
 import type { EventRecord } from '../agent/records.ts';
 import type { ClusterStatus } from '../agent/status.ts';
 import { loadClusterConfig } from '../cluster/config.ts';
@@ -139,6 +140,76 @@ export function registerAgentCommands(program: Command): void {
       const r = (await ask({ op: 'events', limit })) as { events: EventRecord[]; count: number };
       emit(!!o.json, r, () => r.events.map(formatEvent).join('\n'));
     });
+
+  program
+    .command('links')
+    .description(
+      'the membership mesh from this node: every link to every node (state, RTT, loss), dropped packets',
+    )
+    .option('--json', 'machine-readable output')
+    .action(async (o: { json?: boolean }) => {
+      const r = (await ask({ op: 'links' })) as MeshReport | null;
+      if (!r) throw new UserError('the membership mesh has not started yet on this node');
+      emit(!!o.json, r, () => formatLinks(r));
+    });
+}
+
+const ms = (x: number | null) => (x === null ? '-' : x < 10 ? x.toFixed(2) : x.toFixed(0));
+
+function formatLinks(r: MeshReport): string {
+  const dropped = Object.entries(r.dropped).filter(([, n]) => n > 0);
+  const out = [
+    `membership mesh on ${r.node}: UDP port ${r.port}, a heartbeat every ${r.intervalMs} ms on every link, a link is down after ${r.deadAfterMs} ms without one`,
+    ...r.problems.map((p) => `problem: ${p}`),
+    '',
+    table(
+      [
+        'PEER',
+        'LINK',
+        'LOCAL',
+        'REMOTE',
+        'STATE',
+        'FOR',
+        'HEARD',
+        'RTT LAST/AVG/MAX ms',
+        'LOSS 1 min',
+        'RECEIVED',
+        'LOST',
+      ],
+      r.links.map((l) => [
+        l.peer,
+        String(l.link),
+        l.local,
+        l.remote,
+        l.state,
+        `${l.forS.toFixed(1)}s`,
+        l.lastHeardAgoMs === null ? 'never' : `${l.lastHeardAgoMs}ms ago`,
+        `${ms(l.rttLastMs)}/${ms(l.rttAvgMs)}/${ms(l.rttMaxMs)}`,
+        l.lossPct === null
+          ? '-'
+          : `${l.lossPct}% (${l.lostLastMinute}/${l.lostLastMinute + l.receivedLastMinute})`,
+        String(l.received),
+        String(l.lost),
+      ]),
+    ),
+    '',
+    `nodes: ${r.peers.map((p) => `${p.name} ${p.reachable === 'yes' ? 'reachable' : p.reachable === 'no' ? 'UNREACHABLE' : 'not heard yet'} (${p.forS.toFixed(1)}s)`).join(', ') || '-'}`,
+    `sent ${r.sent} packets (${r.sendErrors} send errors); dropped: ${dropped.map(([k, n]) => `${k} ${n}`).join(', ') || 'none'}${r.lastDrop ? ` (last: ${r.lastDrop.reason} from ${r.lastDrop.from}, ${(r.lastDrop.agoMs / 1000).toFixed(1)} s ago)` : ''}`,
+  ];
+  return out.join('\n');
+}
+
+/** Who sees whom on which link: a row per (observer, observed), a column per link. */
+function formatMatrix(r: MeshReport): string[] {
+  if (r.problems.length && r.matrix.length === 0) return ['', `links: ${r.problems.join('; ')}`];
+  const links = Math.max(0, ...r.matrix.map((c) => c.link + 1));
+  return [
+    '',
+    table(
+      ['SEEN BY', 'NODE', ...Array.from({ length: links }, (_, i) => `LINK ${i} (rtt, loss 1 min)`)],
+      matrixRows(r.matrix, links),
+    ),
+  ];
 }
 
 export function formatEvent(e: EventRecord): string {
@@ -172,6 +243,7 @@ function formatStatus(s: ClusterStatus): string {
         n.agentVersion ?? '-',
       ]),
     ),
+    ...(s.mesh ? formatMatrix(s.mesh) : []),
     '',
     table(
       ['ETCD MEMBER', 'HEALTH', 'LEADER', 'VERSION'],

@@ -64,6 +64,12 @@ function tryText(lab: Lab, w: Where): string {
   ].join('\n');
 }
 
+function collectLinks(value: string, previous: number[]): number[] {
+  const n = Number(value);
+  if (!/^\d+$/.test(value)) throw new UserError(`--link: expected a link number (0, 1, ...), got "${value}"`);
+  return [...previous, n];
+}
+
 export function registerLabCommands(program: Command): void {
   const lab = program
     .command('lab')
@@ -74,6 +80,7 @@ export function registerLabCommands(program: Command): void {
     .option('--nodes <n>', 'number of full nodes (default 3, or 2 with --witness)')
     .option('--witness', 'add a witness node "w" (with --nodes 2)')
     .option('--subnet <A.B.C>', 'the lab LAN (a /24): nodes .11.., demo .100, host .254', '10.77.0')
+    .option('--links <n>', 'links per node, each on a bridge of its own (2: the second on A.(B+1).C)', '1')
     .option(
       '--node-command <shell>',
       "run this shell command as each node's main process instead of the agent (testing)",
@@ -86,6 +93,7 @@ export function registerLabCommands(program: Command): void {
           nodes?: string;
           witness?: boolean;
           subnet: string;
+          links: string;
           nodeCommand?: string;
           cluster: boolean;
           json?: boolean;
@@ -93,6 +101,8 @@ export function registerLabCommands(program: Command): void {
       ) => {
         const nodes = o.nodes === undefined ? (o.witness ? 2 : 3) : Number(o.nodes);
         if (!Number.isInteger(nodes)) throw new UserError(`--nodes: "${o.nodes}" is not a number`);
+        if (o.links !== '1' && o.links !== '2')
+          throw new UserError(`--links: expected 1 or 2, got "${o.links}"`);
         const up = await labUp(
           {
             name: o.name,
@@ -100,6 +110,7 @@ export function registerLabCommands(program: Command): void {
             nodes,
             witness: !!o.witness,
             subnet: o.subnet,
+            links: o.links === '2' ? 2 : 1,
             nodeCommand: o.nodeCommand ? ['/bin/sh', '-c', o.nodeCommand] : undefined,
           },
           o.cluster ? clusterHooks : noHooks,
@@ -127,9 +138,12 @@ export function registerLabCommands(program: Command): void {
 
   where(lab.command('cut <node>'))
     .description("take the node's links down (its processes keep running)")
-    .action((node: string, o: Where) => {
-      labCut(mustLab(o.name, o.dir), node);
-      process.stdout.write(`node ${node}: links down\n`);
+    .option('--link <i>', 'only this link (0, 1, ...; repeat for several)', collectLinks, [])
+    .action((node: string, o: Where & { link: number[] }) => {
+      labCut(mustLab(o.name, o.dir), node, o.link.length ? o.link : undefined);
+      process.stdout.write(
+        `node ${node}: ${o.link.length ? `link${o.link.length > 1 ? 's' : ''} ${o.link.join(', ')}` : 'links'} down\n`,
+      );
     });
 
   where(lab.command('heal'))

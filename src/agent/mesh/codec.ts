@@ -18,7 +18,7 @@
  * on another link; the sequence (checked by the link tracker) stops replays of old packets.
  * `decodeHeartbeat` never throws on network input: it returns the packet or a reason to drop it.
  */
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, createSecretKey, type KeyObject, timingSafeEqual } from 'node:crypto';
 
 export const MESH_VERSION = 1;
 export const MAC_LENGTH = 32;
@@ -41,7 +41,7 @@ export interface ViewEntry {
   lossPct: number | null;
 }
 
-export interface Heartbeat {
+export interface HeartbeatHeader {
   link: number;
   sender: string;
   receiver: string;
@@ -50,7 +50,18 @@ export interface Heartbeat {
   sentAt: number;
   echo: number;
   hold: number;
+}
+
+export interface Heartbeat extends HeartbeatHeader {
   view: ViewEntry[];
+}
+
+/**
+ * A heartbeat as received: its view is kept as the (checked) bytes and parsed only when someone asks
+ * (`parseView`): nothing is allocated for it on the receive path.
+ */
+export interface ReceivedHeartbeat extends HeartbeatHeader {
+  view: Buffer;
 }
 
 export type DropReason =
@@ -74,17 +85,20 @@ export const DROP_REASONS: readonly DropReason[] = [
   'replay',
 ];
 
-export type Decoded = { ok: true; hb: Heartbeat } | { ok: false; reason: DropReason };
+export type Decoded = { ok: true; hb: ReceivedHeartbeat } | { ok: false; reason: DropReason };
 
 export interface MeshKeys {
-  /** HMAC key, derived from the cluster's secret: the secret itself never keys anything but derivations. */
-  key: Buffer;
+  /**
+   * HMAC key, derived from the cluster's secret (the secret itself keys only derivations); a KeyObject,
+   * so it is not imported again for every packet.
+   */
+  key: KeyObject;
   clusterId: Buffer;
 }
 
 export function meshKeys(secret: Buffer, cluster: string): MeshKeys {
   return {
-    key: createHmac('sha256', secret).update(`cvserver-mesh-v1\0${cluster}`).digest(),
+    key: createSecretKey(createHmac('sha256', secret).update(`cvserver-mesh-v1\0${cluster}`).digest()),
     clusterId: createHash('sha256').update(`cvserver-cluster\0${cluster}`).digest().subarray(0, 8),
   };
 }
@@ -176,34 +190,56 @@ export function decodeHeartbeat(buf: Buffer, ctx: DecodeContext): Decoded {
   if (!timingSafeEqual(expected, buf.subarray(macAt))) return { ok: false, reason: 'mac' };
 
   // Authentic from here on: a malformed view is a sender's bug, still never a throw.
-  const view: ViewEntry[] = [];
-  let at = HEADER_LENGTH + sLen + rLen;
-  for (let i = 0; i < buf[4]!; i++) {
-    if (at + 1 > macAt) return { ok: false, reason: 'malformed' };
-    const nLen = buf[at]!;
-    if (at + 1 + nLen + 6 > macAt) return { ok: false, reason: 'malformed' };
-    const node = buf.toString('latin1', at + 1, at + 1 + nLen);
-    at += 1 + nLen;
-    const state = STATES[buf[at + 1]!];
-    if (!state) return { ok: false, reason: 'malformed' };
-    const rtt = buf.readUInt16BE(at + 2);
-    const loss = buf.readUInt16BE(at + 4);
-    view.push({
-      node,
-      link: buf[at]!,
-      state,
-      rttMs: rtt === NO_RTT ? null : rtt / 100,
-      lossPct: loss === NO_LOSS ? null : loss / 100,
-    });
-    at += 6;
-  }
-  if (at !== macAt) return { ok: false, reason: 'malformed' };
+  const viewAt = HEADER_LENGTH + sLen + rLen;
+  if (viewEnd(buf, viewAt, macAt, buf[4]!) !== macAt) return { ok: false, reason: 'malformed' };
   const sentAt = buf.readDoubleBE(32);
   const echo = buf.readDoubleBE(40);
   const hold = buf.readDoubleBE(48);
   if (![sentAt, echo, hold].every(Number.isFinite)) return { ok: false, reason: 'malformed' };
   return {
     ok: true,
-    hb: { link, sender, receiver, boot: readU64(buf, 16), seq: readU64(buf, 24), sentAt, echo, hold, view },
+    hb: {
+      link,
+      sender,
+      receiver,
+      boot: readU64(buf, 16),
+      seq: readU64(buf, 24),
+      sentAt,
+      echo,
+      hold,
+      view: buf.subarray(viewAt, macAt),
+    },
   };
+}
+
+/** Where `count` view entries starting at `at` end, or -1 when they do not fit before `limit`. */
+function viewEnd(buf: Buffer, at: number, limit: number, count: number): number {
+  for (let i = 0; i < count; i++) {
+    if (at >= limit) return -1;
+    at += 1 + buf[at]! + 6;
+    if (at > limit || buf[at - 5]! >= STATES.length) return -1;
+  }
+  return at;
+}
+
+/** The entries of a received view (checked by `decodeHeartbeat`: whole entries only). */
+export function parseView(b: Buffer): ViewEntry[] {
+  const view: ViewEntry[] = [];
+  let at = 0;
+  while (at + 7 <= b.length) {
+    const nLen = b[at]!;
+    const node = b.toString('latin1', at + 1, at + 1 + nLen);
+    at += 1 + nLen;
+    const rtt = b.readUInt16BE(at + 2);
+    const loss = b.readUInt16BE(at + 4);
+    view.push({
+      node,
+      link: b[at]!,
+      state: STATES[b[at + 1]!] ?? 'unknown',
+      rttMs: rtt === NO_RTT ? null : rtt / 100,
+      lossPct: loss === NO_LOSS ? null : loss / 100,
+    });
+    at += 6;
+  }
+  return view;
 }

@@ -19,15 +19,19 @@ export const BUCKET_MS = 5000;
 export const BUCKETS = 12;
 export const WINDOW_MS = BUCKET_MS * BUCKETS;
 
-/** Per 5-second bucket of the last minute; `ids[i]` says which bucket slot i holds. */
-export interface Buckets {
-  ids: number[];
-  received: number[];
-  lost: number[];
-  rttSum: number[];
-  rttCount: number[];
-  rttMax: number[];
-}
+/**
+ * Per 5-second bucket of the last minute, one row of `BUCKETS` per field in one array (copied whole
+ * by a step: one allocation per packet). `ID` holds which bucket a slot holds.
+ */
+export type Buckets = Float64Array;
+const ID = 0;
+const RECEIVED = 1;
+const LOST = 2;
+const RTT_SUM = 3;
+const RTT_COUNT = 4;
+const RTT_MAX = 5;
+const FIELDS = 6;
+const at = (field: number, slot: number) => field * BUCKETS + slot;
 
 export interface LinkState {
   /** When tracking began: every packet this process sent on the link is later (checks echoes). */
@@ -74,8 +78,6 @@ export interface LinkStats {
   lostLastMinute: number;
 }
 
-const emptyRow = () => new Array<number>(BUCKETS).fill(0);
-
 export function newLink(now: number): LinkState {
   return {
     createdAt: now,
@@ -89,40 +91,18 @@ export function newLink(now: number): LinkState {
     rttLast: null,
     received: 0,
     lost: 0,
-    buckets: {
-      ids: new Array<number>(BUCKETS).fill(-1),
-      received: emptyRow(),
-      lost: emptyRow(),
-      rttSum: emptyRow(),
-      rttCount: emptyRow(),
-      rttMax: emptyRow(),
-    },
+    buckets: new Float64Array(FIELDS * BUCKETS).fill(-1, 0, BUCKETS),
   };
 }
 
 const bucketOf = (t: number) => Math.floor(t / BUCKET_MS);
 
-function copyBuckets(b: Buckets): Buckets {
-  return {
-    ids: [...b.ids],
-    received: [...b.received],
-    lost: [...b.lost],
-    rttSum: [...b.rttSum],
-    rttCount: [...b.rttCount],
-    rttMax: [...b.rttMax],
-  };
-}
-
 /** The slot of bucket `id`, emptied first if it held an older bucket. */
 function slot(b: Buckets, id: number): number {
   const i = id % BUCKETS;
-  if (b.ids[i] !== id) {
-    b.ids[i] = id;
-    b.received[i] = 0;
-    b.lost[i] = 0;
-    b.rttSum[i] = 0;
-    b.rttCount[i] = 0;
-    b.rttMax[i] = 0;
+  if (b[at(ID, i)] !== id) {
+    for (let f = 1; f < FIELDS; f++) b[at(f, i)] = 0;
+    b[at(ID, i)] = id;
   }
   return i;
 }
@@ -133,7 +113,7 @@ function spreadLoss(b: Buckets, lost: number, from: number, to: number): void {
   const first = Math.max(bucketOf(from), bucketOf(to) - BUCKETS + 1);
   for (let id = first; id <= bucketOf(to); id++) {
     const overlap = Math.min(to, (id + 1) * BUCKET_MS) - Math.max(from, id * BUCKET_MS);
-    if (overlap > 0) b.lost[slot(b, id)]! += (lost * overlap) / span;
+    if (overlap > 0) b[at(LOST, slot(b, id))]! += (lost * overlap) / span;
   }
 }
 
@@ -153,17 +133,17 @@ export function linkStep(s: LinkState, input: LinkInput, now: number, t: LinkTim
 
   const verdict = checkSequence(s, input.boot, input.seq);
   if (!verdict.fresh) return { state: s, change: null, replay: true };
-  const b = copyBuckets(s.buckets);
+  const b = s.buckets.slice();
   if (verdict.gap && s.lastHeard !== null) spreadLoss(b, verdict.gap, s.lastHeard, now);
   const i = slot(b, bucketOf(now));
-  b.received[i]! += 1;
+  b[at(RECEIVED, i)]! += 1;
   // The echo is our own send time: one of this process's (a peer may still echo an earlier life's).
   let rtt: number | null = null;
   if (input.echo > 0 && input.echo >= s.createdAt && input.echo <= now) {
     rtt = Math.max(0, now - input.echo - Math.max(0, input.hold));
-    b.rttSum[i]! += rtt;
-    b.rttCount[i]! += 1;
-    b.rttMax[i] = Math.max(b.rttMax[i]!, rtt);
+    b[at(RTT_SUM, i)]! += rtt;
+    b[at(RTT_COUNT, i)]! += 1;
+    b[at(RTT_MAX, i)] = Math.max(b[at(RTT_MAX, i)]!, rtt);
   }
   const next: LinkState = {
     ...s,
@@ -195,12 +175,12 @@ export function linkStats(s: LinkState, now: number, t: LinkTiming): LinkStats {
   let rttCount = 0;
   let rttMax = 0;
   for (let i = 0; i < BUCKETS; i++) {
-    if (b.ids[i]! < oldest) continue;
-    received += b.received[i]!;
-    lost += b.lost[i]!;
-    rttSum += b.rttSum[i]!;
-    rttCount += b.rttCount[i]!;
-    rttMax = Math.max(rttMax, b.rttMax[i]!);
+    if (b[at(ID, i)]! < oldest) continue;
+    received += b[at(RECEIVED, i)]!;
+    lost += b[at(LOST, i)]!;
+    rttSum += b[at(RTT_SUM, i)]!;
+    rttCount += b[at(RTT_COUNT, i)]!;
+    rttMax = Math.max(rttMax, b[at(RTT_MAX, i)]!);
   }
   // Silent for more than one and a half intervals: the packets that should have come count as lost.
   const from = Math.max(s.lastHeard ?? s.since, oldest * BUCKET_MS);

@@ -4,7 +4,7 @@
  * the packets dropped by reason. `meshStep(state, input, now, timing)` -> `{ state, events }`; the
  * shell (`service.ts`) feeds it packets, drops and timer ticks.
  */
-import { DROP_REASONS, type DropReason, type Heartbeat, type ViewEntry } from './codec.ts';
+import { DROP_REASONS, type DropReason, type ReceivedHeartbeat, type ViewEntry } from './codec.ts';
 import { type LinkState, type LinkTiming, linkStats, linkStep, newLink } from './link.ts';
 
 export interface MeshPeerSpec {
@@ -25,8 +25,8 @@ export interface PeerState {
   links: LinkState[];
   reachable: Reachability;
   since: number;
-  /** The peer's own view of its links, from its last packet. */
-  view: { at: number; entries: ViewEntry[] } | null;
+  /** The peer's own view of its links, from its last packet (as received: see `parseView`). */
+  view: { at: number; bytes: Buffer } | null;
 }
 
 export interface MeshState {
@@ -37,7 +37,7 @@ export interface MeshState {
 }
 
 export type MeshInput =
-  | { kind: 'heartbeat'; hb: Heartbeat; from: string }
+  | { kind: 'heartbeat'; hb: ReceivedHeartbeat; from: string }
   | { kind: 'drop'; reason: DropReason; from: string }
   | { kind: 'tick' };
 
@@ -122,7 +122,9 @@ export function meshStep(s: MeshState, input: MeshInput, now: number, t: LinkTim
     if (r.replay) return { state: drop(s, 'replay', input.from, now), events };
     const links = [...p.links];
     links[hb.link] = r.state;
-    let peer: PeerState = { ...p, links, view: { at: now, entries: hb.view } };
+    // The view rarely changes: the bytes kept are copied only when it does.
+    const bytes = p.view?.bytes.equals(hb.view) ? p.view.bytes : Buffer.from(hb.view);
+    let peer: PeerState = { ...p, links, view: { at: now, bytes } };
     if (r.change) {
       events.push({ kind: 'link', peer: hb.sender, link: hb.link, ...r.change });
       peer = reachability(hb.sender, peer, now, events);

@@ -3,7 +3,7 @@
  * which link (this node's links, live; every other node's, as it last said in a heartbeat), and the
  * detail of this node's links.
  */
-import type { DropReason, LinkStateName } from './codec.ts';
+import { type DropReason, type LinkStateName, parseView } from './codec.ts';
 import { type LinkTiming, linkStats } from './link.ts';
 import type { MeshState, Reachability } from './mesh.ts';
 
@@ -100,7 +100,7 @@ export function meshReport(s: MeshState, now: number, o: MeshReportInput): MeshR
     });
   for (const [peer, p] of Object.entries(s.peers)) {
     const fresh = p.view !== null && now - p.view.at <= o.timing.deadAfterMs;
-    for (const e of p.view?.entries ?? [])
+    for (const e of p.view ? parseView(p.view.bytes) : [])
       matrix.push({
         from: peer,
         to: e.node,

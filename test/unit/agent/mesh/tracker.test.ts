@@ -1,7 +1,7 @@
 /** The link tracker and the mesh state in simulated time (ms). */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { Heartbeat } from '../../../../src/agent/mesh/codec.ts';
+import type { ReceivedHeartbeat } from '../../../../src/agent/mesh/codec.ts';
 import { type LinkState, linkStats, linkStep, newLink } from '../../../../src/agent/mesh/link.ts';
 import {
   describeMeshEvent,
@@ -115,8 +115,18 @@ const setup = {
   ],
 };
 
-function hb(sender: string, link: number, seq: number): Heartbeat {
-  return { link, sender, receiver: 'n1', boot: BOOT, seq, sentAt: 0, echo: 0, hold: 0, view: [] };
+function hb(sender: string, link: number, seq: number): ReceivedHeartbeat {
+  return {
+    link,
+    sender,
+    receiver: 'n1',
+    boot: BOOT,
+    seq,
+    sentAt: 0,
+    echo: 0,
+    hold: 0,
+    view: Buffer.alloc(0),
+  };
 }
 
 test('mesh: link events once, unreachable on all links once, reachable again; drops counted by reason', () => {
