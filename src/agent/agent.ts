@@ -8,9 +8,10 @@
  * Time for fencing is this process's monotonic clock; wall-clock time only labels reports and events.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { join } from 'node:path';
+import { type FoundVserver, planAdoption } from '../cluster/adoption.ts';
 import { applyCommands } from '../cluster/assignments.ts';
 import {
   type ClusterSpec,
@@ -27,7 +28,7 @@ import { emptyState, step } from '../cluster/manager.ts';
 import { emptyLocal, isActive, type NodeEvent, type NodeLocal, nodeStep } from '../cluster/node.ts';
 import type { ManagerState, Report } from '../cluster/types.ts';
 import { errorMessage, UserError } from '../lib/errors.ts';
-import { writeFileAtomic } from '../lib/json-file.ts';
+import { readJsonOr, writeFileAtomic, writeJsonAtomic } from '../lib/json-file.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { loadNodeCredentials } from './credentials.ts';
 import { EtcdClient } from './etcd/client.ts';
@@ -66,9 +67,9 @@ const ROUND_PERIOD_S = 1;
 const LEADER_CHECK_MS = 5000;
 /** An observation slower than this is skipped for the round (a volume daemon busy with a role change). */
 const OBSERVE_TIMEOUT_MS = 1000;
-
 /** The resource worker ends after this long unused (it is ~55 MiB); warmed again by cluster changes. */
 const RESOURCE_WORKER_IDLE_MS = 15_000;
+
 export interface AgentOptions {
   /** The bootstrap configuration (nodes, etcd, timing, credentials); vservers come from what `apply` stored. */
   configFile: string;
@@ -84,6 +85,8 @@ export interface AgentPaths {
   etcdLog: string;
   /** The last applied cluster.yaml seen in the store (used at start, before etcd answers). */
   appliedCopy: string;
+  /** The lease this node holds, for an agent that starts again while it is still valid. */
+  leaseFile: string;
 }
 
 export function agentPaths(stateDir: string): AgentPaths {
@@ -95,6 +98,7 @@ export function agentPaths(stateDir: string): AgentPaths {
     etcdDir: join(stateDir, 'etcd'),
     etcdLog: join(stateDir, 'etcd.log'),
     appliedCopy: join(stateDir, 'cluster.applied.yaml'),
+    leaseFile: join(runDir, 'lease.json'),
   };
 }
 
@@ -282,9 +286,6 @@ export class Agent {
     mkdirSync(p.runDir, { recursive: true });
     writeFileSync(p.pidFile, `${process.pid}\n`);
     this.log.info({ event: 'agent-start', version: AGENT_VERSION, pid: process.pid }, 'agent starting');
-    // What a previous life of this node left (power cut, crash) is cleared before anything starts.
-    await this.resources.cleanupStale();
-    await this.#stopLeftovers();
     await spawnGuard(this.o.stateDir);
     this.#guard = new GuardClient(this.o.stateDir);
     const creds = loadNodeCredentials(this.boot.tls_dir, this.o.node);
@@ -304,6 +305,12 @@ export class Agent {
       timeoutMs: this.#ms(this.timing.renewTimeout),
     });
     this.store = new ClusterStore(client, this.boot.cluster, this.o.node);
+    // An earlier agent's lease, renewed before anything slow: the guard's deadline is running.
+    const continued = await this.#continueLease();
+    // What a previous life of this node left (power cut, crash) and no live daemon holds is cleared.
+    await this.resources.cleanupStale();
+    await this.#adoptOrStopLeftovers(continued);
+    void this.#leaseLoop();
     // A change in the cluster (an assignment, a lease gone, a report, a request) starts a round at once
     // instead of at the next tick; the cluster's log is not news.
     const events = this.store.keys.events;
@@ -318,7 +325,6 @@ export class Agent {
     const { serveAgentApi } = await import('./api.ts');
     this.#server = await serveAgentApi(this);
     this.#event('agent', `agent ${AGENT_VERSION} started (pid ${process.pid})`);
-    void this.#leaseLoop();
     while (!this.#stopping) {
       const began = monoSeconds();
       try {
@@ -377,28 +383,81 @@ export class Agent {
     this.#member.start();
   }
 
-  /** Containers of this state dir still running from an earlier agent are stopped hard: nothing runs unowned. */
-  async #stopLeftovers(): Promise<void> {
+  /**
+   * The lease an earlier agent of this node held (run/lease.json), renewed at once: if etcd acknowledges
+   * it, nothing can have been moved away from this node, and the guard gets a new deadline from this
+   * renewal for the containers that run, before it fences them. Returns the renewal's send time.
+   */
+  async #continueLease(): Promise<number | undefined> {
+    const saved = readJsonOr<{ node?: unknown; lease?: unknown }>(this.paths.leaseFile);
+    const lease = saved?.node === this.o.node && typeof saved.lease === 'string' ? saved.lease : null;
+    if (!lease) return undefined;
+    const running: string[] = [];
     for (const v of Object.values(this.spec.vservers)) {
-      // No time limit here: a leftover must not be missed because the thread was still loading.
+      const o = await this.#inline.observeRunning(v).catch(() => undefined);
+      if (o?.container === 'running') running.push(v.name);
+    }
+    // The local etcd member is only starting: the client goes to the other members meanwhile.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const sentAt = monoSeconds();
+      try {
+        const ttl = (
+          await this.store.client.leaseKeepAlive(lease, { timeoutMs: this.#ms(this.timing.renewTimeout) })
+        ).ttl;
+        if (ttl <= 0) break;
+        this.#lease = lease;
+        const deadline = Math.floor((sentAt + this.timing.guardDeadline) * 1000);
+        this.#guard?.send({ deadline, protect: { containers: running, volumes: running } });
+        this.#event('agent', `lease ${lease} of an earlier agent still valid: continued`);
+        return sentAt;
+      } catch (err) {
+        this.#note(`renewal of the earlier lease failed: ${errorMessage(err)}`);
+      }
+    }
+    rmSync(this.paths.leaseFile, { force: true });
+    return undefined;
+  }
+
+  /**
+   * What an earlier agent left running here: kept if its lease was continued and the table still gives
+   * it here with the same epoch (src/cluster/adoption.ts), else stopped hard: nothing runs unowned.
+   */
+  async #adoptOrStopLeftovers(renewedAt: number | undefined): Promise<void> {
+    const found: FoundVserver[] = [];
+    for (const v of Object.values(this.spec.vservers)) {
+      // No time limit here: a leftover must not be missed.
       const o = await this.#inline.observe(v).catch(() => undefined);
       if (!o) continue;
-      if (
-        o.container === 'running' ||
-        o.container === 'created' ||
-        o.container === 'paused' ||
-        o.volume.role === 'primary'
-      ) {
-        this.log.warn(
-          { vserver: v.name, event: 'leftover' },
-          'running from an earlier agent: stopping it hard',
+      found.push({
+        vserver: v.name,
+        running: o.container === 'running' || o.container === 'created' || o.container === 'paused',
+        primary: o.volume.role === 'primary',
+        epoch: o.volume.epoch,
+        healthy: o.health === 'healthy' || o.health === 'none',
+      });
+    }
+    const leaseValid = renewedAt !== undefined && this.#lease !== null;
+    const table = leaseValid
+      ? ((await this.#read(this.#ms(this.timing.renewTimeout)))?.state?.table ?? null)
+      : null;
+    const plan = planAdoption(this.o.node, found, table, leaseValid, monoSeconds());
+    for (const line of plan.log) this.#event('agent', line);
+    if (leaseValid && this.#lease) {
+      this.local = { ...this.local, vservers: plan.vservers };
+      this.#decide([
+        { kind: 'renewed', sentAt: renewedAt },
+        ...(table ? [{ kind: 'assignments' as const, table }] : []),
+      ]);
+      await this.#putNode(this.#lease, this.#ms(this.timing.renewTimeout)).catch(() => undefined);
+    }
+    for (const { vserver, reason } of plan.stop) {
+      const spec = this.spec.vservers[vserver];
+      if (!spec) continue;
+      await this.resources
+        .stop(spec, true, reason)
+        .catch((err: unknown) =>
+          this.log.error({ vserver, err: errorMessage(err) }, 'could not stop a leftover'),
         );
-        await this.resources
-          .stop(v, true, 'left over from an earlier agent')
-          .catch((err: unknown) =>
-            this.log.error({ vserver: v.name, err: errorMessage(err) }, 'could not stop a leftover'),
-          );
-      }
     }
   }
 
@@ -485,6 +544,7 @@ export class Agent {
         }
         this.#event('agent', `lease ${this.#lease} expired in etcd`);
         this.#lease = null;
+        rmSync(this.paths.leaseFile, { force: true });
         return [{ kind: 'lease-lost', reason: 'etcd says the lease has expired' }];
       } catch (err) {
         this.#note(`renewal failed: ${errorMessage(err)}`);
@@ -497,6 +557,7 @@ export class Agent {
     try {
       const g = await this.store.client.leaseGrant(ttl, { timeoutMs });
       this.#lease = g.id;
+      writeJsonAtomic(this.paths.leaseFile, { node: this.o.node, lease: g.id, grantedAt: Date.now() });
       await this.#putNode(g.id, timeoutMs);
       this.#lastReport = '';
       this.#event('agent', `lease ${g.id} granted (TTL ${ttl} s)`);

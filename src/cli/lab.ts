@@ -157,13 +157,19 @@ export function registerLabCommands(program: Command): void {
     .description(
       'boot the node again: leftovers killed, stale mounts and loop devices cleared, links up, main process started',
     )
+    .option(
+      '--agent-only',
+      'start only its main process, killing and clearing nothing (as a service manager restarts a dead agent)',
+    )
     .option('--json', 'machine-readable output')
-    .action(async (node: string, o: Where & { json?: boolean }) => {
-      const r = await labStart(mustLab(o.name, o.dir), node);
+    .action(async (node: string, o: Where & { json?: boolean; agentOnly?: boolean }) => {
+      const r = await labStart(mustLab(o.name, o.dir), node, { agentOnly: !!o.agentOnly });
       emit(!!o.json, r, () =>
         r.alreadyRunning
           ? `node ${node}: already running (pid ${r.pid}); links up`
-          : `node ${node}: started (pid ${r.pid}); cleared ${r.killed?.length ?? 0} leftover processes, ${r.cleanup?.unmounted.length ?? 0} mounts, ${r.cleanup?.detached.length ?? 0} loop devices`,
+          : o.agentOnly
+            ? `node ${node}: main process started (pid ${r.pid}); nothing else touched`
+            : `node ${node}: started (pid ${r.pid}); cleared ${r.killed?.length ?? 0} leftover processes, ${r.cleanup?.unmounted.length ?? 0} mounts, ${r.cleanup?.detached.length ?? 0} loop devices`,
       );
     });
 

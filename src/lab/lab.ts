@@ -137,12 +137,25 @@ export interface StartReport extends Partial<BootReport> {
   alreadyRunning: boolean;
 }
 
-export async function labStart(lab: Lab, name: string, root = ROOT): Promise<StartReport> {
+/** `agentOnly`: the main process only, nothing killed or cleared (a service manager restarting the agent). */
+export async function labStart(
+  lab: Lab,
+  name: string,
+  o: { agentOnly?: boolean } = {},
+  root = ROOT,
+): Promise<StartReport> {
   requireRoot();
   const node = mustNode(lab, name);
   if (processAlive(node.pid, node.pidStart)) {
     setNodeLinks(lab, node, true);
     return { node: name, alreadyRunning: true, pid: node.pid };
+  }
+  if (o.agentOnly) {
+    const { pid, pidStart } = spawnNode(lab, node, root);
+    Object.assign(node, { pid, pidStart });
+    writeLab(lab);
+    await checkStarted(lab, [node]);
+    return { node: name, alreadyRunning: false, pid };
   }
   const report = await bootNode(lab, node, root);
   await checkStarted(lab, [node]);

@@ -97,7 +97,7 @@ export async function until<T>(
 }
 
 export interface UpOptions {
-  /** One letter per test, unique across the lab test files: picks the name and subnet (10.90.0 + i). */
+  /** One letter per test, unique across the lab test files: picks the name and subnet (10.(90 + i).0). */
   letter: string;
   nodes?: number;
   witness?: boolean;
@@ -138,10 +138,10 @@ export class TestLab {
   }
 
   static async up(t: TestContext, o: UpOptions): Promise<TestLab> {
-    const i = 'abcdefghij'.indexOf(o.letter);
-    if (i < 0) throw new Error(`letter ${o.letter}: one of a..j`);
+    const i = 'abcdefghijklmnop'.indexOf(o.letter);
+    if (i < 0) throw new Error(`letter ${o.letter}: one of a..p`);
     const name = `e${process.pid % 1000}${o.letter}`;
-    const subnet = `10.9${i}.0`;
+    const subnet = `10.${90 + i}.0`;
     const full = o.nodes ?? (o.witness ? 2 : 3);
     const nodes = [...Array.from({ length: full }, (_, k) => `n${k + 1}`), ...(o.witness ? ['w'] : [])];
     const lab = new TestLab(name, subnet, nodes);
@@ -182,6 +182,11 @@ export class TestLab {
   async start(node: string): Promise<void> {
     await this.lab('start', node);
     this.away.delete(node);
+  }
+
+  /** The node's agent only, started again (as a service manager would after it died): nothing else touched. */
+  async restartAgent(node: string): Promise<void> {
+    await this.lab('start', node, '--agent-only');
   }
 
   async heal(): Promise<void> {
