@@ -388,7 +388,7 @@ async function hostileRound(target: Target, log: (msg: string) => void): Promise
   await expectClose('a header announcing 2 GiB', headerAnnouncing(0x7fffffff));
   await expectClose('a header announcing MAX_PAYLOAD + 1', headerAnnouncing(MAX_PAYLOAD + 1));
   const badCrc = hello();
-  badCrc.writeUInt32BE(badCrc.readUInt32BE(28) ^ 1, 28);
+  badCrc.writeUInt32BE((badCrc.readUInt32BE(28) ^ 1) >>> 0, 28);
   await expectClose('a header with a wrong CRC', badCrc);
   const badMac = hello();
   badMac[badMac.length - 1]! ^= 0xff;
