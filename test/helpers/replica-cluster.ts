@@ -28,9 +28,12 @@ export interface PeerStatus {
   node: string;
   connection: string;
   diskState?: string;
+  diskStateSource?: string;
+  diskStateUpdatedAt?: string;
+  diskStateAgeMs?: number;
   outOfSyncBytes: number;
   resync?: unknown;
-  lastResync?: { bytes: number; ms: number };
+  lastResync?: { bytes: number; ms: number; endedAt?: string };
   lastError: string;
   bytesSent: number;
 }
@@ -43,6 +46,10 @@ export interface ClusterOptions {
   quorum?: 'suspend-io' | 'io-error' | 'off';
   afterSplitBrain?: string;
   volume?: string;
+  /** First TCP port (one per node, in order); default a random one below the ephemeral range. */
+  basePort?: number;
+  /** Part of the temporary directory's name (default `repl`). */
+  dirTag?: string;
 }
 
 export interface Run {
@@ -52,7 +59,7 @@ export interface Run {
 }
 
 export class ReplicaCluster {
-  readonly dir = tempDir('repl');
+  readonly dir: string;
   readonly volume: string;
   readonly nodes: ReplicaNode[] = [];
   readonly secretFile: string;
@@ -62,12 +69,13 @@ export class ReplicaCluster {
 
   constructor(o: ClusterOptions = {}) {
     this.o = o;
+    this.dir = tempDir(o.dirTag ?? 'repl');
     this.volume = o.volume ?? 'vol';
     this.secretFile = join(this.dir, 'secret');
     writeFileSync(this.secretFile, `${randomSecret()}\n`, { mode: 0o600 });
     const names = ['a', 'b', 'c'].slice(0, o.replicas ?? 3);
     if (o.tiebreaker) names.push('tb');
-    const basePort = 20000 + Math.floor(Math.random() * 12000); // below the ephemeral range (32768+)
+    const basePort = o.basePort ?? 20000 + Math.floor(Math.random() * 12000); // below the ephemeral range (32768+)
     const subnet = 10 + (Number(this.#tag) % 200);
     names.forEach((name, i) => {
       const stateDir = join(this.dir, name);

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { LocalDevice } from '../../src/volume/local-device.ts';
+import { DirtyBitmap, saveBitmapAsync } from '../../src/volume/replication/bitmap.ts';
 import { clientHandshake } from '../../src/volume/replication/connection.ts';
 import { encodeFrame, FRAME_MAGIC } from '../../src/volume/replication/frame.ts';
 import type { Message } from '../../src/volume/replication/protocol.ts';
@@ -505,4 +506,74 @@ test('volume adjust: a new resync cap paces a resync that is already running', a
     return p.connection === 'Connected' && p.outOfSyncBytes === 0 && !p.resync;
   }, 30_000);
   assert.equal(digest(aFile), digest(b.file));
+});
+
+test('a handshake that decides none sends nothing; bits marked before a promotion are resent, and the log says why', async (t) => {
+  const MiB = 1024 * 1024;
+  const dir = mkdtempSync(join(tmpdir(), 'cv-repl-rs15-none-'));
+  const b = await makeReplica(dir, 'b');
+  const aFile = join(dir, 'a.data');
+  writeFileSync(aFile, Buffer.alloc(SIZE));
+  const stateDir = join(dir, 'a-state');
+  const records: Array<{ msg: string } & Record<string, unknown>> = [];
+  const log = { info: (o: object, msg: string) => records.push({ ...o, msg }), warn: () => undefined };
+  const open = async () =>
+    new ReplicatedDevice(
+      await LocalDevice.open(aFile, SIZE),
+      new MemoryReplicaStore(initial),
+      {
+        node: 'a',
+        volumeUuid,
+        secret,
+        peers: [{ node: 'b', host: '127.0.0.1', port: b.port }],
+        quorum: 'off',
+        afterSplitBrain: 'disconnect',
+        stateDir,
+      },
+      log,
+    );
+  let a = await open();
+  t.after(async () => {
+    await a.close().catch(() => undefined);
+    await b.server.close();
+    await b.device.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const decisions = () => records.filter((r) => r.msg === 'peer handshake decision' && r.peer === 'b');
+
+  // Same generation, nothing marked: `none`, and nothing travels but the handshake.
+  assert.deepEqual(await a.promote(1), { ok: true });
+  await until(() => a.status().peers[0]!.connection === 'Connected');
+  await new Promise((r) => setTimeout(r, 300));
+  const clean = a.status().peers[0]!;
+  assert.equal(decisions().at(-1)?.decision, 'none');
+  assert.equal(decisions().at(-1)?.resyncBytes, undefined);
+  assert.equal(clean.lastResync, undefined);
+  assert.ok(clean.bytesSent < 4096, `${clean.bytesSent} bytes sent after a none handshake`);
+  assert.equal(clean.diskState, 'UpToDate');
+  assert.equal(clean.diskStateSource, 'handshake');
+  await a.close();
+
+  // The same node with 3 MiB still marked for b from an earlier time as primary (what a crash as
+  // primary leaves: its activity-log extents): still `none`, but those bytes are resent, and the
+  // handshake's log line says how many and why.
+  const bitmap = new DirtyBitmap(SIZE);
+  bitmap.markRange(4 * MiB, 3 * MiB);
+  await saveBitmapAsync(join(stateDir, 'bitmap-b'), bitmap);
+  a = await open();
+  assert.deepEqual(await a.promote(2), { ok: true });
+  await until(() => {
+    const p = a.status().peers[0]!;
+    return p.connection === 'Connected' && p.lastResync !== undefined;
+  });
+  const d = decisions().at(-1)!;
+  assert.equal(d.decision, 'none');
+  assert.equal(d.resyncBytes, 3 * MiB);
+  assert.match(
+    String(d.resyncReason),
+    /same generation, but 3145728 bytes .*all of it marked before this promotion/,
+  );
+  assert.equal(a.status().peers[0]!.lastResync!.bytes, 3 * MiB);
+  await until(() => a.status().peers[0]!.diskState === 'UpToDate');
+  assert.equal(a.status().peers[0]!.diskStateSource, 'state-reply');
 });

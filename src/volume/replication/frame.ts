@@ -17,6 +17,8 @@
  * they cost 0.29 + 0.60 ms per MiB, against 0.06 ms for GMAC (AES-NI and PCLMUL), which made them
  * the largest CPU cost of the data path. The GMAC key is derived per session and direction
  * (auth.ts), the 96-bit nonce is the frame's sequence number, which never repeats under one key.
+ * Version 3 has version 2's frames; its STATE may carry `sent` (reply or pushed update), which a
+ * version 2 replica would refuse as unknown input: the version says so at the first frame instead.
  *
  * The decoder is incremental and never throws on input: bad bytes produce one error value, after
  * which the decoder refuses everything (the caller closes the connection). Decoded payloads are
@@ -26,7 +28,7 @@ import { createCipheriv, createHash, createSecretKey, type KeyObject, timingSafe
 import { crc32 } from 'node:zlib';
 
 export const FRAME_MAGIC = 0x43565231; // "CVR1"
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 export const HEADER_LENGTH = 32;
 export const MAC_LENGTH = 16;
 /** Largest payload: one 1 MiB write plus room for its fields. Anything larger is hostile. */

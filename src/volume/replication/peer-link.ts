@@ -6,6 +6,7 @@
  */
 import { connect } from 'node:net';
 import { type Connection, type ConnectionLog, clientHandshake } from './connection.ts';
+import { type DiskStateSource, stateSource } from './peer-report.ts';
 import type { AckStatusCode, Message, PeerState } from './protocol.ts';
 import type { ConnectionState } from './role.ts';
 
@@ -36,6 +37,9 @@ export interface PeerLinkOptions {
   /** Called once per connection with the peer's STATE; the owner decides what happens next. */
   onConnected: (link: PeerLink, peerState: PeerState) => void;
   onDisconnected: (link: PeerLink, reason: string) => void;
+  /** A later STATE on the same connection (the peer's answer, or a change it pushed). */
+  onStateChanged?: (link: PeerLink, peerState: PeerState) => void;
+  now?: () => number;
   minBackoffMs?: number;
   maxBackoffMs?: number;
 }
@@ -48,6 +52,9 @@ export class PeerLink {
   /** Failed connection attempts and lost connections so far (promotion waits for one per peer). */
   failures = 0;
   peerState: PeerState | undefined;
+  /** How peerState was learnt, and when (ms): a report can be told fresh from stale. */
+  peerStateSource: DiskStateSource = 'none';
+  peerStateAt: number;
   lastError = '';
   #conn: Connection | undefined;
   #nextId = 1;
@@ -63,6 +70,17 @@ export class PeerLink {
   constructor(o: PeerLinkOptions) {
     this.o = o;
     this.#backoff = o.minBackoffMs ?? 100;
+    this.peerStateAt = this.#now();
+  }
+
+  #now(): number {
+    return (this.o.now ?? Date.now)();
+  }
+
+  #learn(st: PeerState | undefined, source: DiskStateSource): void {
+    this.peerState = st;
+    this.peerStateSource = source;
+    this.peerStateAt = this.#now();
   }
 
   get node(): string {
@@ -198,7 +216,7 @@ export class PeerLink {
       for (const [, p] of this.#pending) p.reject(new PeerGone(this.node, reason));
       this.#pending.clear();
       if (!this.#parked) this.state = this.#stopped ? 'StandAlone' : 'Connecting';
-      this.peerState = undefined;
+      this.#learn(undefined, 'none');
       if (introduced) this.o.onDisconnected(this, reason);
       this.o.log.info({ peer: this.node, reason }, 'peer link down');
       this.#retry();
@@ -209,11 +227,12 @@ export class PeerLink {
           if (!introduced) {
             introduced = true;
             this.#backoff = this.o.minBackoffMs ?? 100;
-            this.peerState = m.state;
+            this.#learn(m.state, stateSource(true, m.state.sent));
             this.state = 'Connected';
             this.o.onConnected(this, m.state);
           } else {
-            this.peerState = m.state;
+            this.#learn(m.state, stateSource(false, m.state.sent));
+            this.o.onStateChanged?.(this, m.state);
           }
           return;
         case 'ack':

@@ -62,6 +62,12 @@ export const peerStateSchema = z.strictObject({
     )
     .max(256)
     .optional(),
+  /**
+   * Why a STATE after a connection's first was sent: `reply` answers the other side's STATE (sent
+   * once what it decided there is durable), `update` is pushed because the sender's durable state
+   * changed (disk state, generation, epoch, role). Absent on the first STATE of a connection.
+   */
+  sent: z.enum(['reply', 'update']).optional(),
 });
 export type PeerState = z.infer<typeof peerStateSchema>;
 

@@ -5,6 +5,11 @@
  * order holds wherever it matters. FLUSH is acknowledged after every earlier write is applied and
  * the device is flushed (fdatasync).
  * A diskless tiebreaker runs the same server without a device: it only answers the handshake.
+ *
+ * What a connected primary knows of this replica's state is never older than what is durable here:
+ * a STATE that makes this replica decide something (UpToDate after a resync) is answered once that
+ * decision is saved, and every other durable change (Inconsistent at the first resync block,
+ * Outdated when the device demotes, a new epoch) is pushed to each connected primary as it happens.
  */
 import { createHash } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
@@ -13,6 +18,7 @@ import { ApplyQueue } from './apply-queue.ts';
 import { type Connection, type ConnectionLog, serverHandshake } from './connection.ts';
 import { FramePool } from './frame-pool.ts';
 import { adoptSourceGeneration } from './generation.ts';
+import { stateKey } from './peer-report.ts';
 import { AckStatus, type AckStatusCode, type Message, type PeerState } from './protocol.ts';
 import type { ReplicaMeta, ReplicaStore } from './replica-store.ts';
 
@@ -73,6 +79,11 @@ export class ReplicaServer {
   #queue = new ApplyQueue();
   /** Receive buffers for large writes, reused once each write is on the disk. */
   #pool = new FramePool();
+  /** Per introduced connection: stateKey() of the last STATE sent on it (see #publish). */
+  #lastSent = new WeakMap<Connection, string>();
+  /** The connection whose STATE is being answered: it gets the answer, not a pushed update too. */
+  #answering: Connection | undefined;
+  #unsubscribe: () => void;
 
   /** How peer writes reach the disk: durably (see ReplicaServerOptions.durableWrites) or not. */
   readonly #write: ((offset: number, data: Buffer) => Promise<void>) | undefined;
@@ -83,6 +94,7 @@ export class ReplicaServer {
     const d = o.device;
     this.#durable = d?.writeDurable !== undefined && o.durableWrites !== false;
     this.#write = d && (this.#durable ? d.writeDurable!.bind(d) : d.write.bind(d));
+    this.#unsubscribe = o.store.onSave(() => this.#publish());
   }
 
   async listen(): Promise<number> {
@@ -115,6 +127,7 @@ export class ReplicaServer {
   }
 
   async close(): Promise<void> {
+    this.#unsubscribe();
     for (const c of this.#conns) c.close('server closing');
     for (const s of this.#sockets) s.destroy();
     await new Promise<void>((resolve) => (this.#server ? this.#server.close(() => resolve()) : resolve()));
@@ -177,6 +190,20 @@ export class ReplicaServer {
     };
   }
 
+  #sendState(conn: Connection, sent: 'reply' | 'update' | undefined): void {
+    const state = this.state(conn.peerNode);
+    this.#lastSent.set(conn, stateKey(state));
+    conn.send({ type: 'state', state: sent ? { ...state, sent } : state });
+  }
+
+  /** After a durable save: every connected primary whose view of this replica changed is told. */
+  #publish(): void {
+    for (const conn of this.#conns) {
+      if (conn === this.#answering || !this.#introduced.has(conn) || conn.closed) continue;
+      if (stateKey(this.state(conn.peerNode)) !== this.#lastSent.get(conn)) this.#sendState(conn, 'update');
+    }
+  }
+
   /**
    * Remembers a higher epoch durably; returns false when `epoch` is older than the highest seen.
    * `loaded`: the metadata the caller just loaded in the same tick (saves a second load per write).
@@ -207,19 +234,39 @@ export class ReplicaServer {
           return;
         }
         if (m.state.role === 'Primary' && this.#introduced.has(conn) && this.o.device) {
-          void this.#queue.submit(undefined, async () => {
-            const now = this.o.store.load();
-            this.o.store.save({
-              ...now,
-              generation: adoptSourceGeneration(now.generation, m.state.generation),
-              diskState: 'UpToDate',
-              // Holding the primary's data ends what a crash as primary left unsure here.
-              primaryOpen: false,
+          // Answered from inside the barrier, after the save: behind queued writes the answer would
+          // otherwise carry the disk state from before (Inconsistent after a resync), and the
+          // primary would keep it while the link stays up.
+          this.#queue
+            .submit(undefined, async () => {
+              const now = this.o.store.load();
+              this.#answering = conn;
+              try {
+                this.o.store.save({
+                  ...now,
+                  generation: adoptSourceGeneration(now.generation, m.state.generation),
+                  diskState: 'UpToDate',
+                  // Holding the primary's data ends what a crash as primary left unsure here.
+                  primaryOpen: false,
+                });
+              } finally {
+                this.#answering = undefined;
+              }
+              this.#sendState(conn, 'reply');
+            })
+            .catch((err: Error) => {
+              // Not saved: the answer says what is durable (the state from before).
+              this.o.log.warn(
+                { peer: conn.peerNode, err: err.message },
+                "could not record the primary's state",
+              );
+              this.#sendState(conn, 'reply');
             });
-          });
+          return;
         }
+        const first = !this.#introduced.has(conn);
         this.#introduced.add(conn);
-        conn.send({ type: 'state', state: this.state(conn.peerNode) });
+        this.#sendState(conn, first ? undefined : 'reply');
         return;
       }
       case 'write': {

@@ -15,13 +15,32 @@ export interface ReplicaMeta {
 
 export interface ReplicaStore {
   load(): ReplicaMeta;
-  /** Durable before it returns. */
+  /** Durable before it returns; then tells the listeners (see onSave). */
   save(meta: ReplicaMeta): void;
+  /**
+   * Calls `listener` after every save, once it is durable: the replica server tells connected
+   * primaries of a changed disk state whoever changed it (itself, or the device demoting).
+   * Returns the function that removes the listener.
+   */
+  onSave(listener: () => void): () => void;
+}
+
+/** The listeners of one store (both stores call them after a save). */
+class SaveListeners {
+  #listeners = new Set<() => void>();
+  add(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+  notify(): void {
+    for (const l of [...this.#listeners]) l();
+  }
 }
 
 export class MemoryReplicaStore implements ReplicaStore {
   #meta: ReplicaMeta;
   saves = 0;
+  #listeners = new SaveListeners();
   constructor(meta: ReplicaMeta) {
     this.#meta = structuredClone(meta);
   }
@@ -31,6 +50,10 @@ export class MemoryReplicaStore implements ReplicaStore {
   save(meta: ReplicaMeta): void {
     this.saves++;
     this.#meta = structuredClone(meta);
+    this.#listeners.notify();
+  }
+  onSave(listener: () => void): () => void {
+    return this.#listeners.add(listener);
   }
 }
 
@@ -58,6 +81,7 @@ function copyMeta(m: ReplicaMeta): ReplicaMeta {
 export class MetadataReplicaStore implements ReplicaStore {
   readonly dir: string;
   #meta: ReplicaMeta | undefined;
+  #listeners = new SaveListeners();
   constructor(dir: string) {
     this.dir = dir;
   }
@@ -76,6 +100,10 @@ export class MetadataReplicaStore implements ReplicaStore {
       primaryOpen: meta.primaryOpen,
     }));
     this.#meta = replicaFields(m);
+    this.#listeners.notify();
+  }
+  onSave(listener: () => void): () => void {
+    return this.#listeners.add(listener);
   }
 }
 

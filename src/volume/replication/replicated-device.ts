@@ -44,6 +44,7 @@ import {
   startNewGeneration,
 } from './generation.ts';
 import { type PeerAddress, PeerGone, PeerLink } from './peer-link.ts';
+import { afterNoneDecision, type DiskStateSource, diskStateReport } from './peer-report.ts';
 import { AckStatus, type PeerState } from './protocol.ts';
 import { blockDigests } from './replica-server.ts';
 import type { ReplicaStore } from './replica-store.ts';
@@ -87,12 +88,22 @@ export interface PeerStatus {
   tiebreaker: boolean;
   connection: ConnectionState;
   diskState: string | undefined;
+  /**
+   * How diskState (and role) was learnt: the connection's first STATE, the peer's answer to ours,
+   * or a change it pushed; `none` while not connected. On a live link it is the peer's current
+   * state whatever its age (the peer pushes every durable change); the age says since when.
+   */
+  diskStateSource: DiskStateSource;
+  /** When it was received (for `none`: when the link went down or the daemon started), ISO 8601. */
+  diskStateUpdatedAt: string;
+  diskStateAgeMs: number;
   role: string | undefined;
   /** The peer acknowledges writes once durable (its STATE says so): FSYNC sends it no FLUSH. */
   durableWrites: boolean | undefined;
   outOfSyncBytes: number;
   resync: ResyncProgress | undefined;
-  lastResync: { bytes: number; ms: number } | undefined;
+  /** The last resync to this peer: bytes, duration, and when it ended (ISO 8601). */
+  lastResync: { bytes: number; ms: number; endedAt: string } | undefined;
   lastError: string;
   bytesSent: number;
 }
@@ -134,7 +145,9 @@ interface PeerData {
   saving: Promise<void>;
   resync: (ResyncProgress & { startedAt: number }) | undefined;
   resyncRunning: boolean;
-  lastResync: { bytes: number; ms: number } | undefined;
+  lastResync: { bytes: number; ms: number; endedAt: string } | undefined;
+  /** Out-of-sync bytes already marked when this node last became primary (for the handshake log). */
+  markedBeforePromotion: number;
   discarding?: Promise<{ savedTo: string; bytesSaved: number }> | undefined;
   savingLoserBlocks?: boolean;
 }
@@ -215,6 +228,7 @@ export class ReplicatedDevice implements BlockDevice {
         resync: undefined,
         resyncRunning: false,
         lastResync: undefined,
+        markedBeforePromotion: 0,
         link: new PeerLink({
           node: c.node,
           volumeUuid: c.volumeUuid,
@@ -224,6 +238,8 @@ export class ReplicatedDevice implements BlockDevice {
           localState: () => this.#localState(data),
           onConnected: (_link, st) => this.#onConnected(data, st),
           onDisconnected: () => this.#onDisconnected(data),
+          onStateChanged: (_link, st) => this.#onPeerStateChanged(st),
+          ...(c.now ? { now: c.now } : {}),
         }),
       };
       this.#peers.push(data);
@@ -273,6 +289,7 @@ export class ReplicatedDevice implements BlockDevice {
     const meta = this.store.load();
     this.store.save({ ...meta, epoch, primaryOpen: true });
     await Promise.all(this.#peers.map((p) => this.#saveBitmap(p)));
+    for (const p of this.#peers) p.markedBeforePromotion = p.bitmap.dirtyBytes;
     this.#role = 'Primary';
     this.#fenced = false;
     this.#epoch = epoch;
@@ -550,6 +567,7 @@ export class ReplicatedDevice implements BlockDevice {
         tiebreaker: p.link.o.peer.tiebreaker ?? false,
         connection: p.link.state,
         diskState: p.link.peerState?.diskState,
+        ...diskStateReport(p.link.peerStateSource, p.link.peerStateAt, (this.c.now ?? Date.now)()),
         role: p.link.peerState?.role,
         durableWrites:
           p.link.peerState && !p.link.o.peer.tiebreaker ? !!p.link.peerState.durableWrites : undefined,
@@ -817,17 +835,28 @@ export class ReplicatedDevice implements BlockDevice {
     this.#wake();
   }
 
-  #onConnected(p: PeerData, peer: PeerState): void {
+  /** A peer's STATE carries a newer epoch than ours: remember it; as primary, we are fenced. */
+  #observePeerEpoch(peer: PeerState): void {
     // Compared with our own promotion's epoch too: our replica server may already have stored the
     // newer epoch (the new primary dialled us), and that must fence us all the same.
     if (peer.epoch > this.store.load().epoch || (this.#role === 'Primary' && peer.epoch > this.#epoch)) {
       const meta = this.store.load();
       if (peer.epoch > meta.epoch) this.store.save({ ...meta, epoch: peer.epoch });
-      if (this.#role === 'Primary') {
+      if (this.#role === 'Primary' && !this.#fenced) {
         this.#fenced = true;
         this.log.warn({ peer: peer.node, epoch: peer.epoch }, 'peer has a newer epoch: fenced');
       }
     }
+  }
+
+  /** A later STATE on a live link (an answer, or a change the peer pushed): PeerLink stored it. */
+  #onPeerStateChanged(peer: PeerState): void {
+    this.#observePeerEpoch(peer);
+    this.#wake();
+  }
+
+  #onConnected(p: PeerData, peer: PeerState): void {
+    this.#observePeerEpoch(peer);
     if (peer.size !== this.size && !p.link.o.peer.tiebreaker && peer.diskState !== 'Diskless') {
       p.link.park('Refused', `peer size ${peer.size} differs from ${this.size}`);
       this.#wake();
@@ -877,10 +906,20 @@ export class ReplicatedDevice implements BlockDevice {
         };
       }
     }
-    this.log.info({ peer: peer.node, decision: d.kind, reason: d.reason }, 'peer handshake decision');
+    const afterNone =
+      d.kind === 'none' ? afterNoneDecision(p.bitmap.dirtyBytes, p.markedBeforePromotion) : undefined;
+    this.log.info(
+      {
+        peer: peer.node,
+        decision: d.kind,
+        reason: d.reason,
+        ...(afterNone?.resync ? { resyncBytes: afterNone.bytes, resyncReason: afterNone.reason } : {}),
+      },
+      'peer handshake decision',
+    );
     switch (d.kind) {
       case 'none':
-        if (p.bitmap.dirtyExtents > 0) this.#startResync(p);
+        if (afterNone?.resync) this.#startResync(p);
         break;
       case 'bitmap':
       case 'full':
@@ -1059,7 +1098,13 @@ export class ReplicatedDevice implements BlockDevice {
     // The peer now holds our data: it takes our generation (the STATE message) and is UpToDate.
     p.link.state = 'Connected';
     p.resync = undefined;
-    p.lastResync = { bytes: progress.doneBytes, ms: now() - startedAt };
+    const endedAt = now();
+    p.lastResync = {
+      bytes: progress.doneBytes,
+      ms: endedAt - startedAt,
+      endedAt: new Date(endedAt).toISOString(),
+    };
+    p.markedBeforePromotion = 0;
     const meta = this.store.load();
     if (
       this.#peers.every(
