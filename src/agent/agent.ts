@@ -846,6 +846,12 @@ export class Agent {
       });
   }
 
+  /** What an operator did (through the API), in the cluster's log; the next round writes it. */
+  operatorEvent(text: string): void {
+    this.#event('operator', text);
+    this.#wake?.();
+  }
+
   #event(source: EventRecord['source'], text: string): void {
     this.log.info({ event: source }, text);
     const record: EventRecord = { version: RECORD_VERSION, at: Date.now(), node: this.o.node, source, text };

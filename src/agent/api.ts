@@ -11,13 +11,23 @@ import type { Agent } from './agent.ts';
 import { RECORD_VERSION } from './records.ts';
 import { type ClusterStatus, clusterStatus, meshReportOf } from './status.ts';
 
+/** Who asks (the CLI sends its user name); the agent adds its node. */
+const operator = z.string().max(64).optional();
+
 export const agentRequestSchema = z.discriminatedUnion('op', [
   /** brief: without asking every etcd member for its health (for polling). */
   z.strictObject({ op: z.literal('status'), brief: z.boolean().optional() }),
   z.strictObject({ op: z.literal('migrate'), vserver: z.string(), node: z.string() }),
-  z.strictObject({ op: z.literal('clear'), vserver: z.string() }),
+  z.strictObject({ op: z.literal('clear'), vserver: z.string(), by: operator }),
+  z.strictObject({ op: z.literal('standby'), node: z.string(), on: z.boolean(), by: operator }),
+  z.strictObject({ op: z.literal('maintenance'), on: z.boolean(), by: operator }),
   z.strictObject({ op: z.literal('apply'), yaml: z.string(), file: z.string(), dryRun: z.boolean() }),
-  z.strictObject({ op: z.literal('events'), limit: z.number().int().min(1).max(10_000) }),
+  z.strictObject({
+    op: z.literal('events'),
+    limit: z.number().int().min(1).max(10_000),
+    /** Only events at or after this time (ms since the epoch). */
+    since: z.number().optional(),
+  }),
   z.strictObject({ op: z.literal('links') }),
 ]);
 export type AgentRequest = z.infer<typeof agentRequestSchema>;
@@ -74,15 +84,52 @@ async function handle(agent: Agent, req: AgentRequest): Promise<unknown> {
         },
         timeoutMs,
       );
+      agent.operatorEvent(`${req.vserver}: clear failures requested by ${who(agent, req.by)}`);
       return { id };
+    }
+    case 'standby': {
+      if (!fullNodes(agent.spec).includes(req.node))
+        throw new UserError(
+          `"${req.node}" is not a node that runs vservers (nodes: ${fullNodes(agent.spec).join(', ')})`,
+        );
+      const by = who(agent, req.by);
+      await agent.store.setSetting(
+        agent.store.keys.standby(req.node),
+        req.on ? { version: RECORD_VERSION, at: Date.now(), by } : null,
+        timeoutMs,
+      );
+      agent.operatorEvent(
+        req.on
+          ? `${req.node}: standby on, by ${by}: its vservers move off one at a time`
+          : `${req.node}: standby off, by ${by}: it may run vservers again (they move back only with failback)`,
+      );
+      return { node: req.node, standby: req.on };
+    }
+    case 'maintenance': {
+      const by = who(agent, req.by);
+      await agent.store.setSetting(
+        agent.store.keys.maintenance,
+        req.on ? { version: RECORD_VERSION, at: Date.now(), by } : null,
+        timeoutMs,
+      );
+      agent.operatorEvent(
+        req.on
+          ? `maintenance on, by ${by}: the manager observes and decides nothing; nodes keep running what runs and still fence on lease loss`
+          : `maintenance off, by ${by}: the manager decides again`,
+      );
+      return { maintenance: req.on };
     }
     case 'apply':
       return apply(agent, req.yaml, req.file, req.dryRun);
     case 'events':
-      return agent.store.events(req.limit, timeoutMs);
+      return agent.store.events(req.limit, timeoutMs, req.since);
     case 'links':
       return meshReportOf(agent);
   }
+}
+
+function who(agent: Agent, user: string | undefined): string {
+  return `${user ?? 'an operator'} on ${agent.o.node}`;
 }
 
 /** Validates, checks what may change, and stores the configuration (unless dry-run). */

@@ -22,7 +22,11 @@ export function observeCluster(
   prev: ManagerState,
   nowMs: number,
 ): Observation {
-  const nodes = fullNodes(spec).map((name) => ({ name, lease: leaseOf(name, snap, prev), standby: false }));
+  const nodes = fullNodes(spec).map((name) => ({
+    name,
+    lease: leaseOf(name, snap, prev),
+    standby: snap.standby[name] !== undefined,
+  }));
   const alive = new Set(nodes.filter((n) => n.lease === 'alive').map((n) => n.name));
   const vservers = vserverSpecs(spec).map((v) => {
     const reports: Record<string, Report> = {};
@@ -55,5 +59,5 @@ export function observeCluster(
       reports,
     };
   });
-  return { maintenance: false, nodes, vservers };
+  return { maintenance: snap.maintenance !== undefined, nodes, vservers };
 }

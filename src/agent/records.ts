@@ -8,6 +8,8 @@
  *   manager             the elected manager (attached to its lease)
  *   state               the manager's state and the assignment table (written only by the manager)
  *   requests/<id>       operator requests (migrate, clear), consumed by the manager
+ *   standby/<node>      the node is in standby (its vservers move off), set by the operator
+ *   maintenance         the manager observes and decides nothing, set by the operator
  *   initialized/<vs>    the vserver's volume has been promoted once: later replicas join with a full sync
  *   events/<ms>-<node>-<n>  the cluster's log
  */
@@ -31,6 +33,8 @@ export interface Keys {
   manager: string;
   state: string;
   request(id: string): string;
+  standby(node: string): string;
+  maintenance: string;
   initialized(vserver: string): string;
   event(atMs: number, node: string, seq: number): string;
   events: string;
@@ -46,6 +50,8 @@ export function keysFor(cluster: string): Keys {
     manager: `${p}manager`,
     state: `${p}state`,
     request: (id) => `${p}requests/${id}`,
+    standby: (n) => `${p}standby/${n}`,
+    maintenance: `${p}maintenance`,
     initialized: (v) => `${p}initialized/${v}`,
     event: (at, n, seq) => `${p}events/${String(at).padStart(15, '0')}-${n}-${String(seq).padStart(6, '0')}`,
     events: `${p}events/`,
@@ -143,10 +149,18 @@ export const eventRecordSchema = z.object({
   version,
   at: z.number(),
   node: z.string(),
-  source: z.enum(['manager', 'node', 'agent']),
+  source: z.enum(['manager', 'node', 'agent', 'operator']),
   text: z.string(),
 });
 export type EventRecord = z.infer<typeof eventRecordSchema>;
+
+/** A setting the operator turned on (standby of a node, maintenance): who, when. */
+export const settingRecordSchema = z.object({
+  version,
+  at: z.number(),
+  by: z.string(),
+});
+export type SettingRecord = z.infer<typeof settingRecordSchema>;
 
 /** A report as the manager reads it. */
 export function toReport(r: VserverReport): Report {

@@ -12,6 +12,8 @@ export interface ClusterStatus {
   cluster: string;
   node: string;
   manager: string | null;
+  /** Maintenance mode: who turned it on and when (ms), or null. */
+  maintenance: { by: string; at: number } | null;
   configApplied: boolean;
   local: {
     lease: string | null;
@@ -27,6 +29,8 @@ export interface ClusterStatus {
     lease: 'alive' | 'expired';
     agentVersion: string | null;
     fenced: boolean;
+    /** In standby (its vservers move off): who set it and when (ms), or null. */
+    standby: { by: string; at: number } | null;
   }[];
   etcd: { endpoint: string; healthy: boolean; leader: boolean; version: string; error: string }[];
   vservers: {
@@ -67,6 +71,7 @@ export async function clusterStatus(agent: Agent, members = true): Promise<Clust
     cluster: spec.cluster,
     node: v.node,
     manager: snap?.manager?.node ?? null,
+    maintenance: snap?.maintenance ? { by: snap.maintenance.by, at: snap.maintenance.at } : null,
     configApplied: snap?.config !== undefined,
     local: {
       lease: v.leaseId,
@@ -82,6 +87,7 @@ export async function clusterStatus(agent: Agent, members = true): Promise<Clust
       lease: snap?.nodes[n.name] ? 'alive' : 'expired',
       agentVersion: snap?.nodes[n.name]?.agentVersion ?? null,
       fenced: snap?.reports[n.name]?.fenced ?? false,
+      standby: snap?.standby[n.name] ? { by: snap.standby[n.name]!.by, at: snap.standby[n.name]!.at } : null,
     })),
     etcd,
     vservers: vserverSpecs(spec).map((vs) => {

@@ -21,7 +21,9 @@ import {
   RECORD_VERSION,
   type RequestRecord,
   requestRecordSchema,
+  type SettingRecord,
   type StateRecord,
+  settingRecordSchema,
   stateRecordSchema,
 } from './records.ts';
 
@@ -38,6 +40,10 @@ export interface Snapshot {
   state: StateRecord | undefined;
   requests: { key: string; record: RequestRecord }[];
   initialized: Set<string>;
+  /** Nodes in standby (the operator's setting). */
+  standby: Record<string, SettingRecord>;
+  /** Maintenance mode, when on. */
+  maintenance: SettingRecord | undefined;
   /** Records set aside: key and why. */
   problems: string[];
 }
@@ -67,6 +73,8 @@ export class ClusterStore {
       state: undefined,
       requests: [],
       initialized: new Set(),
+      standby: {},
+      maintenance: undefined,
       problems: [],
     };
     for (const kv of all.kvs) {
@@ -90,6 +98,10 @@ export class ClusterStore {
         const r = parse(kv, requestRecordSchema, snap.problems);
         if (r) snap.requests.push({ key: kv.key, record: r });
       } else if (kind === 'initialized') snap.initialized.add(name);
+      else if (kind === 'standby') {
+        const r = parse(kv, settingRecordSchema, snap.problems);
+        if (r) snap.standby[name] = r;
+      } else if (kind === 'maintenance') snap.maintenance = parse(kv, settingRecordSchema, snap.problems);
     }
     return snap;
   }
@@ -171,13 +183,25 @@ export class ClusterStore {
     return id;
   }
 
+  /** Turns an operator's setting (a key of `keys`) on with who and when, or off. */
+  async setSetting(key: string, on: SettingRecord | null, timeoutMs: number): Promise<void> {
+    if (on) await this.client.put(key, JSON.stringify(on), { timeoutMs });
+    else await this.client.delete(key, { timeoutMs });
+  }
+
   putConfig(record: ConfigRecord, timeoutMs: number): Promise<unknown> {
     return this.client.put(this.keys.config, JSON.stringify(record), { timeoutMs });
   }
 
-  /** The newest `limit` events (oldest first), and the total count. */
-  async events(limit: number, timeoutMs: number): Promise<{ events: EventRecord[]; count: number }> {
-    const r = await this.client.range(this.keys.events, { prefix: true, timeoutMs });
+  /** The newest `limit` events (oldest first, at or after `sinceMs`), and the total count. */
+  async events(
+    limit: number,
+    timeoutMs: number,
+    sinceMs?: number,
+  ): Promise<{ events: EventRecord[]; count: number }> {
+    // Event keys sort by time: a range from the first key at `sinceMs` to the end of the prefix.
+    const from = sinceMs === undefined ? undefined : this.keys.event(Math.max(0, Math.floor(sinceMs)), '', 0);
+    const r = await this.client.range(this.keys.events, { prefix: true, from, timeoutMs });
     const events: EventRecord[] = [];
     for (const kv of r.kvs.slice(-limit)) {
       try {

@@ -10,21 +10,9 @@ import type { ClusterStatus } from '../agent/status.ts';
 import { loadClusterConfig } from '../cluster/config.ts';
 import { UserError } from '../lib/errors.ts';
 import { stateDir } from '../lib/paths.ts';
+import { askAgent as ask } from './agent-client.ts';
 import { registerGuardCommand } from './agent-guard.ts';
 import { emit, table } from './output.ts';
-
-async function ask(req: AgentRequest, timeoutMs?: number): Promise<unknown> {
-  const socket = agentPaths(stateDir()).socket;
-  try {
-    return await callAgent(socket, req, timeoutMs);
-  } catch (err) {
-    if (err instanceof UserError && err.message.startsWith('cannot reach'))
-      throw new UserError(
-        `${err.message} — is this node's agent running? (cvserver agent --config cluster.yaml; in the lab: cvserver lab exec NODE -- cvserver ${req.op})`,
-      );
-    throw err;
-  }
-}
 
 /** `cvserver agent` (the node agent), and the commands that talk to it: status, migrate, apply, events. */
 export function registerAgentCommands(program: Command): void {

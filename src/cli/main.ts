@@ -11,6 +11,7 @@ const AREAS: Record<string, () => Promise<Register>> = {
   lab: async () => (await import('./lab.ts')).registerLabCommands,
   init: async () => (await import('./init.ts')).registerInitCommand,
   agent: async () => (await import('./agent.ts')).registerAgentCommands,
+  operator: async () => (await import('./operator.ts')).registerOperatorCommands,
 };
 /** Top-level commands registered by an area under another name. */
 const AREA_OF: Record<string, string> = {
@@ -19,6 +20,8 @@ const AREA_OF: Record<string, string> = {
   apply: 'agent',
   events: 'agent',
   links: 'agent',
+  node: 'operator',
+  maintenance: 'operator',
 };
 
 /**

@@ -18,6 +18,7 @@ import {
 } from '../vserver/manager.ts';
 import { crunRoot, readEvents, vserverPaths } from '../vserver/store.ts';
 import { superviseMain } from '../vserver/supervisor.ts';
+import { askAgent, operatorName } from './agent-client.ts';
 import { emit, table } from './output.ts';
 
 function describe(s: VserverStatus): string {
@@ -167,6 +168,20 @@ export function registerVserverCommands(program: Command): void {
     .action(async (name: string, o: { rootfs?: boolean; json?: boolean }) => {
       await destroyVserver(name, !!o.rootfs);
       emit(!!o.json, { name, destroyed: true }, () => `destroyed vserver ${name}`);
+    });
+
+  vs.command('clear <name>')
+    .description(
+      "forget a vserver's failures in the cluster (the manager places it again); through this node's agent",
+    )
+    .option('--json', 'machine-readable output')
+    .action(async (name: string, o: { json?: boolean }) => {
+      const r = await askAgent({ op: 'clear', vserver: name, by: operatorName() });
+      emit(
+        !!o.json,
+        r,
+        () => `failures of ${name} cleared: the manager places it again (see cvserver status)`,
+      );
     });
 
   vs.command('supervise <name>', { hidden: true })

@@ -118,6 +118,12 @@ export function step(
         log.push(`${v.name}: ${r.status} on ${vs.node} (maintenance: no action)`);
         vs.lastStatus = r.status;
       }
+      const lease = vs.node ? nodes.get(vs.node)?.lease : undefined;
+      const left = `${vs.node} lease ${lease}: left as it is (maintenance: no action)`;
+      if (lease && lease !== 'alive' && vs.lastWait !== left) {
+        log.push(`${v.name}: ${left}`);
+        vs.lastWait = left;
+      }
     }
     return { state, commands, log };
   }

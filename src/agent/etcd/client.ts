@@ -142,9 +142,11 @@ export class EtcdClient {
 
   async range(
     key: string,
-    opts: CallOptions & { prefix?: boolean; limit?: number } = {},
+    opts: CallOptions & { prefix?: boolean; limit?: number; from?: string } = {},
   ): Promise<RangeResult> {
     const body: Record<string, unknown> = keyRange(key, opts.prefix);
+    // With a prefix: only its keys from `from` on (they sort as bytes).
+    if (opts.prefix && opts.from !== undefined) body.key = keyRange(opts.from).key;
     if (opts.limit !== undefined) body.limit = String(opts.limit);
     return decodeReply(await this.call('/v3/kv/range', body, true, opts), json(decodeRange));
   }

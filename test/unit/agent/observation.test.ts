@@ -38,6 +38,8 @@ function snapshot(alive: string[], upToDate: string[], startedAt = NOW - 60_000)
     state: undefined,
     requests: [],
     initialized: new Set(),
+    standby: {},
+    maintenance: undefined,
     problems: [],
   };
 }
@@ -79,4 +81,20 @@ test('a vserver not placed yet waits for freshly started replica nodes to report
   const placed: ManagerState = { ...emptyState(), vservers: { demo: { node: 'n2' } as VserverState } };
   const moved = observeCluster(spec, snap, placed, NOW);
   assert.deepEqual(moved.vservers[0]!.upToDate, ['n2']);
+});
+
+test('standby and maintenance: what the operator set reaches the manager observation', () => {
+  const snap = snapshot(['n1', 'n2', 'n3'], ['n1', 'n2', 'n3']);
+  snap.standby.n2 = { version: RECORD_VERSION, at: NOW, by: 'root on n1' };
+  snap.maintenance = { version: RECORD_VERSION, at: NOW, by: 'root on n1' };
+  const obs = observeCluster(spec, snap, emptyState(), NOW);
+  assert.deepEqual(
+    obs.nodes.map((n) => [n.name, n.standby]),
+    [
+      ['n1', false],
+      ['n2', true],
+      ['n3', false],
+    ],
+  );
+  assert.equal(obs.maintenance, true);
 });
