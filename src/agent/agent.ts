@@ -53,6 +53,7 @@ import {
   type ResourceObservation,
 } from './resources.ts';
 import { ThreadedResources } from './resources-thread.ts';
+import { agentStatusLine, serviceManager } from './service-manager.ts'; // systemd: READY, WATCHDOG, STOPPING
 import { ClusterStore, type Snapshot } from './store.ts';
 
 export const AGENT_VERSION = '0.2.0';
@@ -324,8 +325,10 @@ export class Agent {
     });
     const { serveAgentApi } = await import('./api.ts');
     this.#server = await serveAgentApi(this);
+    serviceManager.ready(`agent ${AGENT_VERSION} up on ${this.o.node}`); // systemd (docs/agent.md)
     this.#event('agent', `agent ${AGENT_VERSION} started (pid ${process.pid})`);
     while (!this.#stopping) {
+      serviceManager.watchdog(agentStatusLine(this.local, this.#lastError)); // systemd: a hung loop stops these
       const began = monoSeconds();
       try {
         this.#roundError = '';
@@ -462,6 +465,7 @@ export class Agent {
   }
 
   async stop(): Promise<void> {
+    serviceManager.stopping('stopping (the guard keeps fencing on the last deadline)'); // systemd
     this.#stopping = true;
     clearTimeout(this.#fenceTimer);
     this.#watch?.close();

@@ -12,6 +12,7 @@ import { UserError } from '../lib/errors.ts';
 import { stateDir } from '../lib/paths.ts';
 import { askAgent as ask } from './agent-client.ts';
 import { registerGuardCommand } from './agent-guard.ts';
+import { registerAgentInstallCommands } from './agent-install.ts';
 import { emit, table } from './output.ts';
 
 /** `cvserver agent` (the node agent), and the commands that talk to it: status, migrate, apply, events. */
@@ -34,6 +35,7 @@ export function registerAgentCommands(program: Command): void {
       await a.run();
     });
   registerGuardCommand(agent);
+  registerAgentInstallCommands(agent);
 
   program
     .command('status')

@@ -103,6 +103,8 @@ export function labClusterYaml(lab: Lab): string {
     // defaults (etcd 100/1000 ms, lease 3 s) make failover quicker; see docs/cluster.md.
     etcd: { heartbeat_ms: 50, election_ms: 500 },
     timing: { lease_ttl: 2, loop_interval: 0.25, renew_timeout: 0.4, fence_margin: 0.5 },
+    // A link is down after three silent heartbeats (the shortest allowed): seen within a second.
+    membership: { interval_ms: 250, dead_after_ms: 750 },
     vservers: {
       [lab.demo.vserver]: {
         desired: 'started',

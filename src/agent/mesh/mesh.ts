@@ -82,7 +82,9 @@ function reachability(name: string, p: PeerState, now: number, events: MeshEvent
   const allDown = p.links.length > 0 && p.links.every((l) => l.state === 'down');
   const next: Reachability = up ? 'yes' : allDown ? 'no' : p.reachable;
   if (next === p.reachable) return p;
-  if (next === 'no') {
+  // A peer not heard since this node started is not news (nodes start one after another; its links'
+  // own events say it): only a peer that was reachable becomes an event when it is no longer.
+  if (next === 'no' && p.reachable === 'yes') {
     const silent = p.links
       .map((l, i) =>
         l.lastHeard === null
