@@ -145,7 +145,7 @@ export class MeshService {
       socket.close();
       this.#dropLog.warn({ event: 'mesh' }, ls.problem);
     });
-    socket.on('message', (msg, rinfo) => this.#receive(link, msg, rinfo.address, rinfo.port));
+    socket.on('message', (msg, rinfo) => this.#receive(link, msg, rinfo.address));
     socket.bind({ address: ls.address, port: this.o.port, exclusive: true }, () => {
       ls.bound = true;
       ls.problem = '';
@@ -165,14 +165,14 @@ export class MeshService {
     }
   }
 
-  #receive(link: number, msg: Buffer, address: string, port: number): void {
+  #receive(link: number, msg: Buffer, address: string): void {
     const now = meshClock();
     const d = decodeHeartbeat(msg, this.#sockets[link]!.ctx);
     if (d.ok) {
       this.#step({ kind: 'heartbeat', hb: d.hb, from: address }, now);
       return;
     }
-    const from = `${address}:${port}`;
+    const from = address;
     this.#dropLog.warn({ event: 'mesh', link, reason: d.reason }, `mesh: packet dropped (${d.reason})`);
     this.#step({ kind: 'drop', reason: d.reason, from }, now);
   }
