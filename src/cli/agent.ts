@@ -2,8 +2,8 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { Agent, agentPaths } from '../agent/agent.ts';
-import { type AgentRequest, type ApplyResult, callAgent } from '../agent/api.ts';
+import { Agent } from '../agent/agent.ts';
+import type { ApplyResult } from '../agent/api.ts';
 import { type MeshReport, matrixRows } from '../agent/mesh/view.ts';
 import type { EventRecord } from '../agent/records.ts';
 import type { ClusterStatus } from '../agent/status.ts';
@@ -120,15 +120,37 @@ export function registerAgentCommands(program: Command): void {
 
   program
     .command('events')
-    .description("the cluster's log: every decision, fence, start and stop, with its reason")
+    .description(
+      "the cluster's log: every decision, fence, start, stop, link change and operator action, with its reason",
+    )
     .option('--limit <n>', 'how many of the newest events', '100')
-    .option('--json', 'machine-readable output')
-    .action(async (o: { limit: string; json?: boolean }) => {
+    .option('--since <time>', 'only events since then: an ISO time or an age (30s, 10m, 2h, 1d)')
+    .option('-f, --follow', 'keep printing new events as they come (Ctrl-C to end)')
+    .option('--json', 'machine-readable output (with --follow: one JSON object per line)')
+    .action(async (o: { limit: string; since?: string; follow?: boolean; json?: boolean }) => {
       const limit = Number(o.limit);
-      if (!Number.isInteger(limit) || limit < 1)
-        throw new UserError(`--limit: expected a positive whole number, got "${o.limit}"`);
-      const r = (await ask({ op: 'events', limit })) as { events: EventRecord[]; count: number };
-      emit(!!o.json, r, () => r.events.map(formatEvent).join('\n'));
+      if (!Number.isInteger(limit) || limit < 1 || limit > 10_000)
+        throw new UserError(`--limit: expected a whole number from 1 to 10000, got "${o.limit}"`);
+      const since = o.since === undefined ? undefined : parseSince(o.since, Date.now());
+      const r = (await ask({ op: 'events', limit, since })) as { events: EventRecord[]; count: number };
+      if (!o.follow) return emit(!!o.json, r, () => r.events.map(formatEvent).join('\n'));
+      const print = (e: EventRecord) =>
+        process.stdout.write(`${o.json ? JSON.stringify(e) : formatEvent(e)}\n`);
+      r.events.forEach(print);
+      // Polled once a second from the newest time seen; events of that same millisecond already
+      // printed are skipped by their text.
+      let last = r.events.at(-1)?.at ?? since ?? Date.now();
+      let seen = new Set(r.events.filter((e) => e.at === last).map(eventId));
+      for (;;) {
+        await new Promise((res) => setTimeout(res, 1000));
+        const next = (await ask({ op: 'events', limit: 10_000, since: last })) as { events: EventRecord[] };
+        const fresh = next.events.filter((e) => !seen.has(eventId(e)));
+        fresh.forEach(print);
+        if (fresh.length) {
+          last = fresh.at(-1)!.at;
+          seen = new Set(next.events.filter((e) => e.at === last).map(eventId));
+        }
+      }
     });
 
   program
@@ -202,6 +224,22 @@ function formatMatrix(r: MeshReport): string[] {
   ];
 }
 
+const eventId = (e: EventRecord) => `${e.at} ${e.node} ${e.source} ${e.text}`;
+
+const AGE_UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `--since`: an age (`30s`, `10m`, `2h`, `1d`) before `now`, or an ISO time; ms since the epoch. */
+export function parseSince(text: string, now: number): number {
+  const age = /^(\d+(?:\.\d+)?)([smhd])$/.exec(text.trim());
+  if (age) return now - Number(age[1]) * AGE_UNITS[age[2]!]!;
+  const t = /^\d{4}-\d{2}-\d{2}/.test(text) ? Date.parse(text) : Number.NaN;
+  if (Number.isNaN(t))
+    throw new UserError(
+      `--since: expected an age like 30s, 10m, 2h, 1d or an ISO time like 2026-12-01T10:00:00Z, got "${text}"`,
+    );
+  return t;
+}
+
 export function formatEvent(e: EventRecord): string {
   return `${new Date(e.at).toISOString()} ${e.node} ${e.source}: ${e.text}`;
 }
@@ -221,6 +259,11 @@ function formatStatus(s: ClusterStatus): string {
   const secs = (x: number | null) => (x === null ? '-' : `${x.toFixed(1)}s`);
   const out = [
     `cluster ${s.cluster}, seen from ${s.node}; manager: ${s.manager ?? 'none'}${s.configApplied ? '' : '; no configuration applied yet (cvserver apply cluster.yaml)'}`,
+    ...(s.maintenance
+      ? [
+          `MAINTENANCE since ${new Date(s.maintenance.at).toISOString()} (by ${s.maintenance.by}): the manager decides nothing; nodes still fence on lease loss`,
+        ]
+      : []),
     `this node: lease ${s.local.lease ?? 'none'} valid for ${secs(s.local.leaseValidFor)}${s.local.fenced ? ', FENCED' : ''}${s.local.lastError ? `; last problem: ${s.local.lastError}` : ''}`,
     '',
     table(
@@ -229,7 +272,7 @@ function formatStatus(s: ClusterStatus): string {
         n.name,
         n.role,
         n.addresses.join(','),
-        n.lease + (n.fenced ? ' (fenced)' : ''),
+        n.lease + (n.fenced ? ' (fenced)' : '') + (n.standby ? ', standby' : ''),
         n.agentVersion ?? '-',
       ]),
     ),
