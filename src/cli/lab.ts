@@ -80,6 +80,11 @@ export function registerLabCommands(program: Command): void {
     .option('--nodes <n>', 'number of full nodes (default 3, or 2 with --witness)')
     .option('--witness', 'add a witness node "w" (with --nodes 2)')
     .option('--subnet <A.B.C>', 'the lab LAN (a /24): nodes .11.., demo .100, host .254', '10.77.0')
+    .option(
+      '--lease-ttl <s>',
+      "the cluster's lease TTL in whole seconds (longer: slower failover, more time for an agent restart)",
+      '2',
+    )
     .option('--links <n>', 'links per node, each on a bridge of its own (2: the second on A.(B+1).C)', '1')
     .option(
       '--node-command <shell>',
@@ -94,6 +99,7 @@ export function registerLabCommands(program: Command): void {
           witness?: boolean;
           subnet: string;
           links: string;
+          leaseTtl: string;
           nodeCommand?: string;
           cluster: boolean;
           json?: boolean;
@@ -111,6 +117,7 @@ export function registerLabCommands(program: Command): void {
             witness: !!o.witness,
             subnet: o.subnet,
             links: o.links === '2' ? 2 : 1,
+            leaseTtl: Number(o.leaseTtl),
             nodeCommand: o.nodeCommand ? ['/bin/sh', '-c', o.nodeCommand] : undefined,
           },
           o.cluster ? clusterHooks : noHooks,

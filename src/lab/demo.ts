@@ -4,7 +4,7 @@
  * then answers the record's number; GET answers the count (GET ?all: every record).
  */
 import { stringify } from 'yaml';
-import type { Lab } from './layout.ts';
+import { LAB_LEASE_TTL, type Lab } from './layout.ts';
 
 export const DEMO_PORT = 7801;
 
@@ -102,7 +102,12 @@ export function labClusterYaml(lab: Lab): string {
     // All nodes share one quiet machine and its bridge: faster elections and a shorter lease than the
     // defaults (etcd 100/1000 ms, lease 3 s) make failover quicker; see docs/cluster.md.
     etcd: { heartbeat_ms: 50, election_ms: 500 },
-    timing: { lease_ttl: 2, loop_interval: 0.25, renew_timeout: 0.4, fence_margin: 0.5 },
+    timing: {
+      lease_ttl: lab.leaseTtl ?? LAB_LEASE_TTL,
+      loop_interval: 0.25,
+      renew_timeout: 0.4,
+      fence_margin: 0.5,
+    },
     // A link is down after three silent heartbeats (the shortest allowed): seen within a second.
     membership: { interval_ms: 250, dead_after_ms: 750 },
     vservers: {

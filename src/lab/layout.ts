@@ -41,6 +41,8 @@ export interface Lab {
   /** The node's main command; {node}, {config}, {dir}, {stateDir}, {root} are replaced per node. */
   nodeCommand: string[];
   demo: { vserver: string; address: string; url: string };
+  /** The cluster's lease TTL (s); absent in labs made before it could be chosen: 2. */
+  leaseTtl?: number;
 }
 
 export interface LabOptions {
@@ -52,11 +54,14 @@ export interface LabOptions {
   subnet?: string;
   subnets?: string[];
   links?: 1 | 2;
+  /** The cluster's lease TTL in whole seconds (default 2: fast failover on one quiet machine). */
+  leaseTtl?: number;
   nodeCommand?: string[];
 }
 
 export const DEFAULT_LAB_NAME = 'lab';
 export const DEFAULT_SUBNET = '10.77.0';
+export const LAB_LEASE_TTL = 2;
 export const LAB_BASE_DIR = '/var/lib/cvserver-lab';
 /** The agent, run in the node's namespace with its state dir (see startNode). */
 export const AGENT_COMMAND = ['{root}/bin/cvserver', 'agent', '--config', '{config}', '--node', '{node}'];
@@ -124,6 +129,9 @@ export function planLab(o: LabOptions = {}): Lab {
   const subnets = links === 1 ? [first] : [first, o.subnets?.[1] ?? nextSubnet(first)];
   for (const [i, s] of subnets.entries()) checkSubnet(s, i === 0 ? '--subnet' : 'subnets[1]');
   if (new Set(subnets).size !== subnets.length) throw new UserError('the two links need different subnets');
+  const leaseTtl = o.leaseTtl ?? LAB_LEASE_TTL;
+  if (!Number.isInteger(leaseTtl) || leaseTtl < 2 || leaseTtl > 60)
+    throw new UserError(`--lease-ttl: expected whole seconds from 2 to 60, got ${o.leaseTtl}`);
   const count = o.nodes ?? 3;
   if (o.witness && count !== 2)
     throw new UserError('--witness goes with --nodes 2 (two full nodes and a witness)');
@@ -155,13 +163,22 @@ export function planLab(o: LabOptions = {}): Lab {
     nodes,
     nodeCommand: o.nodeCommand ?? AGENT_COMMAND,
     demo: { vserver: 'demo', address: demoAddress, url: `http://${demoAddress}/` },
+    leaseTtl,
   };
 }
 
 /** The same lab? (`lab up` on an existing lab only completes it; a different shape needs `lab down` first.) */
 export function sameShape(a: Lab, b: Lab): boolean {
   const shape = (l: Lab) =>
-    JSON.stringify([l.name, l.dir, l.links, l.subnets, l.nodes.map((n) => [n.name, n.role]), l.nodeCommand]);
+    JSON.stringify([
+      l.name,
+      l.dir,
+      l.links,
+      l.subnets,
+      l.nodes.map((n) => [n.name, n.role]),
+      l.nodeCommand,
+      l.leaseTtl ?? LAB_LEASE_TTL,
+    ]);
   return shape(a) === shape(b);
 }
 

@@ -101,6 +101,8 @@ export interface UpOptions {
   letter: string;
   nodes?: number;
   witness?: boolean;
+  /** The cluster's lease TTL (s); the lab's default otherwise. */
+  leaseTtl?: number;
 }
 
 export interface DemoPlace {
@@ -148,6 +150,7 @@ export class TestLab {
     t.after(() => lab.down());
     const args = ['lab', 'up', '--name', name, '--subnet', subnet, '--nodes', String(full), '--json'];
     if (o.witness) args.push('--witness');
+    if (o.leaseTtl) args.push('--lease-ttl', String(o.leaseTtl));
     const r = await run(CVSERVER, args, 300_000);
     if (r.status !== 0) throw new Error(`lab up ${name}: exit ${r.status}: ${r.stderr}`);
     return lab;

@@ -17,7 +17,9 @@ async function containerPid(lab: TestLab, node: string): Promise<number> {
 }
 
 test('agent SIGKILLed and started again within its lease: the running demo is adopted, not restarted', async (t) => {
-  const lab = await TestLab.up(t, { letter: 'j' });
+  // A 5 s lease: the new agent must be up and renewing before the guard's deadline (lease minus a
+  // quarter second here), and a loaded test machine can take two seconds to start a Node process.
+  const lab = await TestLab.up(t, { letter: 'j', leaseTtl: 5 });
   const demo = await lab.demoHealthy(60_000);
   const pid1 = await containerPid(lab, demo.node);
   const writer = new Writer(lab.demoUrl, 'adopt').start();
