@@ -2,7 +2,8 @@
  * The membership mesh in a real lab of three nodes with two links each (one lab for the whole file):
  * one link of a node cut shows as that link down for that node pair in `status` within 2 s, with
  * nothing moved; forged, replayed and random heartbeat packets sent to a node's heartbeat port from
- * inside the lab's namespaces are dropped and counted (`links --json`), the matrix unchanged, the agent up.
+ * inside the lab's namespaces are dropped and counted (`links --json`), the matrix unchanged, the agent up;
+ * both links of the demo's node cut: it fences itself and the demo fails over.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -234,4 +235,50 @@ test('mesh: a cut link shows within 2 s with nothing moved; forged and replayed 
       assert.match(human.stdout, /dropped: .*mac 3/);
     },
   );
+
+  await t.test('both links of the demo node cut: it fences itself and the demo fails over', async () => {
+    const s = await status('n1');
+    const from = s.vservers[0]!;
+    const cutAt = Date.now();
+    await lab('cut', from.node!);
+    const survivor = nodes.find((n) => n !== from.node)!;
+    const moved = await until(
+      'the demo healthy on another node',
+      async () => {
+        const v = (await status(survivor)).vservers[0]!;
+        return v.status === 'healthy' && v.node !== from.node ? v : undefined;
+      },
+      60_000,
+    );
+    assert.ok(moved.epoch > from.epoch);
+    const events = await onNode<{ events: { node: string; text: string; at: number }[] }>(
+      survivor,
+      'events',
+      '--limit',
+      '300',
+    );
+    const after = events.events.filter((e) => e.at >= cutAt);
+    assert.ok(
+      after.some(
+        (e) => e.node === survivor && new RegExp(`^${from.node} unreachable on all links`).test(e.text),
+      ),
+      'the survivors saw the node unreachable on every link',
+    );
+    await lab('heal');
+    // Once healed, the cut node tells what it did: it fenced when its lease could have ended.
+    const fenced = await until(
+      `${from.node} reporting its fence`,
+      async () => {
+        const ev = await onNode<{ events: { node: string; text: string; at: number }[] }>(
+          survivor,
+          'events',
+          '--limit',
+          '300',
+        );
+        return ev.events.find((e) => e.at >= cutAt && e.node === from.node && /^fence/.test(e.text));
+      },
+      30_000,
+    );
+    t.diagnostic(`${from.node}: ${fenced.text}`);
+  });
 });
