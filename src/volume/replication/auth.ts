@@ -21,11 +21,19 @@ export interface Transcript {
   volumeUuid: string;
   clientNonce: Buffer;
   serverNonce: Buffer;
+  /**
+   * The negotiated protocol (the client's announced versions and the one chosen, version.ts), bound
+   * into the proofs so that nobody in between can talk the pair down to an older version. Absent with
+   * a daemon from before the negotiation (its proofs did not cover it).
+   */
+  versions?: string;
 }
 
 function mac(secret: Buffer, label: string, t: Transcript): Buffer {
   const h = createHmac('sha256', secret);
-  for (const part of [label, t.clientNode, t.serverNode, t.volumeUuid]) {
+  const parts = [label, t.clientNode, t.serverNode, t.volumeUuid];
+  if (t.versions !== undefined) parts.push(`versions ${t.versions}`);
+  for (const part of parts) {
     const b = Buffer.from(part, 'utf8');
     const len = Buffer.alloc(4);
     len.writeUInt32BE(b.length);

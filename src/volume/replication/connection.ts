@@ -19,9 +19,18 @@ import {
   sessionKeys,
   type Transcript,
 } from './auth.ts';
-import { encodeFrame, encodeFrameParts, FrameDecoder, type MacKey, macKey } from './frame.ts';
+import {
+  encodeFrame,
+  encodeFrameParts,
+  FrameDecoder,
+  MAX_PAYLOAD,
+  type MacKey,
+  macKey,
+  type VersionRange,
+} from './frame.ts';
 import { type FramePool, POOLED_FRAME_MIN } from './frame-pool.ts';
 import { decodeMessage, encodeMessage, encodeMessageParts, type Message } from './protocol.ts';
+import { forVersion, helloVersions, localVersions, negotiate, rangeText } from './version.ts';
 
 export interface ConnectionLog {
   warn(obj: object, msg: string): void;
@@ -39,6 +48,8 @@ const PING_INTERVAL_MS = Math.max(50, Math.floor(PEER_TIMEOUT_MS / 4));
 export class Connection {
   readonly socket: Socket;
   readonly peerNode: string;
+  /** The protocol version negotiated in the handshake: every frame carries it (version.ts). */
+  readonly version: number;
   #sendKey: MacKey;
   #sendSeq: number;
   #corked = false;
@@ -65,11 +76,13 @@ export class Connection {
     sendSeq: number,
     decoder: FrameDecoder,
     leftover: Buffer[],
+    version: number,
     pool?: FramePool,
   ) {
     this.#pool = pool;
     this.socket = socket;
     this.peerNode = peerNode;
+    this.version = version;
     this.#sendKey = macKey(sendKey);
     this.#sendSeq = sendSeq;
     this.#decoder = decoder;
@@ -110,8 +123,14 @@ export class Connection {
   /** Sends one message; false when the connection is closed (the caller treats the peer as gone). */
   send(m: Message): boolean {
     if (this.#closed) return false;
-    const { type, parts } = encodeMessageParts(m);
-    const frame = encodeFrameParts(this.#sendKey, { type, seq: this.#sendSeq++, epoch: this.epoch, parts });
+    const { type, parts } = encodeMessageParts(forVersion(m, this.version));
+    const frame = encodeFrameParts(this.#sendKey, {
+      version: this.version,
+      type,
+      seq: this.#sendSeq++,
+      epoch: this.epoch,
+      parts,
+    });
     if (!this.#corked) {
       this.#corked = true;
       this.socket.cork();
@@ -192,6 +211,19 @@ export interface HandshakeOptions {
   timeoutMs?: number;
   /** Receive buffers for large frames (the replica server passes one; see frame-pool.ts). */
   pool?: FramePool;
+  /** The protocol versions this side speaks (default: `localVersions()`, version.ts). */
+  versions?: VersionRange;
+}
+
+/**
+ * A handshake refused with a reason worth showing (no common protocol version): said by the server in
+ * an ERROR, or found by the client in the server's choice.
+ */
+export class HandshakeRefused extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = 'HandshakeRefused';
+  }
 }
 
 export type MessageHandler = (m: Message, epoch: number, release: () => void) => void;
@@ -200,14 +232,31 @@ const noop = () => undefined;
 const HANDSHAKE_MAC_KEY = macKey(HANDSHAKE_KEY);
 /** HELLO, CHALLENGE and AUTH are a few hundred bytes each. */
 const HANDSHAKE_MAX_PAYLOAD = 4096;
+/**
+ * Handshake frames may carry any version byte: the header's layout up to its CRC is the same in every
+ * version, and which version the pair speaks is what the handshake decides.
+ */
+const ANY_VERSION: VersionRange = { min: 1, max: 255 };
+
+/** A handshake message and the version byte of its frame. */
+interface Received {
+  message: Message;
+  version: number;
+}
 
 /** Reads handshake frames one at a time (before the session key exists). */
 function handshakeReader(socket: Socket, timeoutMs: number, frames: number) {
   // Handshake messages are a few hundred bytes: an unauthenticated peer gets no bigger buffer.
-  const decoder = new FrameDecoder(HANDSHAKE_MAC_KEY, undefined, undefined, HANDSHAKE_MAX_PAYLOAD);
-  const queue: Message[] = [];
+  const decoder = new FrameDecoder(
+    HANDSHAKE_MAC_KEY,
+    undefined,
+    undefined,
+    HANDSHAKE_MAX_PAYLOAD,
+    ANY_VERSION,
+  );
+  const queue: Received[] = [];
   const leftover: Buffer[] = [];
-  let waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | undefined;
+  let waiter: { resolve: (m: Received) => void; reject: (e: Error) => void } | undefined;
   let failure: Error | undefined;
   let done = false;
   let received = 0;
@@ -226,7 +275,7 @@ function handshakeReader(socket: Socket, timeoutMs: number, frames: number) {
       const d = decodeMessage(r.frame.type, r.frame.payload);
       if (!d.ok) return fail(new Error(`bad handshake message: ${d.error}`));
       received++;
-      queue.push(d.message);
+      queue.push({ message: d.message, version: r.frame.version ?? 0 });
     }
     // Bytes after the last handshake frame belong to the authenticated stream.
     if (received === frames) {
@@ -248,7 +297,7 @@ function handshakeReader(socket: Socket, timeoutMs: number, frames: number) {
   let seq = 0;
   return {
     decoder,
-    next(): Promise<Message> {
+    next(): Promise<Received> {
       if (failure) return Promise.reject(failure);
       const m = queue.shift();
       if (m) return Promise.resolve(m);
@@ -256,9 +305,9 @@ function handshakeReader(socket: Socket, timeoutMs: number, frames: number) {
         waiter = { resolve, reject };
       });
     },
-    send(m: Message): void {
+    send(m: Message, version: number): void {
       const { type, payload } = encodeMessage(m);
-      socket.write(encodeFrame(HANDSHAKE_MAC_KEY, { type, seq: seq++, epoch: 0, payload }));
+      socket.write(encodeFrame(HANDSHAKE_MAC_KEY, { version, type, seq: seq++, epoch: 0, payload }));
     },
     get seq() {
       return seq;
@@ -283,27 +332,42 @@ function handshakeReader(socket: Socket, timeoutMs: number, frames: number) {
 export async function clientHandshake(socket: Socket, o: HandshakeOptions): Promise<Connection> {
   const r = handshakeReader(socket, o.timeoutMs ?? HANDSHAKE_TIMEOUT_MS, 1);
   try {
+    const local = o.versions ?? localVersions();
     const clientNonce = randomBytes(NONCE_LENGTH);
-    r.send({ type: 'hello', node: o.node, volume: o.volumeUuid, nonce: clientNonce });
-    const ch = await r.next();
+    r.send(
+      { type: 'hello', node: o.node, volume: o.volumeUuid, nonce: clientNonce, versions: local },
+      local.max,
+    );
+    const { message: ch, version: frameVersion } = await r.next();
+    if (ch.type === 'error') throw new HandshakeRefused(`refused by the server: ${ch.message}`);
     if (ch.type !== 'challenge') throw new Error(`expected challenge, got ${ch.type}`);
+    // The server's choice (without one, a server of before the negotiation: its frame's version).
+    const version = ch.version ?? frameVersion;
+    if (version < local.min || version > local.max)
+      throw new HandshakeRefused(
+        `server ${ch.node} chose replication protocol version ${version}; ${o.node} speaks ${rangeText(local)}`,
+      );
     const t: Transcript = {
       clientNode: o.node,
       serverNode: ch.node,
       volumeUuid: o.volumeUuid,
       clientNonce,
       serverNonce: ch.nonce,
+      versions: `${rangeText(local)} ${version}`,
     };
     if (!proofMatches(serverProof(o.secret, t), ch.proof))
       throw new Error('server failed authentication (wrong secret?)');
-    r.send({ type: 'auth', proof: clientProof(o.secret, t) });
+    r.send({ type: 'auth', proof: clientProof(o.secret, t) }, version);
     const keys = sessionKeys(o.secret, t);
     const sendSeq = r.seq;
     const leftover = r.finish();
     // The server's authenticated frames continue its sequence after its one handshake frame.
-    const decoder = new FrameDecoder(keys.serverToClient, o.pool, POOLED_FRAME_MIN);
+    const decoder = new FrameDecoder(keys.serverToClient, o.pool, POOLED_FRAME_MIN, MAX_PAYLOAD, {
+      min: version,
+      max: version,
+    });
     skipSeq(decoder, 1);
-    return new Connection(socket, ch.node, keys.clientToServer, sendSeq, decoder, leftover, o.pool);
+    return new Connection(socket, ch.node, keys.clientToServer, sendSeq, decoder, leftover, version, o.pool);
   } catch (err) {
     r.finish();
     socket.destroy();
@@ -314,10 +378,22 @@ export async function clientHandshake(socket: Socket, o: HandshakeOptions): Prom
 export async function serverHandshake(socket: Socket, o: HandshakeOptions): Promise<Connection> {
   const r = handshakeReader(socket, o.timeoutMs ?? HANDSHAKE_TIMEOUT_MS, 2);
   try {
-    const hello = await r.next();
+    const { message: hello, version: frameVersion } = await r.next();
     if (hello.type !== 'hello') throw new Error(`expected hello, got ${hello.type}`);
     if (hello.volume !== o.volumeUuid)
       throw new Error(`peer ${hello.node} asks for another volume (${hello.volume})`);
+    const local = o.versions ?? localVersions();
+    const peer = helloVersions(frameVersion, hello.versions);
+    const n = negotiate(local, peer, { local: o.node, peer: hello.node });
+    if (!n.ok) {
+      // Said in the client's own version, so that it can read why (unauthenticated: a reason only).
+      r.send({ type: 'error', message: n.reason }, peer.max);
+      await new Promise<void>((resolve) => {
+        socket.end(resolve);
+        setTimeout(resolve, 1000).unref();
+      });
+      throw new HandshakeRefused(n.reason);
+    }
     const serverNonce = randomBytes(NONCE_LENGTH);
     const t: Transcript = {
       clientNode: hello.node,
@@ -325,18 +401,41 @@ export async function serverHandshake(socket: Socket, o: HandshakeOptions): Prom
       volumeUuid: o.volumeUuid,
       clientNonce: hello.nonce,
       serverNonce,
+      ...(hello.versions ? { versions: `${rangeText(hello.versions)} ${n.version}` } : {}),
     };
-    r.send({ type: 'challenge', node: o.node, nonce: serverNonce, proof: serverProof(o.secret, t) });
-    const auth = await r.next();
+    r.send(
+      {
+        type: 'challenge',
+        node: o.node,
+        nonce: serverNonce,
+        proof: serverProof(o.secret, t),
+        // A client of before the negotiation would refuse the field: it learns the version from the frame.
+        ...(hello.versions ? { version: n.version } : {}),
+      },
+      n.version,
+    );
+    const { message: auth } = await r.next();
     if (auth.type !== 'auth') throw new Error(`expected auth, got ${auth.type}`);
     if (!proofMatches(clientProof(o.secret, t), auth.proof))
       throw new Error(`peer ${hello.node} failed authentication`);
     const keys = sessionKeys(o.secret, t);
     const sendSeq = r.seq;
     const leftover = r.finish();
-    const decoder = new FrameDecoder(keys.clientToServer, o.pool, POOLED_FRAME_MIN);
+    const decoder = new FrameDecoder(keys.clientToServer, o.pool, POOLED_FRAME_MIN, MAX_PAYLOAD, {
+      min: n.version,
+      max: n.version,
+    });
     skipSeq(decoder, 2);
-    return new Connection(socket, hello.node, keys.serverToClient, sendSeq, decoder, leftover, o.pool);
+    return new Connection(
+      socket,
+      hello.node,
+      keys.serverToClient,
+      sendSeq,
+      decoder,
+      leftover,
+      n.version,
+      o.pool,
+    );
   } catch (err) {
     r.finish();
     socket.destroy();

@@ -18,7 +18,9 @@
  * the largest CPU cost of the data path. The GMAC key is derived per session and direction
  * (auth.ts), the 96-bit nonce is the frame's sequence number, which never repeats under one key.
  * Version 3 has version 2's frames; its STATE may carry `sent` (reply or pushed update), which a
- * version 2 replica would refuse as unknown input: the version says so at the first frame instead.
+ * version 2 replica would refuse as unknown input. Which version a connection uses is negotiated in
+ * the handshake (version.ts); the handshake frames themselves may carry any version byte (the header
+ * layout up to the CRC never changes), the frames after it exactly the negotiated one.
  *
  * The decoder is incremental and never throws on input: bad bytes produce one error value, after
  * which the decoder refuses everything (the caller closes the connection). Decoded payloads are
@@ -28,13 +30,22 @@ import { createCipheriv, createHash, createSecretKey, type KeyObject, timingSafe
 import { crc32 } from 'node:zlib';
 
 export const FRAME_MAGIC = 0x43565231; // "CVR1"
+/** The newest protocol version this build speaks (version.ts: the oldest, and the negotiation). */
 export const PROTOCOL_VERSION = 3;
 export const HEADER_LENGTH = 32;
 export const MAC_LENGTH = 16;
 /** Largest payload: one 1 MiB write plus room for its fields. Anything larger is hostile. */
 export const MAX_PAYLOAD = 1024 * 1024 + 4096;
 
+/** Protocol versions, inclusive. */
+export interface VersionRange {
+  min: number;
+  max: number;
+}
+
 export interface Frame {
+  /** The header's version byte (set by the decoder; encoding defaults to PROTOCOL_VERSION). */
+  version?: number;
   type: number;
   seq: number;
   epoch: number;
@@ -85,14 +96,14 @@ function mac(key: MacKey, header: Buffer, parts: readonly Buffer[]): Buffer {
  */
 export function encodeFrameParts(
   key: MacKey,
-  f: { type: number; seq: number; epoch: number; parts: readonly Buffer[] },
+  f: { type: number; seq: number; epoch: number; parts: readonly Buffer[]; version?: number },
 ): Buffer[] {
   let length = 0;
   for (const p of f.parts) length += p.length;
   if (length > MAX_PAYLOAD) throw new RangeError(`frame payload ${length} > ${MAX_PAYLOAD}`);
   const header = Buffer.allocUnsafe(HEADER_LENGTH);
   header.writeUInt32BE(FRAME_MAGIC, 0);
-  header.writeUInt8(PROTOCOL_VERSION, 4);
+  header.writeUInt8(f.version ?? PROTOCOL_VERSION, 4);
   header.writeUInt8(f.type, 5);
   header.writeUInt16BE(0, 6);
   header.writeUInt32BE(length, 8);
@@ -106,6 +117,7 @@ export function encodeFrameParts(
 export function encodeFrame(key: Buffer | MacKey, frame: Frame): Buffer {
   return Buffer.concat(
     encodeFrameParts(macKey(key), {
+      version: frame.version,
       type: frame.type,
       seq: frame.seq,
       epoch: frame.epoch,
@@ -128,13 +140,24 @@ export class FrameDecoder {
   #pool: SlotSource | undefined;
   #poolMin: number;
   #maxPayload: number;
+  #versions: VersionRange;
 
-  /** `maxPayload` below MAX_PAYLOAD: before authentication a peer may not make us buffer 1 MiB. */
-  constructor(key: Buffer | MacKey, pool?: SlotSource, poolMin = 64 * 1024, maxPayload = MAX_PAYLOAD) {
+  /**
+   * `maxPayload` below MAX_PAYLOAD: before authentication a peer may not make us buffer 1 MiB.
+   * `versions`: the header versions accepted (a connection's negotiated one; any during the handshake).
+   */
+  constructor(
+    key: Buffer | MacKey,
+    pool?: SlotSource,
+    poolMin = 64 * 1024,
+    maxPayload = MAX_PAYLOAD,
+    versions: VersionRange = { min: PROTOCOL_VERSION, max: PROTOCOL_VERSION },
+  ) {
     this.#key = macKey(key);
     this.#pool = pool;
     this.#poolMin = poolMin;
     this.#maxPayload = maxPayload;
+    this.#versions = versions;
   }
 
   setKey(key: Buffer | MacKey): void {
@@ -162,7 +185,7 @@ export class FrameDecoder {
       if (out.length >= maxFrames) return out;
       if (this.#buffered < HEADER_LENGTH) return out;
       const head = this.#peek(HEADER_LENGTH);
-      const bad = checkHeader(head, this.#maxPayload);
+      const bad = checkHeader(head, this.#maxPayload, this.#versions);
       if (bad) return this.#fail(out, bad.error, bad.detail);
       const length = head.readUInt32BE(8);
       const total = HEADER_LENGTH + length + MAC_LENGTH;
@@ -200,7 +223,13 @@ export class FrameDecoder {
     this.#expectedSeq++;
     return {
       ok: true,
-      frame: { type: header.readUInt8(5), seq: Number(seq), epoch: Number(epoch), payload },
+      frame: {
+        version: header.readUInt8(4),
+        type: header.readUInt8(5),
+        seq: Number(seq),
+        epoch: Number(epoch),
+        payload,
+      },
     };
   }
 
@@ -255,12 +284,18 @@ export class FrameDecoder {
   }
 }
 
-function checkHeader(head: Buffer, maxPayload: number): { error: FrameError; detail: string } | undefined {
+function checkHeader(
+  head: Buffer,
+  maxPayload: number,
+  versions: VersionRange,
+): { error: FrameError; detail: string } | undefined {
   if (head.readUInt32BE(0) !== FRAME_MAGIC)
     return { error: 'bad-magic', detail: 'not a cvserver replication frame' };
   const version = head.readUInt8(4);
-  if (version !== PROTOCOL_VERSION)
-    return { error: 'bad-version', detail: `protocol version ${version}, expected ${PROTOCOL_VERSION}` };
+  if (version < versions.min || version > versions.max) {
+    const expected = versions.min === versions.max ? `${versions.min}` : `${versions.min}-${versions.max}`;
+    return { error: 'bad-version', detail: `protocol version ${version}, expected ${expected}` };
+  }
   if (crc32(head.subarray(0, 28)) !== head.readUInt32BE(28))
     return { error: 'bad-crc', detail: 'frame header checksum mismatch' };
   if (head.readUInt16BE(6) !== 0) return { error: 'bad-flags', detail: 'reserved flags set' };

@@ -5,10 +5,12 @@
  * connection drops, every pending request fails with `PeerGone` (the caller marks its bitmap).
  */
 import { connect } from 'node:net';
-import { type Connection, type ConnectionLog, clientHandshake } from './connection.ts';
+import { type Connection, type ConnectionLog, clientHandshake, HandshakeRefused } from './connection.ts';
+import type { VersionRange } from './frame.ts';
 import { type DiskStateSource, stateSource } from './peer-report.ts';
 import type { AckStatusCode, Message, PeerState } from './protocol.ts';
 import type { ConnectionState } from './role.ts';
+import { localVersions } from './version.ts';
 
 export class PeerGone extends Error {
   constructor(peer: string, why: string) {
@@ -40,6 +42,8 @@ export interface PeerLinkOptions {
   /** A later STATE on the same connection (the peer's answer, or a change it pushed). */
   onStateChanged?: (link: PeerLink, peerState: PeerState) => void;
   now?: () => number;
+  /** The protocol versions this side speaks (default: `localVersions()`, version.ts). */
+  versions?: VersionRange;
   minBackoffMs?: number;
   maxBackoffMs?: number;
 }
@@ -56,6 +60,11 @@ export class PeerLink {
   peerStateSource: DiskStateSource = 'none';
   peerStateAt: number;
   lastError = '';
+  /** The protocol version of the live connection (negotiated in its handshake), else undefined. */
+  get protocolVersion(): number | undefined {
+    return this.#conn?.version;
+  }
+  readonly #versions: VersionRange;
   #conn: Connection | undefined;
   #nextId = 1;
   #pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
@@ -69,6 +78,7 @@ export class PeerLink {
 
   constructor(o: PeerLinkOptions) {
     this.o = o;
+    this.#versions = o.versions ?? localVersions();
     this.#backoff = o.minBackoffMs ?? 100;
     this.peerStateAt = this.#now();
   }
@@ -179,9 +189,13 @@ export class PeerLink {
         node: this.o.node,
         volumeUuid: this.o.volumeUuid,
         secret: this.o.secret,
+        versions: this.#versions,
       }).then(
         (conn) => this.#established(conn),
         (err: Error) => {
+          // Once per reason: the link retries every few seconds until one side is upgraded.
+          if (err instanceof HandshakeRefused && err.message !== this.lastError)
+            this.o.log.warn({ peer: this.node, reason: err.message }, 'replication handshake refused');
           this.lastError = err.message;
           this.state = /authentication/.test(err.message) ? 'AuthFailed' : 'Connecting';
           this.#retry();

@@ -72,8 +72,10 @@ export const peerStateSchema = z.strictObject({
 export type PeerState = z.infer<typeof peerStateSchema>;
 
 export type Message =
-  | { type: 'hello'; node: string; volume: string; nonce: Buffer }
-  | { type: 'challenge'; node: string; nonce: Buffer; proof: Buffer }
+  /** `versions`: the protocol versions the client speaks (absent from daemons before negotiation). */
+  | { type: 'hello'; node: string; volume: string; nonce: Buffer; versions?: { min: number; max: number } }
+  /** `version`: the one chosen, when the HELLO announced versions (version.ts). */
+  | { type: 'challenge'; node: string; nonce: Buffer; proof: Buffer; version?: number }
   | { type: 'auth'; proof: Buffer }
   | { type: 'state'; state: PeerState }
   /** A replicated application write, or (resync) a block pushed by the sync source. */
@@ -91,15 +93,21 @@ export type Message =
 export type DecodeMessageResult = { ok: true; message: Message } | { ok: false; error: string };
 
 const hex = (len: number) => z.string().regex(new RegExp(`^[0-9a-f]{${len * 2}}$`));
+const protocolVersion = z.number().int().min(1).max(255);
 const helloSchema = z.strictObject({
   node: z.string().min(1).max(128),
   volume: z.string().min(1).max(64),
   nonce: hex(NONCE_LENGTH),
+  versions: z
+    .strictObject({ min: protocolVersion, max: protocolVersion })
+    .refine((r) => r.min <= r.max, 'min above max')
+    .optional(),
 });
 const challengeSchema = z.strictObject({
   node: z.string().min(1).max(128),
   nonce: hex(NONCE_LENGTH),
   proof: hex(32),
+  version: protocolVersion.optional(),
 });
 const authSchema = z.strictObject({ proof: hex(32) });
 const errorSchema = z.strictObject({ message: z.string().max(1024) });
@@ -146,12 +154,22 @@ export function encodeMessage(m: Message): { type: number; payload: Buffer } {
     case 'hello':
       return {
         type: MessageType.hello,
-        payload: json({ node: m.node, volume: m.volume, nonce: m.nonce.toString('hex') }),
+        payload: json({
+          node: m.node,
+          volume: m.volume,
+          nonce: m.nonce.toString('hex'),
+          ...(m.versions ? { versions: { min: m.versions.min, max: m.versions.max } } : {}),
+        }),
       };
     case 'challenge':
       return {
         type: MessageType.challenge,
-        payload: json({ node: m.node, nonce: m.nonce.toString('hex'), proof: m.proof.toString('hex') }),
+        payload: json({
+          node: m.node,
+          nonce: m.nonce.toString('hex'),
+          proof: m.proof.toString('hex'),
+          ...(m.version !== undefined ? { version: m.version } : {}),
+        }),
       };
     case 'auth':
       return { type: MessageType.auth, payload: json({ proof: m.proof.toString('hex') }) };
@@ -247,13 +265,14 @@ export function decodeMessage(type: number, payload: Buffer): DecodeMessageResul
           node: r.value.node,
           volume: r.value.volume,
           nonce: Buffer.from(r.value.nonce, 'hex'),
+          ...(r.value.versions ? { versions: r.value.versions } : {}),
         },
       };
     }
     case MessageType.challenge: {
       const r = parseJson(payload, challengeSchema);
       if (!r.ok) return r;
-      const { node, nonce, proof } = r.value;
+      const { node, nonce, proof, version } = r.value;
       return {
         ok: true,
         message: {
@@ -261,6 +280,7 @@ export function decodeMessage(type: number, payload: Buffer): DecodeMessageResul
           node,
           nonce: Buffer.from(nonce, 'hex'),
           proof: Buffer.from(proof, 'hex'),
+          ...(version !== undefined ? { version } : {}),
         },
       };
     }

@@ -15,12 +15,14 @@ import { createHash } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { BlockDevice } from '../block-device.ts';
 import { ApplyQueue } from './apply-queue.ts';
-import { type Connection, type ConnectionLog, serverHandshake } from './connection.ts';
+import { type Connection, type ConnectionLog, HandshakeRefused, serverHandshake } from './connection.ts';
+import type { VersionRange } from './frame.ts';
 import { FramePool } from './frame-pool.ts';
 import { adoptSourceGeneration } from './generation.ts';
 import { stateKey } from './peer-report.ts';
 import { AckStatus, type AckStatusCode, type Message, type PeerState } from './protocol.ts';
 import type { ReplicaMeta, ReplicaStore } from './replica-store.ts';
+import { localVersions } from './version.ts';
 
 export const MAX_DIGEST_SPAN = 256 * 1024 * 1024;
 export const MAX_READ = 1024 * 1024;
@@ -55,15 +57,22 @@ export interface ReplicaServerOptions {
   durableWrites?: boolean;
   /** True while this node is primary itself (it then refuses peer writes). */
   isPrimary?: () => boolean;
+  /** The protocol versions this server speaks (default: `localVersions()`, version.ts). */
+  versions?: VersionRange;
   log: ConnectionLog;
 }
 
 export interface ReplicaServerStatus {
   listening: string;
-  connections: Array<{ peer: string; bytesReceived: number; bytesSent: number }>;
+  /** `version`: the protocol version negotiated with that peer. */
+  connections: Array<{ peer: string; version: number; bytesReceived: number; bytesSent: number }>;
   writesApplied: number;
   refused: number;
   closedForBadInput: number;
+  /** The protocol versions this server speaks. */
+  versions: VersionRange;
+  /** The last handshake refused for want of a common protocol version (a peer to upgrade), if any. */
+  lastVersionRefusal: { remote: string; reason: string; at: string } | null;
 }
 
 export class ReplicaServer {
@@ -75,6 +84,8 @@ export class ReplicaServer {
   #writesApplied = 0;
   #refused = 0;
   #closedForBadInput = 0;
+  readonly #versions: VersionRange;
+  #lastVersionRefusal: ReplicaServerStatus['lastVersionRefusal'] = null;
   /** Operations of all connections, in arrival order; overlapping ones never overtake each other. */
   #queue = new ApplyQueue();
   /** Receive buffers for large writes, reused once each write is on the disk. */
@@ -91,6 +102,8 @@ export class ReplicaServer {
 
   constructor(o: ReplicaServerOptions) {
     this.o = o;
+    // Here rather than at the first handshake: a bad CVSERVER_REPLICATION_MAX_VERSION stops the daemon.
+    this.#versions = o.versions ?? localVersions();
     const d = o.device;
     this.#durable = d?.writeDurable !== undefined && o.durableWrites !== false;
     this.#write = d && (this.#durable ? d.writeDurable!.bind(d) : d.write.bind(d));
@@ -117,12 +130,15 @@ export class ReplicaServer {
       listening: `${this.o.host}:${this.o.port}`,
       connections: [...this.#conns].map((c) => ({
         peer: c.peerNode,
+        version: c.version,
         bytesReceived: c.bytesReceived,
         bytesSent: c.bytesSent,
       })),
       writesApplied: this.#writesApplied,
       refused: this.#refused,
       closedForBadInput: this.#closedForBadInput,
+      versions: this.#versions,
+      lastVersionRefusal: this.#lastVersionRefusal,
     };
   }
 
@@ -144,6 +160,7 @@ export class ReplicaServer {
       volumeUuid: this.o.volumeUuid,
       secret: this.o.secret,
       pool: this.#pool,
+      versions: this.#versions,
     }).then(
       (conn) => {
         this.#conns.add(conn);
@@ -158,6 +175,12 @@ export class ReplicaServer {
       },
       (err: Error) => {
         this.#closedForBadInput++;
+        if (err instanceof HandshakeRefused)
+          this.#lastVersionRefusal = {
+            remote: `${socket.remoteAddress}:${socket.remotePort}`,
+            reason: err.message,
+            at: new Date().toISOString(),
+          };
         this.o.log.warn(
           { remote: socket.remoteAddress, reason: err.message },
           'replication handshake refused',

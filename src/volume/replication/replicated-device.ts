@@ -106,6 +106,8 @@ export interface PeerStatus {
   lastResync: { bytes: number; ms: number; endedAt: string } | undefined;
   lastError: string;
   bytesSent: number;
+  /** The replication protocol version negotiated with this peer (version.ts), while connected. */
+  protocolVersion: number | undefined;
 }
 
 export interface ReplicationStatus {
@@ -581,6 +583,7 @@ export class ReplicatedDevice implements BlockDevice {
         lastResync: p.lastResync,
         lastError: p.link.lastError,
         bytesSent: p.link.bytesSent,
+        protocolVersion: p.link.protocolVersion,
       })),
     };
   }
