@@ -17,6 +17,14 @@
  * The receiver and the link are under the MAC, so a packet cannot be replayed to another node or
  * on another link; the sequence (checked by the link tracker) stops replays of old packets.
  * `decodeHeartbeat` never throws on network input: it returns the packet or a reason to drop it.
+ *
+ * Versions (rolling upgrades): the first byte is the version, in every version. A packet of another
+ * version is dropped and counted as `version` (the sender's address shown), never misread. Bytes
+ * between the last view entry and the MAC are ignored: a later release adds optional data there
+ * without a new version, so old and new nodes keep seeing each other; a change that old nodes cannot
+ * ignore takes a new version, and the release that brings it must still send and accept this one
+ * until every node has it (a mesh with both would otherwise be split in two: visibility only, the
+ * lease alone decides fencing and failover).
  */
 import { createHash, createHmac, createSecretKey, type KeyObject, timingSafeEqual } from 'node:crypto';
 
@@ -191,7 +199,9 @@ export function decodeHeartbeat(buf: Buffer, ctx: DecodeContext): Decoded {
 
   // Authentic from here on: a malformed view is a sender's bug, still never a throw.
   const viewAt = HEADER_LENGTH + sLen + rLen;
-  if (viewEnd(buf, viewAt, macAt, buf[4]!) !== macAt) return { ok: false, reason: 'malformed' };
+  // Whatever follows the view is a later release's optional data (see the header): ignored.
+  const viewStop = viewEnd(buf, viewAt, macAt, buf[4]!);
+  if (viewStop < 0) return { ok: false, reason: 'malformed' };
   const sentAt = buf.readDoubleBE(32);
   const echo = buf.readDoubleBE(40);
   const hold = buf.readDoubleBE(48);
@@ -207,7 +217,7 @@ export function decodeHeartbeat(buf: Buffer, ctx: DecodeContext): Decoded {
       sentAt,
       echo,
       hold,
-      view: buf.subarray(viewAt, macAt),
+      view: buf.subarray(viewAt, viewStop),
     },
   };
 }

@@ -173,7 +173,10 @@ export class MeshService {
       return;
     }
     const from = address;
-    this.#dropLog.warn({ event: 'mesh', link, reason: d.reason }, `mesh: packet dropped (${d.reason})`);
+    this.#dropLog.warn(
+      { event: 'mesh', link, reason: d.reason, from: address },
+      `mesh: packet dropped (${d.reason})`,
+    );
     this.#step({ kind: 'drop', reason: d.reason, from }, now);
   }
 

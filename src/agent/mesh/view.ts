@@ -49,7 +49,8 @@ export interface MeshReport {
   sent: number;
   sendErrors: number;
   dropped: Record<DropReason, number>;
-  lastDrop: { reason: DropReason; from: string; agoMs: number } | null;
+  /** `node`: the node whose address `from` is (a node of another release, say), or null. */
+  lastDrop: { reason: DropReason; from: string; node: string | null; agoMs: number } | null;
 }
 
 export interface MeshReportInput {
@@ -135,9 +136,20 @@ export function meshReport(s: MeshState, now: number, o: MeshReportInput): MeshR
     sendErrors: o.sendErrors,
     dropped: { ...s.dropped },
     lastDrop: s.lastDrop
-      ? { reason: s.lastDrop.reason, from: s.lastDrop.from, agoMs: Math.round(now - s.lastDrop.at) }
+      ? {
+          reason: s.lastDrop.reason,
+          from: s.lastDrop.from,
+          node: nodeAt(o.peerAddresses, s.lastDrop.from),
+          agoMs: Math.round(now - s.lastDrop.at),
+        }
       : null,
   };
+}
+
+/** The node one of whose addresses is `address`, if any. */
+function nodeAt(peerAddresses: Record<string, string[]>, address: string): string | null {
+  for (const [node, addresses] of Object.entries(peerAddresses)) if (addresses.includes(address)) return node;
+  return null;
 }
 
 /** One cell of the matrix as text: "up 0.31ms 0%", "DOWN", "?" (stale). */

@@ -8,6 +8,7 @@ import {
   encodeHeartbeat,
   type Heartbeat,
   MAC_LENGTH,
+  MESH_VERSION,
   meshKeys,
   parseView,
 } from '../../../../src/agent/mesh/codec.ts';
@@ -101,4 +102,26 @@ test('sequence: a later number or a later boot is new; anything else is a replay
   assert.equal(nextBootId(undefined, 1000.7), 1000);
   assert.equal(nextBootId(5000, 1000), 5001);
   assert.equal(nextBootId(5000, 9000), 9000);
+});
+
+test('codec, versions: a next-version packet is dropped as "version"; optional data after the view is ignored', () => {
+  const reason = (b: Buffer) => {
+    const d = decodeHeartbeat(b, ctx);
+    return d.ok ? 'ok' : d.reason;
+  };
+  // A packet of the next version, whatever its layout (longer, shorter, signed or not): dropped, counted.
+  const next = encodeHeartbeat(hb, keys);
+  next[0] = MESH_VERSION + 1;
+  assert.equal(reason(next), 'version');
+  for (let i = 0; i < 200; i++) {
+    const r = Buffer.concat([Buffer.from([MESH_VERSION + 1]), randomBytes(Math.floor(Math.random() * 400))]);
+    assert.equal(reason(r), r.length < 88 ? 'short' : 'version');
+  }
+  // This version with bytes a later release added after the view (signed): read as before.
+  const body = encodeHeartbeat(hb, keys).subarray(0, encodedLength(hb) - MAC_LENGTH);
+  const extended = Buffer.concat([body, Buffer.from('later: optional data')]);
+  const signed = Buffer.concat([extended, createHmac('sha256', keys.key).update(extended).digest()]);
+  const d = decodeHeartbeat(signed, ctx);
+  assert.ok(d.ok);
+  assert.deepEqual({ ...d.hb, view: parseView(d.hb.view) }, hb);
 });

@@ -183,4 +183,19 @@ test('mesh: link events once, unreachable on all links once, reachable again; dr
       ['w', 0, '10.0.0.11', '10.0.0.13', 'up'],
     ],
   );
+  assert.deepEqual(rep.lastDrop, { reason: 'mac', from: '10.0.0.99:1', node: null, agoMs: 200 });
+  // A node of another release: its packets dropped as "version", shown with its name.
+  step({ kind: 'drop', reason: 'version', from: '10.1.0.12' }, 6500);
+  const later = meshReport(s, 6600, {
+    node: 'n1',
+    port: 5405,
+    timing: t,
+    myAddresses: setup.myAddresses,
+    peerAddresses: Object.fromEntries(setup.peers.map((p) => [p.name, p.addresses])),
+    problems: [],
+    sent: 0,
+    sendErrors: 0,
+  });
+  assert.equal(later.dropped.version, 1);
+  assert.deepEqual(later.lastDrop, { reason: 'version', from: '10.1.0.12', node: 'n2', agoMs: 100 });
 });
