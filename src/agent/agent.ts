@@ -61,9 +61,12 @@ export const AGENT_VERSION = '0.2.0';
 export const EVENTS_KEPT = 2000;
 /**
  * The main round's period when nothing wakes it: changes in etcd (the watch) and finished actions start a
- * round at once; renewals and the fence have their own loop and timer.
+ * round at once; renewals and the fence have their own loop and timer. Each round reads the cluster
+ * from etcd: an idle cluster needs that only as a safety net under the watch.
  */
-const ROUND_PERIOD_S = 1;
+const ROUND_PERIOD_S = 2;
+/** The manager acts only on a snapshot read this recently. */
+const SNAPSHOT_FRESH_MS = ROUND_PERIOD_S * 2500;
 /** How often the manager checks where etcd's leader is. */
 const LEADER_CHECK_MS = 5000;
 /** An observation slower than this is skipped for the round (a volume daemon busy with a role change). */
@@ -741,7 +744,7 @@ export class Agent {
   async #manage(): Promise<void> {
     const snap = this.snapshot;
     const lease = this.#lease;
-    if (!snap || !lease || this.local.fenced || Date.now() - this.#snapshotAt > 2000) return;
+    if (!snap || !lease || this.local.fenced || Date.now() - this.#snapshotAt > SNAPSHOT_FRESH_MS) return;
     const timeoutMs = this.#ms(this.timing.renewTimeout);
     if (!snap.manager) {
       try {
