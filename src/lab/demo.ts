@@ -49,7 +49,8 @@ export function demoStartScript(): string {
     'rm -rf /data/.lock',
     'touch /data/records.log',
     'if [ -s /data/records.log ] && [ -n "$(tail -c 1 /data/records.log)" ]; then echo >> /data/records.log; fi',
-    'sync',
+    // syncfs of the volume only: a global sync(2) would wait on every filesystem of the host.
+    'sync -f /data/records.log',
     `cat > /www/cgi-bin/records <<'CGI'\n${RECORDS_CGI}CGI`,
     'chmod 755 /www/cgi-bin/records',
     `cat > /www/index.html <<'HTML'\n${INDEX_HTML}HTML`,
