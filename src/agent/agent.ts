@@ -34,6 +34,7 @@ import { loadNodeCredentials } from './credentials.ts';
 import { EtcdClient } from './etcd/client.ts';
 import { EtcdMember } from './etcd/member.ts';
 import { ActionExecutor } from './executor.ts';
+import { AGENT_FORMATS, clusterGate, decideFormat, type FormatDecision, formatsOf } from './format.ts';
 import { GuardClient, monotonicMs, spawnGuard } from './guard.ts';
 import { leaderMove } from './leader-placement.ts';
 import { type MeshHandle, startMesh } from './mesh/start.ts';
@@ -136,6 +137,8 @@ export interface AgentView {
   timing: Timing;
   isManager: boolean;
   lastError: string;
+  /** Why this agent does not act on the cluster (format.ts's gate), '' when it does. */
+  refusal: string;
 }
 
 export class Agent {
@@ -189,6 +192,8 @@ export class Agent {
   readonly #behind = new Map<string, number>();
   /** The membership mesh (src/agent/mesh/): heartbeats on every link, for `status` and `links`. */
   mesh: MeshHandle | undefined;
+  /** Why this agent does not act on the cluster now (format.ts's gate), '' when it does. */
+  #refusal = '';
 
   constructor(o: AgentOptions) {
     this.o = o;
@@ -309,6 +314,7 @@ export class Agent {
       timeoutMs: this.#ms(this.timing.renewTimeout),
     });
     this.store = new ClusterStore(client, this.boot.cluster, this.o.node);
+    await this.#refuseUnknownFormat(); // rolling upgrade: a format this agent does not know (format.ts)
     // An earlier agent's lease, renewed before anything slow: the guard's deadline is running.
     const continued = await this.#continueLease();
     // What a previous life of this node left (power cut, crash) and no live daemon holds is cleared.
@@ -497,15 +503,95 @@ export class Agent {
   /** One round of the loop (the lease has its own). */
   async round(): Promise<void> {
     const snapshot = await this.#read(this.#ms(this.timing.renewTimeout));
+    // The gate (format.ts): no assignments and no manager step from a cluster this agent cannot read.
+    const acting = snapshot ? await this.#gate(snapshot) : this.#refusal === '';
     const events: NodeEvent[] = [];
-    if (snapshot) events.push({ kind: 'assignments', table: snapshot.state?.table ?? {} });
+    if (snapshot && acting) events.push({ kind: 'assignments', table: snapshot.state?.table ?? {} });
     events.push(...(await this.#observeLocal()));
     const reports = this.#decide(events);
     this.#ensureReplicas();
     await this.#publishReport(reports);
-    await this.#manage();
+    if (acting) await this.#manage();
     await this.#flushEvents();
   }
+
+  // --- Rolling upgrade: the cluster's stored format (format.ts) ---
+
+  #formatDecision(snap: Snapshot): FormatDecision {
+    return decideFormat(snap.format?.format, {
+      cluster: this.boot.cluster,
+      agentVersion: AGENT_VERSION,
+      mine: AGENT_FORMATS,
+      live: Object.values(snap.nodes).map(formatsOf),
+    });
+  }
+
+  /**
+   * At start, before anything is done to the cluster or this node: a stored format this agent does not
+   * know ends it with one line. One read only (a restarted agent must renew its lease soon); when etcd
+   * does not answer yet, every round checks again before acting.
+   */
+  async #refuseUnknownFormat(): Promise<void> {
+    let snap: Snapshot;
+    try {
+      snap = await this.store.snapshot(this.#ms(this.timing.renewTimeout));
+    } catch {
+      return;
+    }
+    const d = this.#formatDecision(snap);
+    if (d.kind !== 'refuse') return;
+    this.log.error({ event: 'format' }, d.reason);
+    await this.stop();
+    throw new UserError(d.reason);
+  }
+
+  /**
+   * Whether this agent acts this round. When it may not, it says so once (event, status), gives up the
+   * manager's key if it holds it, and keeps its lease and what runs. When it may: the format record is
+   * written if missing, and raised by the manager when every live agent supports a higher format.
+   */
+  async #gate(snap: Snapshot): Promise<boolean> {
+    const format = this.#formatDecision(snap);
+    const gate = clusterGate(format, snap.stateProblem);
+    const reason = gate.act ? '' : gate.reason;
+    if (reason !== this.#refusal) {
+      this.#event(
+        'agent',
+        reason
+          ? `this agent stops acting on the cluster (no manager step, no new assignments; it keeps its lease and what runs): ${reason}`
+          : 'this agent acts on the cluster again',
+      );
+      this.#refusal = reason;
+    }
+    const lease = this.#lease;
+    const timeoutMs = this.#ms(this.timing.renewTimeout);
+    const managing = lease !== null && snap.manager?.node === this.o.node && snap.manager.lease === lease;
+    try {
+      if (!gate.act) {
+        if (managing && (await this.store.resignManager(lease, timeoutMs))) {
+          this.#isManager = false;
+          this.#managerState = undefined;
+          this.#event('agent', 'gave up the manager key: an agent that can read the cluster takes it');
+        }
+        return false;
+      }
+      if (!snap.format && format.kind !== 'refuse') {
+        const f = format.kind === 'use' ? format.format : format.from;
+        if (await this.store.createFormat(f, timeoutMs)) this.#event('agent', `cluster format ${f} recorded`);
+      } else if (snap.format && format.kind === 'raise' && managing) {
+        if (await this.store.raiseFormat(format.to, snap.format.modRevision, lease, timeoutMs))
+          this.#event(
+            'manager',
+            `cluster format raised from ${format.from} to ${format.to}: ${format.reason}`,
+          );
+      }
+    } catch (err) {
+      this.#note(`cluster format: ${errorMessage(err)}`);
+    }
+    return true;
+  }
+
+  // --- end of the rolling upgrade's part ---
 
   /**
    * The node's decisions (synchronous: never interleaved with another decision), then the actions
@@ -589,6 +675,7 @@ export class Agent {
         pid: process.pid,
         startedAt: this.#startedAt,
         lease,
+        formats: AGENT_FORMATS,
       },
       lease,
       timeoutMs,
@@ -891,6 +978,7 @@ export class Agent {
       timing: this.timing,
       isManager: this.#isManager,
       lastError: this.#lastError,
+      refusal: this.#refusal,
     };
   }
 }

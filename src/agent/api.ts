@@ -48,8 +48,17 @@ export function callAgent(socket: string, req: AgentRequest, timeoutMs = 10_000)
   return callRpc(socket, req, 'node agent', timeoutMs);
 }
 
+/** Requests that only read: answered also by an agent that does not act on the cluster. */
+const READ_ONLY = new Set<AgentRequest['op']>(['status', 'events', 'links']);
+
 async function handle(agent: Agent, req: AgentRequest): Promise<unknown> {
   const timeoutMs = 2000;
+  // An agent that cannot read the cluster (format.ts) writes nothing to it for an operator either.
+  const refusal = agent.view().refusal;
+  if (refusal && !READ_ONLY.has(req.op) && !(req.op === 'apply' && req.dryRun))
+    throw new UserError(
+      `this node's agent does not act on the cluster: ${refusal} (ask another node's agent)`,
+    );
   switch (req.op) {
     case 'status':
       return (await clusterStatus(agent, !req.brief)) satisfies ClusterStatus;

@@ -2,6 +2,7 @@
  * What agents keep in etcd, under `/cvserver/<cluster>/`: the key layout and the records, each with a
  * format version so an agent of the next version can tell what it reads (and refuse what it does not know).
  *
+ *   format              the stored format the cluster uses (format.ts; the one record without `version`)
  *   config              the applied cluster.yaml (text; every agent validates it again)
  *   nodes/<node>        the node is alive (attached to its lease)
  *   reports/<node>      what the node runs and the state of its replicas (attached to its lease)
@@ -12,6 +13,11 @@
  *   maintenance         the manager observes and decides nothing, set by the operator
  *   initialized/<vs>    the vserver's volume has been promoted once: later replicas join with a full sync
  *   events/<ms>-<node>-<n>  the cluster's log
+ *
+ * Compatibility: objects are parsed with zod's default, which drops keys it does not know, so a record
+ * that a newer agent wrote with an extra optional field is read as before (and an older agent that
+ * writes it again leaves that field out: a new field must be optional and a hint, or come with a new
+ * format). A record of another `version` is set aside with a reason (store.ts).
  */
 import { z } from 'zod';
 import type { AssignmentTable } from '../cluster/assignments.ts';
@@ -27,6 +33,7 @@ export function clusterPrefix(cluster: string): string {
 
 export interface Keys {
   prefix: string;
+  format: string;
   config: string;
   node(name: string): string;
   report(name: string): string;
@@ -44,6 +51,7 @@ export function keysFor(cluster: string): Keys {
   const p = clusterPrefix(cluster);
   return {
     prefix: p,
+    format: `${p}format`,
     config: `${p}config`,
     node: (n) => `${p}nodes/${n}`,
     report: (n) => `${p}reports/${n}`,
@@ -80,6 +88,19 @@ export const configRecordSchema = z.object({
 });
 export type ConfigRecord = z.infer<typeof configRecordSchema>;
 
+const formatRange = z.object({ min: z.number().int().min(1), max: z.number().int().min(1) });
+
+/**
+ * The stored format the cluster uses (format.ts). Every agent of every release reads it, so its shape
+ * never changes and it carries no `version`: it is what says the version.
+ */
+export const formatRecordSchema = z.object({
+  format: z.number().int().min(1),
+  at: z.number(),
+  by: z.string(),
+});
+export type FormatRecord = z.infer<typeof formatRecordSchema>;
+
 export const nodeRecordSchema = z.object({
   version,
   node: z.string(),
@@ -87,6 +108,8 @@ export const nodeRecordSchema = z.object({
   pid: z.number(),
   startedAt: z.number(),
   lease: z.string(),
+  /** The stored formats this agent reads and writes; absent from agents of before the rule (1-1). */
+  formats: formatRange.optional(),
 });
 export type NodeRecord = z.infer<typeof nodeRecordSchema>;
 

@@ -6,6 +6,7 @@
 import { type ClusterSpec, fullNodes, vserverSpecs } from '../cluster/config.ts';
 import { errorMessage } from '../lib/errors.ts';
 import type { Agent } from './agent.ts';
+import { formatsOf, rangeText, UNRECORDED_FORMAT } from './format.ts';
 import type { MeshReport } from './mesh/view.ts';
 
 export interface ClusterStatus {
@@ -15,12 +16,16 @@ export interface ClusterStatus {
   /** Maintenance mode: who turned it on and when (ms), or null. */
   maintenance: { by: string; at: number } | null;
   configApplied: boolean;
+  /** The stored format the cluster uses (format.ts): its record, or 1 when there is none yet. */
+  format: number;
   local: {
     lease: string | null;
     leaseValidFor: number | null;
     fenced: boolean;
     storeAgeMs: number | null;
     lastError: string;
+    /** Why this node's agent does not act on the cluster (rolling upgrade, state set aside), '' when it does. */
+    refusal: string;
   };
   nodes: {
     name: string;
@@ -28,6 +33,8 @@ export interface ClusterStatus {
     addresses: string[];
     lease: 'alive' | 'expired';
     agentVersion: string | null;
+    /** The stored formats its agent reads and writes, e.g. "1-1" (null while its lease is not alive). */
+    formats: string | null;
     fenced: boolean;
     /** In standby (its vservers move off): who set it and when (ms), or null. */
     standby: { by: string; at: number } | null;
@@ -73,12 +80,14 @@ export async function clusterStatus(agent: Agent, members = true): Promise<Clust
     manager: snap?.manager?.node ?? null,
     maintenance: snap?.maintenance ? { by: snap.maintenance.by, at: snap.maintenance.at } : null,
     configApplied: snap?.config !== undefined,
+    format: snap?.format?.format ?? UNRECORDED_FORMAT,
     local: {
       lease: v.leaseId,
       leaseValidFor: v.leaseValidFor,
       fenced: v.local.fenced,
       storeAgeMs: v.snapshotAgeMs,
       lastError: v.lastError,
+      refusal: v.refusal,
     },
     nodes: spec.nodes.map((n) => ({
       name: n.name,
@@ -86,6 +95,7 @@ export async function clusterStatus(agent: Agent, members = true): Promise<Clust
       addresses: n.addresses,
       lease: snap?.nodes[n.name] ? 'alive' : 'expired',
       agentVersion: snap?.nodes[n.name]?.agentVersion ?? null,
+      formats: snap?.nodes[n.name] ? rangeText(formatsOf(snap.nodes[n.name]!)) : null,
       fenced: snap?.reports[n.name]?.fenced ?? false,
       standby: snap?.standby[n.name] ? { by: snap.standby[n.name]!.by, at: snap.standby[n.name]!.at } : null,
     })),

@@ -12,6 +12,8 @@ import {
   type ConfigRecord,
   configRecordSchema,
   type EventRecord,
+  type FormatRecord,
+  formatRecordSchema,
   type Keys,
   keysFor,
   type NodeRecord,
@@ -32,12 +34,16 @@ const TXN_OPS = 100;
 
 export interface Snapshot {
   revision: number;
+  /** The cluster's format record (format.ts), undefined when there is none (format 1). */
+  format: (FormatRecord & { modRevision: number }) | undefined;
   config: (ConfigRecord & { modRevision: number }) | undefined;
   /** Nodes whose lease is alive. */
   nodes: Record<string, NodeRecord>;
   reports: Record<string, NodeReport>;
   manager: { node: string; lease: string } | undefined;
   state: StateRecord | undefined;
+  /** Why a stored state record was set aside: not the same as no state (format.ts's gate). */
+  stateProblem: string | undefined;
   requests: { key: string; record: RequestRecord }[];
   initialized: Set<string>;
   /** Nodes in standby (the operator's setting). */
@@ -66,11 +72,13 @@ export class ClusterStore {
     const all = await this.client.range(k.prefix, { prefix: true, timeoutMs });
     const snap: Snapshot = {
       revision: all.revision,
+      format: undefined,
       config: undefined,
       nodes: {},
       reports: {},
       manager: undefined,
       state: undefined,
+      stateProblem: undefined,
       requests: [],
       initialized: new Set(),
       standby: {},
@@ -83,7 +91,11 @@ export class ClusterStore {
       const slash = rel.indexOf('/');
       const kind = slash < 0 ? rel : rel.slice(0, slash);
       const name = slash < 0 ? '' : rel.slice(slash + 1);
-      if (kind === 'config') {
+      if (kind === 'format') {
+        // Its own frozen shape, no version check: it is what says the version.
+        const f = parseRecord(kv, formatRecordSchema, snap.problems);
+        if (f) snap.format = { ...f, modRevision: kv.modRevision };
+      } else if (kind === 'config') {
         const c = parse(kv, configRecordSchema, snap.problems);
         if (c) snap.config = { ...c, modRevision: kv.modRevision };
       } else if (kind === 'nodes') {
@@ -93,8 +105,11 @@ export class ClusterStore {
         const r = parse(kv, nodeReportSchema, snap.problems);
         if (r) snap.reports[name] = r;
       } else if (kind === 'manager') snap.manager = { node: kv.value, lease: kv.lease };
-      else if (kind === 'state') snap.state = parse(kv, stateRecordSchema, snap.problems);
-      else if (kind === 'requests') {
+      else if (kind === 'state') {
+        const before = snap.problems.length;
+        snap.state = parse(kv, stateRecordSchema, snap.problems);
+        if (!snap.state) snap.stateProblem = snap.problems[before] ?? `${kv.key}: unreadable`;
+      } else if (kind === 'requests') {
         const r = parse(kv, requestRecordSchema, snap.problems);
         if (r) snap.requests.push({ key: kv.key, record: r });
       } else if (kind === 'initialized') snap.initialized.add(name);
@@ -104,6 +119,56 @@ export class ClusterStore {
       } else if (kind === 'maintenance') snap.maintenance = parse(kv, settingRecordSchema, snap.problems);
     }
     return snap;
+  }
+
+  /** Writes the format record if there is none yet (the first agent that acts); true when written. */
+  async createFormat(format: number, timeoutMs: number): Promise<boolean> {
+    const k = this.keys.format;
+    const record: FormatRecord = { format, at: Date.now(), by: this.node };
+    const r = await this.client.txn(
+      {
+        compare: [{ key: k, target: 'createRevision', op: '=', value: 0 }],
+        success: [{ op: 'put', key: k, value: JSON.stringify(record) }],
+      },
+      { timeoutMs },
+    );
+    return r.succeeded;
+  }
+
+  /**
+   * Raises the cluster's format (the manager, when every live agent supports `to`): only over the record
+   * it read and while it holds the manager's key with this lease.
+   */
+  async raiseFormat(to: number, readRevision: number, lease: string, timeoutMs: number): Promise<boolean> {
+    const record: FormatRecord = { format: to, at: Date.now(), by: this.node };
+    const r = await this.client.txn(
+      {
+        compare: [
+          { key: this.keys.format, target: 'modRevision', op: '=', value: readRevision },
+          { key: this.keys.manager, target: 'value', op: '=', value: this.node },
+          { key: this.keys.manager, target: 'lease', op: '=', value: lease },
+        ],
+        success: [{ op: 'put', key: this.keys.format, value: JSON.stringify(record) }],
+      },
+      { timeoutMs },
+    );
+    return r.succeeded;
+  }
+
+  /** Gives up the manager's key (an agent that may not act on the cluster), if this node holds it with `lease`. */
+  async resignManager(lease: string, timeoutMs: number): Promise<boolean> {
+    const k = this.keys.manager;
+    const r = await this.client.txn(
+      {
+        compare: [
+          { key: k, target: 'value', op: '=', value: this.node },
+          { key: k, target: 'lease', op: '=', value: lease },
+        ],
+        success: [{ op: 'delete', key: k }],
+      },
+      { timeoutMs },
+    );
+    return r.succeeded;
   }
 
   putNode(record: NodeRecord, lease: string, timeoutMs: number): Promise<unknown> {
@@ -249,6 +314,31 @@ function parse<S extends z.ZodType>(kv: KeyValue, schema: S, problems: string[])
     );
     return undefined;
   }
+  return check(kv, json, schema, problems);
+}
+
+/** A record parsed without the version check (the format record). */
+function parseRecord<S extends z.ZodType>(
+  kv: KeyValue,
+  schema: S,
+  problems: string[],
+): z.infer<S> | undefined {
+  let json: unknown;
+  try {
+    json = JSON.parse(kv.value);
+  } catch (err) {
+    problems.push(`${kv.key}: not JSON (${errorMessage(err)})`);
+    return undefined;
+  }
+  return check(kv, json, schema, problems);
+}
+
+function check<S extends z.ZodType>(
+  kv: KeyValue,
+  json: unknown,
+  schema: S,
+  problems: string[],
+): z.infer<S> | undefined {
   const r = schema.safeParse(json);
   if (!r.success) {
     const i = r.error.issues[0]!;

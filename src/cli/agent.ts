@@ -206,7 +206,7 @@ function formatLinks(r: MeshReport): string {
     ),
     '',
     `nodes: ${r.peers.map((p) => `${p.name} ${p.reachable === 'yes' ? 'reachable' : p.reachable === 'no' ? 'UNREACHABLE' : 'not heard yet'} (${p.forS.toFixed(1)}s)`).join(', ') || '-'}`,
-    `sent ${r.sent} packets (${r.sendErrors} send errors); dropped: ${dropped.map(([k, n]) => `${k} ${n}`).join(', ') || 'none'}${r.lastDrop ? ` (last: ${r.lastDrop.reason} from ${r.lastDrop.from}, ${(r.lastDrop.agoMs / 1000).toFixed(1)} s ago)` : ''}`,
+    `sent ${r.sent} packets (${r.sendErrors} send errors); dropped: ${dropped.map(([k, n]) => `${k} ${n}`).join(', ') || 'none'}${r.lastDrop ? ` (last: ${r.lastDrop.reason} from ${r.lastDrop.from}${r.lastDrop.node ? ` (${r.lastDrop.node})` : ''}, ${(r.lastDrop.agoMs / 1000).toFixed(1)} s ago)` : ''}`,
   ];
   return out.join('\n');
 }
@@ -258,22 +258,23 @@ async function findRejection(vserver: string, node: string, since: number): Prom
 function formatStatus(s: ClusterStatus): string {
   const secs = (x: number | null) => (x === null ? '-' : `${x.toFixed(1)}s`);
   const out = [
-    `cluster ${s.cluster}, seen from ${s.node}; manager: ${s.manager ?? 'none'}${s.configApplied ? '' : '; no configuration applied yet (cvserver apply cluster.yaml)'}`,
+    `cluster ${s.cluster} (format ${s.format ?? 1}), seen from ${s.node}; manager: ${s.manager ?? 'none'}${s.configApplied ? '' : '; no configuration applied yet (cvserver apply cluster.yaml)'}`,
     ...(s.maintenance
       ? [
           `MAINTENANCE since ${new Date(s.maintenance.at).toISOString()} (by ${s.maintenance.by}): the manager decides nothing; nodes still fence on lease loss`,
         ]
       : []),
+    ...(s.local.refusal ? [`THIS AGENT DOES NOT ACT ON THE CLUSTER: ${s.local.refusal}`] : []),
     `this node: lease ${s.local.lease ?? 'none'} valid for ${secs(s.local.leaseValidFor)}${s.local.fenced ? ', FENCED' : ''}${s.local.lastError ? `; last problem: ${s.local.lastError}` : ''}`,
     '',
     table(
-      ['NODE', 'ROLE', 'ADDRESS', 'LEASE', 'AGENT'],
+      ['NODE', 'ROLE', 'ADDRESS', 'LEASE', 'AGENT (FORMATS)'],
       s.nodes.map((n) => [
         n.name,
         n.role,
         n.addresses.join(','),
         n.lease + (n.fenced ? ' (fenced)' : '') + (n.standby ? ', standby' : ''),
-        n.agentVersion ?? '-',
+        n.agentVersion ? `${n.agentVersion} (${n.formats})` : '-',
       ]),
     ),
     ...(s.mesh ? formatMatrix(s.mesh) : []),

@@ -31,11 +31,13 @@ function snapshot(alive: string[], upToDate: string[], startedAt = NOW - 60_000)
   }
   return {
     revision: 1,
+    format: undefined,
     config: undefined,
     nodes,
     reports,
     manager: undefined,
     state: undefined,
+    stateProblem: undefined,
     requests: [],
     initialized: new Set(),
     standby: {},
