@@ -17,6 +17,7 @@ import {
 } from '../volume/lifecycle.ts';
 import { parsePeerFlag, type ReplicationConfigFile } from '../volume/replication-config.ts';
 import { emit, table } from './output.ts';
+import { registerSnapshotCommands } from './volume-snapshot.ts';
 
 const collect = (v: string, acc: string[]) => [...acc, v];
 
@@ -421,6 +422,8 @@ export function registerVolumeCommands(program: Command): void {
       await destroyVolume(name);
       emit(!!o.json, { destroyed: name }, () => `destroyed volume ${name}`);
     });
+
+  registerSnapshotCommands(volume);
 
   volume
     .command('list')

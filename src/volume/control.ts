@@ -6,6 +6,7 @@
 import type { Server } from 'node:net';
 import { z } from 'zod';
 import { callRpc, serveRpc } from '../lib/unix-rpc.ts';
+import type { SnapshotListing } from './snapshot/snapshots.ts';
 
 export const controlRequestSchema = z.discriminatedUnion('op', [
   z.strictObject({
@@ -24,7 +25,36 @@ export const controlRequestSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('status') }),
   /** `volume adjust`: re-read replication.yaml, apply what can change while running. */
   z.strictObject({ op: z.literal('adjust') }),
+  // Snapshots (src/volume/snapshot): the CLI freezes the filesystem around snapshot-create.
+  z.strictObject({ op: z.literal('snapshot-create'), name: z.string() }),
+  z.strictObject({ op: z.literal('snapshot-list') }),
+  z.strictObject({ op: z.literal('snapshot-delete'), name: z.string() }),
+  /** Serve the snapshot as a read-only FUSE file (for a read-only loop device). */
+  z.strictObject({ op: z.literal('snapshot-expose'), name: z.string() }),
+  z.strictObject({ op: z.literal('snapshot-unexpose'), name: z.string() }),
+  /** Write the snapshot's chunks back through the volume (its block device released first). */
+  z.strictObject({ op: z.literal('snapshot-rollback'), name: z.string() }),
 ]);
+
+/** What the snapshot operations answer (the daemon's side and the CLI's share these types). */
+export interface SnapshotReplies {
+  'snapshot-create': SnapshotListing & { tookMs: number };
+  'snapshot-list': SnapshotListing[];
+  'snapshot-delete': { deleted: string };
+  'snapshot-expose': { deviceFile: string };
+  'snapshot-unexpose': { released: string };
+  'snapshot-rollback': { bytes: number; ranges: number };
+}
+export type SnapshotRequest = Extract<ControlRequest, { op: keyof SnapshotReplies }>;
+
+/** A snapshot operation, with its reply typed. */
+export async function callSnapshot<R extends SnapshotRequest>(
+  path: string,
+  req: R,
+  timeoutMs = 60_000,
+): Promise<SnapshotReplies[R['op']]> {
+  return (await callControl(path, req, timeoutMs)) as SnapshotReplies[R['op']];
+}
 
 export type ControlRequest = z.infer<typeof controlRequestSchema>;
 export type ControlHandler = (req: ControlRequest) => Promise<unknown>;

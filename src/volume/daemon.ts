@@ -31,6 +31,8 @@ import {
   resyncRateBytes,
   splitAddress,
 } from './replication-config.ts';
+import { SnapshotService } from './snapshot/service.ts';
+import { Snapshots } from './snapshot/snapshots.ts';
 
 /** Concurrent /dev/fuse reads; CVSERVER_FUSE_READERS overrides it for tuning. */
 const READERS = Number(process.env.CVSERVER_FUSE_READERS ?? 8);
@@ -104,8 +106,23 @@ function statusSnapshot(ctx: DaemonContext, extra: () => Partial<DaemonStatus>) 
 /** A local volume: FUSE is served from the start; the daemon exits when it is unmounted. */
 async function runLocal(ctx: DaemonContext, meta: VolumeMetadata): Promise<void> {
   const { layout, log } = ctx;
-  const device = new CountingDevice(await LocalDevice.open(layout.dataFile, meta.size));
+  const local = await LocalDevice.open(layout.dataFile, meta.size);
+  const snapshots = await Snapshots.load({
+    dir: layout.snapshotsDir,
+    volume: { uuid: meta.uuid, size: meta.size },
+    base: local,
+    log,
+  });
+  const served = snapshots.device(local);
+  const device = new CountingDevice(served);
   const snapshot = statusSnapshot(ctx, () => ({}));
+  const snapshotOps = new SnapshotService({
+    layout,
+    snapshots,
+    log,
+    notWritable: () => undefined,
+    served: () => served,
+  });
   const status = (state: DaemonStatus['state'], counters: DaemonStatus['counters']) =>
     writeJsonAtomic(layout.statusFile, snapshot(state, counters));
   status('starting', device.counters);
@@ -114,19 +131,29 @@ async function runLocal(ctx: DaemonContext, meta: VolumeMetadata): Promise<void>
     log.warn({ reason: 'previous daemon did not stop cleanly' }, 'recovering volume');
 
   const fs = new DeviceFilesystem(device);
+  // A local volume's control socket serves status and snapshots; the rest is for replicas.
+  const control = await serveControl(layout.controlSocket, async (req) => {
+    if (SnapshotService.isSnapshotRequest(req)) return snapshotOps.handle(req);
+    if (req.op === 'status') return snapshot(fs.initialised ? 'serving' : 'starting', device.counters);
+    throw new Error(`"${req.op}" is for replicated volumes; ${layout.name} is local`);
+  });
   const fd = await mountFuse(layout.fuseDir, `cvserver:${layout.name}`);
   const session = new FuseSession(fd, fs, { readers: READERS, log });
   const ticker = setInterval(() => status(fs.initialised ? 'serving' : 'starting', device.counters), 1000);
-  const served = session.run();
+  const fuseServed = session.run();
   log.info({ event: 'serving', mount: layout.fuseDir }, 'volume daemon serving');
   // SIGTERM does not unmount: the loop device and ext4 above us must go first (`volume down`).
   process.on('SIGTERM', () =>
     log.warn('SIGTERM ignored: use `cvserver volume down` to stop a volume in order'),
   );
-  await served;
+  await fuseServed;
   clearInterval(ticker);
   status('stopping', device.counters);
+  await snapshotOps.close();
+  control.close();
+  rmSync(layout.controlSocket, { force: true });
   await device.flush();
+  await snapshots.close();
   await device.close();
   updateMetadata(layout.dir, (m) => ({ ...m, primaryOpen: false }));
   status('stopped', device.counters);
@@ -170,14 +197,24 @@ async function runReplica(
         log,
       )
     : undefined;
-  const counting = device ? new CountingDevice(device) : undefined;
+  // Snapshots are the primary's: writes this replica receives from another primary bypass them.
+  const snapshots = local
+    ? await Snapshots.load({
+        dir: layout.snapshotsDir,
+        volume: { uuid: meta.uuid, size: meta.size },
+        base: local,
+        log,
+      })
+    : undefined;
+  const served = device && snapshots ? snapshots.device(device) : device;
+  const counting = served ? new CountingDevice(served) : undefined;
   const server = new ReplicaServer({
     node: cfg.node,
     volumeUuid: meta.uuid,
     secret,
     host: listen.host,
     port: listen.port,
-    device: local,
+    device: local && snapshots ? droppingSnapshots(local, snapshots, log) : local,
     size: meta.size,
     store,
     durableWrites: cfg.durableWrites,
@@ -248,13 +285,30 @@ async function runReplica(
   let roleChange: Promise<unknown> = Promise.resolve();
   const serialised = (req: ControlRequest): Promise<unknown> => {
     // Status, settings and giving up on suspended I/O must not wait behind a role change stuck on that I/O.
-    if (req.op === 'status' || req.op === 'fail-suspended-io' || req.op === 'adjust') return handle(req);
+    if (['status', 'fail-suspended-io', 'adjust', 'snapshot-list'].includes(req.op)) return handle(req);
     const next = roleChange.then(() => handle(req));
     roleChange = next.catch(() => undefined);
     return next;
   };
 
+  const snapshotOps = snapshots
+    ? new SnapshotService({
+        layout,
+        snapshots,
+        log,
+        notWritable: () =>
+          device?.role !== 'Primary' || !fuse
+            ? 'snapshots are taken on the primary (this replica is secondary)'
+            : undefined,
+        served: () => served,
+      })
+    : undefined;
+
   const handle = async (req: ControlRequest): Promise<unknown> => {
+    if (SnapshotService.isSnapshotRequest(req)) {
+      if (!snapshotOps) throw new Error('a diskless tiebreaker has no snapshots');
+      return snapshotOps.handle(req);
+    }
     switch (req.op) {
       case 'promote': {
         if (!device) throw new Error('a diskless tiebreaker cannot become primary');
@@ -352,10 +406,43 @@ async function runReplica(
   report();
   control.close();
   rmSync(layout.controlSocket, { force: true });
+  await snapshotOps?.close();
+  await snapshots?.close();
   await device?.close();
   await server.close();
   state = 'stopped';
   report();
+}
+
+/**
+ * The local device as the replica server writes it: the first write that arrives from another
+ * primary drops this node's snapshots (they no longer describe what this node's data derives from).
+ */
+function droppingSnapshots(local: LocalDevice, snapshots: Snapshots, log: Logger): BlockDevice {
+  const before = async (): Promise<void> => {
+    if (snapshots.names.length === 0) return;
+    log.warn(
+      { event: 'snapshots-invalidated', snapshots: snapshots.names },
+      'receiving writes as a secondary',
+    );
+    await snapshots.dropAll(
+      'this replica receives writes from another primary (snapshots are local to the primary)',
+    );
+  };
+  return {
+    size: local.size,
+    read: (offset, length) => local.read(offset, length),
+    write: async (offset, data) => {
+      await before();
+      return local.write(offset, data);
+    },
+    writeDurable: async (offset, data) => {
+      await before();
+      return local.writeDurable(offset, data);
+    },
+    flush: () => local.flush(),
+    close: () => local.close(),
+  };
 }
 
 async function main(dir: string): Promise<void> {

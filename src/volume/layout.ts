@@ -24,6 +24,13 @@ export interface VolumeLayout {
   controlSocket: string;
   /** Bitmaps, activity log and saved split-brain blocks of a replicated volume. */
   replicationDir: string;
+  /** One directory per snapshot (src/volume/snapshot/format.ts). */
+  snapshotsDir: string;
+}
+
+/** Where a snapshot's read-only FUSE file is served while it is exposed (`volume snapshot mount`). */
+export function snapshotFuseDir(l: VolumeLayout, snapshot: string): string {
+  return join(l.snapshotsDir, snapshot, 'fuse');
 }
 
 export const DEVICE_FILE_NAME = 'device';
@@ -46,6 +53,7 @@ export function volumeLayout(name: string, dir = volumeDir(name)): VolumeLayout 
     deviceFile: join(fuseDir, DEVICE_FILE_NAME),
     controlSocket: join(runDir, 'control.sock'),
     replicationDir: join(dir, 'replication'),
+    snapshotsDir: join(dir, 'snapshots'),
   };
 }
 

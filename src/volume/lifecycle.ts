@@ -23,7 +23,13 @@ import { readMounts } from '../lib/mounts.ts';
 import { volumesDir } from '../lib/paths.ts';
 import { formatSize } from '../lib/size.ts';
 import { callControl } from './control.ts';
-import { type DaemonStatus, type VolumeLayout, volumeLayout } from './layout.ts';
+import {
+  type DaemonStatus,
+  DEVICE_FILE_NAME,
+  snapshotFuseDir,
+  type VolumeLayout,
+  volumeLayout,
+} from './layout.ts';
 import { BLOCK_SIZE, newMetadata, readMetadata, type VolumeMetadata, writeMetadata } from './metadata.ts';
 import {
   type Health,
@@ -31,6 +37,7 @@ import {
   planDown,
   planSecondary,
   planUp,
+  type SnapshotDevice,
   type Step,
   type UpOptions,
   type VolumeObservation,
@@ -153,7 +160,7 @@ export function listVolumes(): string[] {
   }
 }
 
-function requireVolume(name: string): { layout: VolumeLayout; meta: VolumeMetadata } {
+export function requireVolume(name: string): { layout: VolumeLayout; meta: VolumeMetadata } {
   checkName(name);
   const layout = volumeLayout(name);
   if (!existsSync(layout.dir))
@@ -163,7 +170,7 @@ function requireVolume(name: string): { layout: VolumeLayout; meta: VolumeMetada
   return { layout, meta: readMetadata(layout.dir) };
 }
 
-function daemonPid(l: VolumeLayout): number | undefined {
+export function daemonPid(l: VolumeLayout): number | undefined {
   let pid: number;
   try {
     pid = Number(readFileSync(l.pidFile, 'utf8').trim());
@@ -184,25 +191,66 @@ function daemonPid(l: VolumeLayout): number | undefined {
  * The loop devices backed by `file`, from sysfs (what `losetup --list` reads, without spawning it:
  * the node agent asks every few seconds). A bound loop device has `loop/backing_file`.
  */
-async function loopsOf(file: string): Promise<string[]> {
-  const out: string[] = [];
+export async function loopsOf(file: string): Promise<string[]> {
+  return loopBackings().get(file) ?? [];
+}
+
+/** Every bound loop device by backing file, from one pass over sysfs. */
+function loopBackings(): Map<string, string[]> {
+  const out = new Map<string, string[]>();
   for (const dev of readdirSync('/sys/block').filter((d) => /^loop\d+$/.test(d))) {
     let backing: string;
     try {
-      backing = readFileSync(`/sys/block/${dev}/loop/backing_file`, 'utf8').trim();
+      backing = readFileSync(`/sys/block/${dev}/loop/backing_file`, 'utf8')
+        .trim()
+        .replace(/ \(deleted\)$/, '');
     } catch {
       continue; // not bound
     }
-    if (backing.replace(/ \(deleted\)$/, '') === file) out.push(`/dev/${dev}`);
+    out.set(backing, [...(out.get(backing) ?? []), `/dev/${dev}`]);
+  }
+  return out;
+}
+
+/** Snapshots of the volume exposed as read-only devices, from their directories, mounts and loops. */
+function observeSnapshotDevices(
+  l: VolumeLayout,
+  mounts: ReturnType<typeof readMounts>,
+  backings: Map<string, string[]>,
+): SnapshotDevice[] {
+  let names: string[];
+  try {
+    names = readdirSync(l.snapshotsDir);
+  } catch {
+    return [];
+  }
+  const out: SnapshotDevice[] = [];
+  for (const snapshot of names) {
+    const fuseDir = snapshotFuseDir(l, snapshot);
+    const deviceFile = join(fuseDir, DEVICE_FILE_NAME);
+    const loops = backings.get(deviceFile) ?? [];
+    const fuseMounted = mounts.some((m) => m.dir === fuseDir && m.fstype === FUSE_FSTYPE);
+    if (!fuseMounted && loops.length === 0) continue;
+    out.push({
+      snapshot,
+      fuseDir,
+      deviceFile,
+      fuseMounted,
+      loops,
+      fsMounts: mounts.filter((m) => loops.includes(m.source)).map((m) => ({ loop: m.source, dir: m.dir })),
+    });
   }
   return out;
 }
 
 export async function observe(l: VolumeLayout): Promise<VolumeObservation> {
   const mounts = readMounts();
-  const loops = await loopsOf(l.deviceFile);
+  const backings = loopBackings();
+  const loops = backings.get(l.deviceFile) ?? [];
   const daemonAlive = daemonPid(l) !== undefined;
+  const snapshotDevices = observeSnapshotDevices(l, mounts, backings);
   return {
+    ...(snapshotDevices.length ? { snapshotDevices } : {}),
     daemonAlive,
     replicated: existsSync(replicationConfigPath(l.dir)),
     role: daemonAlive ? readJsonOr<DaemonStatus>(l.statusFile)?.role : undefined,
@@ -449,7 +497,7 @@ export async function volumeDown(
   return volumeStatus(name);
 }
 
-async function execute(l: VolumeLayout, step: Step, progress: Progress): Promise<void> {
+export async function execute(l: VolumeLayout, step: Step, progress: Progress): Promise<void> {
   switch (step.kind) {
     case 'unmount-fs':
       progress(`unmounting ${step.dir}`);
@@ -460,7 +508,7 @@ async function execute(l: VolumeLayout, step: Step, progress: Progress): Promise
       await run('losetup', ['-d', step.loop]);
       // losetup -d is asynchronous in the kernel: wait until the device has let go of the file.
       await waitFor(
-        async () => !(await loopsOf(l.deviceFile)).includes(step.loop),
+        async () => !(await loopsOf(step.file ?? l.deviceFile)).includes(step.loop),
         10_000,
         `${step.loop} to detach`,
       );
@@ -471,6 +519,14 @@ async function execute(l: VolumeLayout, step: Step, progress: Progress): Promise
         await unmountFuse(l.fuseDir);
       } catch {
         await unmountFuse(l.fuseDir, true);
+      }
+      return;
+    case 'unmount-snapshot-fuse':
+      progress(`releasing the snapshot device ${step.dir}`);
+      try {
+        await unmountFuse(step.dir);
+      } catch {
+        await unmountFuse(step.dir, true);
       }
       return;
     case 'wait-daemon-exit': {
@@ -582,7 +638,7 @@ async function waitFor(
 }
 
 /** One `up`/`down` at a time per volume: an exclusive lock file holding the owner's pid (stale ones are taken over). */
-async function withLock<T>(l: VolumeLayout, fn: () => Promise<T>): Promise<T> {
+export async function withLock<T>(l: VolumeLayout, fn: () => Promise<T>): Promise<T> {
   mkdirSync(l.runDir, { recursive: true });
   for (let attempt = 0; ; attempt++) {
     try {

@@ -17,11 +17,25 @@ export interface VolumeObservation {
   replicated?: boolean;
   /** The running daemon's role, as it last reported it (replicated volumes). */
   role?: 'Primary' | 'Secondary';
+  /** Snapshots exposed as read-only devices (`volume snapshot mount`): released before the volume. */
+  snapshotDevices?: SnapshotDevice[];
+}
+
+export interface SnapshotDevice {
+  snapshot: string;
+  /** Where its read-only FUSE file is served, and its device file. */
+  fuseDir: string;
+  deviceFile: string;
+  fuseMounted: boolean;
+  loops: string[];
+  fsMounts: Array<{ loop: string; dir: string }>;
 }
 
 export type Step =
   | { kind: 'unmount-fs'; dir: string }
-  | { kind: 'detach-loop'; loop: string }
+  /** `file`: the loop's backing file, when it is not the volume's device file (a snapshot's). */
+  | { kind: 'detach-loop'; loop: string; file?: string }
+  | { kind: 'unmount-snapshot-fuse'; dir: string }
   | { kind: 'unmount-fuse' }
   | { kind: 'start-daemon' }
   | { kind: 'wait-daemon-exit' }
@@ -68,9 +82,18 @@ function replicaHealth(o: VolumeObservation): { health: Health; reason: string }
   };
 }
 
-/** Release the block device above the daemon: filesystem, then loop device. */
+/** Release a snapshot's read-only device: its filesystem, its loop device, its FUSE file. */
+export function releaseSnapshot(d: SnapshotDevice): Step[] {
+  const steps: Step[] = d.fsMounts.map((m) => ({ kind: 'unmount-fs', dir: m.dir }));
+  for (const loop of d.loops) steps.push({ kind: 'detach-loop', loop, file: d.deviceFile });
+  if (d.fuseMounted) steps.push({ kind: 'unmount-snapshot-fuse', dir: d.fuseDir });
+  return steps;
+}
+
+/** Release the block devices above the daemon: snapshots' first, then filesystem, then loop device. */
 function releaseDevice(o: VolumeObservation): Step[] {
-  const steps: Step[] = o.fsMounts.map((m) => ({ kind: 'unmount-fs', dir: m.dir }));
+  const steps: Step[] = (o.snapshotDevices ?? []).flatMap(releaseSnapshot);
+  steps.push(...o.fsMounts.map((m): Step => ({ kind: 'unmount-fs', dir: m.dir })));
   for (const loop of o.loops) steps.push({ kind: 'detach-loop', loop });
   return steps;
 }
