@@ -16,6 +16,7 @@ import {
   type VserverStatus,
   vserverStatus,
 } from '../vserver/manager.ts';
+import { rollbackVserver, snapshotVserver } from '../vserver/snapshot.ts';
 import { crunRoot, readEvents, vserverPaths } from '../vserver/store.ts';
 import { superviseMain } from '../vserver/supervisor.ts';
 import { askAgent, operatorName } from './agent-client.ts';
@@ -91,6 +92,35 @@ export function registerVserverCommands(program: Command): void {
       startVserver(name);
       const s = vserverStatus(name);
       emit(!!o.json, s, () => describe(s));
+    });
+
+  vs.command('snapshot <name> <snapshot>')
+    .description("take a snapshot of the vserver's volume while it runs (on the node where it runs)")
+    .option('--json', 'machine-readable output')
+    .action(async (name: string, snapshot: string, o: { json?: boolean }) => {
+      const r = await snapshotVserver(name, snapshot);
+      emit(
+        !!o.json,
+        r,
+        () =>
+          `snapshot ${snapshot} of vserver ${name} (volume ${r.volume}) taken${r.frozen.length ? `, filesystem frozen ${r.frozenMs} ms` : ''}`,
+      );
+    });
+
+  vs.command('rollback <name> <snapshot>')
+    .description('stop the vserver, write the snapshot back through its (replicated) volume, start it again')
+    .option('--json', 'machine-readable output')
+    .action(async (name: string, snapshot: string, o: { json?: boolean }) => {
+      const say = (m: string) => {
+        if (!o.json) process.stderr.write(`  ${m}\n`);
+      };
+      const r = await rollbackVserver(name, snapshot, say);
+      emit(
+        !!o.json,
+        r,
+        () =>
+          `vserver ${name} rolled back to ${snapshot} (${r.bytes} bytes written back to volume ${r.volume})${r.restarted ? ', started again' : ''}`,
+      );
     });
 
   vs.command('status <name>')
