@@ -194,6 +194,10 @@ export class Agent {
   mesh: MeshHandle | undefined;
   /** Why this agent does not act on the cluster now (format.ts's gate), '' when it does. */
   #refusal = '';
+  /** This agent has acted on the cluster since it started (a later unknown format: it stays, idle). */
+  #actedOnce = false;
+  /** The cluster's format, unknown to this agent, found before it ever acted: it exits. */
+  #refusedAtStart = '';
 
   constructor(o: AgentOptions) {
     this.o = o;
@@ -347,6 +351,7 @@ export class Agent {
         this.#lastError = errorMessage(err);
         this.log.error({ err: this.#lastError }, 'round failed');
       }
+      if (this.#refusedAtStart) await this.#exitRefused(this.#refusedAtStart); // format.ts
       // A vserver on its way up (started, not yet healthy) is watched every loop turn: its health
       // is news the manager and a waiting migrate are after.
       const settling = Object.values(this.local.vservers).some(
@@ -529,7 +534,7 @@ export class Agent {
   /**
    * At start, before anything is done to the cluster or this node: a stored format this agent does not
    * know ends it with one line. One read only (a restarted agent must renew its lease soon); when etcd
-   * does not answer yet, every round checks again before acting.
+   * does not answer yet, the first round whose read is answered decides the same (`#gate`).
    */
   async #refuseUnknownFormat(): Promise<void> {
     let snap: Snapshot;
@@ -539,10 +544,15 @@ export class Agent {
       return;
     }
     const d = this.#formatDecision(snap);
-    if (d.kind !== 'refuse') return;
-    this.log.error({ event: 'format' }, d.reason);
+    if (d.kind === 'refuse') await this.#exitRefused(d.reason);
+  }
+
+  async #exitRefused(reason: string): Promise<never> {
+    this.log.error({ event: 'format' }, reason);
+    this.#event('agent', `agent ${AGENT_VERSION} exits: ${reason}`);
+    await this.#flushEvents();
     await this.stop();
-    throw new UserError(d.reason);
+    throw new UserError(reason);
   }
 
   /**
@@ -553,6 +563,12 @@ export class Agent {
   async #gate(snap: Snapshot): Promise<boolean> {
     const format = this.#formatDecision(snap);
     const gate = clusterGate(format, snap.stateProblem);
+    // The start check's read may not have been answered: the first read that is decides the same way.
+    if (format.kind === 'refuse' && !this.#actedOnce) {
+      this.#refusedAtStart = format.reason;
+      return false;
+    }
+    if (gate.act) this.#actedOnce = true;
     const reason = gate.act ? '' : gate.reason;
     if (reason !== this.#refusal) {
       this.#event(
