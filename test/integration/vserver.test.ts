@@ -88,9 +88,10 @@ test('a busybox vserver: isolation, limits, capabilities, http health check and 
       const unhealthy = await waitFor('unhealthy event', 10_000, () =>
         events().find((e) => e.type === 'health-unhealthy'),
       );
-      // interval × retries = 1.5 s, plus one probe timeout and scheduling slack.
+      // interval × retries = 1.5 s, plus one probe timeout and generous slack for a loaded machine:
+      // this catches a check that never fires or waits far too long, not milliseconds.
       assert.ok(
-        Date.parse(unhealthy.time) - killedAt < 500 * 3 + 1000 + 1000,
+        Date.parse(unhealthy.time) - killedAt < 500 * 3 + 1000 + 5000,
         `unhealthy after ${Date.parse(unhealthy.time) - killedAt}ms`,
       );
       await waitFor('restart event', 10_000, () => events().find((e) => e.type === 'restarting'));
