@@ -8,18 +8,21 @@
  *       every acknowledged record is checked afterwards; the node is started again and waited for
  *       until its replica is a secondary in sync;
  *   (b) planned `migrate` to the next node: its own seconds, the client's longest gap, lost records;
- *   (c) idle CPU (% of one core over 20 s, from /proc/PID/stat) and RSS of each node's agent, its etcd
- *       member, guard, volume daemons and vserver supervisor.
+ *   (c) idle CPU (% of one core over 20 s, from /proc/PID/stat) and RSS of each node's agent (its
+ *       membership mesh on, two links per node), its etcd member, guard, volume daemons and vserver
+ *       supervisor; and the mesh's heartbeats sent and received per second per node.
  * Baselines in the same run: the lease TTL (the floor of detection) and the targets (unplanned p50
  * ≤ 5 s, p99 ≤ 8 s; migrate p50 ≤ 2 s); for CPU/RSS the etcd member beside the agent and a plain idle
  * node process started by this bench. Figures only, no pass/fail.
  *   scripts/node bench/failover.ts [--trials 10] [--migrations 5] [--idle-seconds 20] [--json]
- * (root; builds lab "bench" on 10.88.0.0/24 and always takes it down at the end, also on error/Ctrl-C)
+ * (root; builds lab "bench" on 10.88.0.0/24 and 10.89.0.0/24 and always takes it down at the end, also on error/Ctrl-C)
  */
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
+import { callAgent } from '../src/agent/api.ts';
+import type { MeshReport } from '../src/agent/mesh/view.ts';
 
 const { values } = parseArgs({
   options: {
@@ -385,6 +388,24 @@ interface Idle {
   rssMiB: number;
 }
 
+/** The membership mesh's traffic per node over the idle window (heartbeats sent and received per second). */
+interface MeshCost {
+  node: string;
+  links: number;
+  sentPerS: number;
+  receivedPerS: number;
+}
+
+const meshReport = (node: string) =>
+  callAgent(
+    join(LAB_DIR, 'nodes', node, 'run', 'agent.sock'),
+    { op: 'links' },
+    5000,
+  ) as Promise<MeshReport | null>;
+const received = (r: MeshReport | null) => (r?.links ?? []).reduce((n, l) => n + l.received, 0);
+
+let meshCost: MeshCost[] = [];
+
 async function idle(seconds: number): Promise<Idle[]> {
   const labStatus = JSON.parse(await lab('status', '--json')) as { nodes: { name: string; pid: number }[] };
   const procs: Proc[] = [];
@@ -399,9 +420,17 @@ async function idle(seconds: number): Promise<Idle[]> {
   procs.push({ node: '-', role: 'plain idle node (baseline)', pid: plain.pid! });
   try {
     const t0 = procs.map((p) => cpuTicks(p.pid));
+    const m0 = await Promise.all(NODES.map((n) => meshReport(n).catch(() => null)));
     const w0 = performance.now();
     await sleep(seconds * 1000);
     const wall = (performance.now() - w0) / 1000;
+    const m1 = await Promise.all(NODES.map((n) => meshReport(n).catch(() => null)));
+    meshCost = NODES.map((node, i) => ({
+      node,
+      links: m1[i]?.links.length ?? 0,
+      sentPerS: ((m1[i]?.sent ?? 0) - (m0[i]?.sent ?? 0)) / wall,
+      receivedPerS: (received(m1[i] ?? null) - received(m0[i] ?? null)) / wall,
+    }));
     return procs
       .map((p, i) => ({
         ...p,
@@ -444,7 +473,7 @@ async function main(): Promise<void> {
     note(`bench: lab up --name ${NAME} --subnet ${SUBNET}`);
     const upAt = Date.now();
     try {
-      await lab('up', '--subnet', SUBNET, '--json');
+      await lab('up', '--subnet', SUBNET, '--links', '2', '--json');
       upMs = Date.now() - upAt;
       await waitStatus('every replica in sync', allInSync, 120_000);
       break;
@@ -562,6 +591,7 @@ function report(r: {
           lostPlanned,
           acknowledged: r.client.acks.length,
           idle: idleFigures,
+          mesh: meshCost,
           loadavg: loadavg(),
           error: r.error || undefined,
         },
@@ -628,9 +658,16 @@ function report(r: {
   const aCpu = avg(agents.map((p) => p.cpuPct));
   const eCpu = avg(etcds.map((p) => p.cpuPct));
   const aRss = avg(agents.map((p) => p.rssMiB));
+  const aMB = (aRss * 1048576) / 1e6;
   say(
-    `  agent mean: ${aCpu.toFixed(2)} % CPU (${(aCpu / 2).toFixed(2)}× the 2 % target; ${(aCpu / Math.max(eCpu, 0.01)).toFixed(2)}× its etcd member's ${eCpu.toFixed(2)} %), ${aRss.toFixed(1)} MiB RSS (${(aRss / 120).toFixed(2)}× the 120 MB target; ${plain ? `${(aRss / plain.rssMiB).toFixed(1)}× a plain idle node's ${plain.rssMiB.toFixed(1)} MiB` : ''})`,
+    `  agent mean: ${aCpu.toFixed(2)} % CPU with the mesh on (${(aCpu / 2).toFixed(2)}× the 2 % target; ${(aCpu / Math.max(eCpu, 0.01)).toFixed(2)}× its etcd member's ${eCpu.toFixed(2)} %), ${aRss.toFixed(1)} MiB = ${aMB.toFixed(1)} MB RSS (${(aMB / 120).toFixed(2)}× the 120 MB target; ${plain ? `${(aRss / plain.rssMiB).toFixed(1)}× a plain idle node's ${plain.rssMiB.toFixed(1)} MiB` : ''})`,
   );
+  say('');
+  say('membership mesh (heartbeats over the idle window)');
+  for (const m of meshCost)
+    say(
+      `  ${m.node}: ${m.links} links to peers, ${m.sentPerS.toFixed(1)} packets/s sent, ${m.receivedPerS.toFixed(1)} packets/s received`,
+    );
 }
 
 try {
