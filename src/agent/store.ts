@@ -59,6 +59,8 @@ export class ClusterStore {
   readonly client: EtcdClient;
   readonly node: string;
   #eventSeq = 0;
+  /** Records as validated last time, by key: one unchanged since (same modRevision) is not parsed again. */
+  #parsed = new Map<string, { modRevision: number; value: unknown; problems: string[] }>();
 
   constructor(client: EtcdClient, cluster: string, node: string) {
     this.client = client;
@@ -84,6 +86,23 @@ export class ClusterStore {
       standby: {},
       maintenance: undefined,
       problems: [],
+    };
+    // Each round reads every record; most have not changed since the last read (an idle agent's
+    // biggest cost was validating the same JSON again).
+    const seen = new Map<string, { modRevision: number; value: unknown; problems: string[] }>();
+    const parse = <S extends z.ZodType>(
+      kv: KeyValue,
+      schema: S,
+      problems: string[],
+    ): z.infer<S> | undefined => {
+      let p = this.#parsed.get(kv.key);
+      if (p?.modRevision !== kv.modRevision) {
+        const found: string[] = [];
+        p = { modRevision: kv.modRevision, value: parseVersioned(kv, schema, found), problems: found };
+      }
+      seen.set(kv.key, p);
+      problems.push(...p.problems);
+      return p.value as z.infer<S> | undefined;
     };
     for (const kv of all.kvs) {
       const rel = kv.key.slice(k.prefix.length);
@@ -118,6 +137,7 @@ export class ClusterStore {
         if (r) snap.standby[name] = r;
       } else if (kind === 'maintenance') snap.maintenance = parse(kv, settingRecordSchema, snap.problems);
     }
+    this.#parsed = seen;
     return snap;
   }
 
@@ -299,7 +319,12 @@ export class ClusterStore {
   }
 }
 
-function parse<S extends z.ZodType>(kv: KeyValue, schema: S, problems: string[]): z.infer<S> | undefined {
+/** A record of this agent's format, validated (callers treat it as read-only: it may be cached). */
+function parseVersioned<S extends z.ZodType>(
+  kv: KeyValue,
+  schema: S,
+  problems: string[],
+): z.infer<S> | undefined {
   let json: unknown;
   try {
     json = JSON.parse(kv.value);
