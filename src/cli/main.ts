@@ -12,6 +12,7 @@ const AREAS: Record<string, () => Promise<Register>> = {
   init: async () => (await import('./init.ts')).registerInitCommand,
   agent: async () => (await import('./agent.ts')).registerAgentCommands,
   operator: async () => (await import('./operator.ts')).registerOperatorCommands,
+  backup: async () => (await import('./backup.ts')).registerBackupCommands,
 };
 /** Top-level commands registered by an area under another name. */
 const AREA_OF: Record<string, string> = {

@@ -1,6 +1,7 @@
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { loadYamlFile, parseYaml } from '../lib/config.ts';
+import { cronError } from '../lib/cron.ts';
 import { formatSize } from '../lib/size.ts';
 import {
   ipv4Schema,
@@ -113,6 +114,37 @@ const placementSchema = z
   })
   .prefault({});
 
+// Backups (issue 12, docs/backup.md): the cluster's restic repository, and per vserver a schedule and retention.
+const cronSchema = z.string().superRefine((v, ctx) => {
+  const err = cronError(v);
+  if (err) ctx.addIssue({ code: 'custom', message: err });
+});
+const backupSchema = z.strictObject({
+  /** Any restic repository: a path, sftp:..., rest:..., s3:... */
+  repository: z.string().min(1, 'expected a restic repository (a path or URL)'),
+  /** The repository's password, in a file of mode 600 (checked when a backup command reads it). */
+  password_file: absolutePath,
+  /** When `forget --prune` applies the retentions (it rewrites the repository's index: not with every backup). */
+  prune_schedule: cronSchema.default('30 4 * * 0'),
+});
+const keepCount = z.number().int().nonnegative();
+const vserverBackupSchema = z.strictObject({
+  schedule: cronSchema,
+  keep: z
+    .strictObject({
+      last: keepCount.optional(),
+      daily: keepCount.optional(),
+      weekly: keepCount.optional(),
+      monthly: keepCount.optional(),
+    })
+    .refine((k) => Object.values(k).some((n) => n !== undefined && n > 0), {
+      message:
+        'expected at least one of last, daily, weekly, monthly above 0 (else every backup is forgotten)',
+    }),
+});
+export type BackupSpec = z.output<typeof backupSchema>;
+export type VserverBackupSpec = z.output<typeof vserverBackupSchema>;
+
 const def = vserverDefinitionSchema.shape;
 
 /** A vserver in the cluster: a vserver definition without name and rootfs (the volume is its rootfs). */
@@ -130,6 +162,7 @@ const vserverEntrySchema = z.strictObject({
   health_checks: def.health_checks,
   volume: volumeSchema,
   placement: placementSchema,
+  backup: vserverBackupSchema.optional(),
 });
 
 type RawCluster = z.output<typeof rawClusterSchema>;
@@ -150,6 +183,7 @@ const rawClusterSchema = z.strictObject({
   timing: timingSchema,
   membership: membershipSchema,
   policy: policySchema,
+  backup: backupSchema.optional(),
   vservers: z
     .record(z.string().regex(VSERVER_NAME), vserverEntrySchema, {
       error: (issue) =>
@@ -176,6 +210,10 @@ export const clusterConfigSchema = rawClusterSchema.superRefine(crossCheck).tran
   vservers: Object.fromEntries(
     Object.entries(raw.vservers).map(([name, v]) => [name, toVserverSpec(name, v)]),
   ),
+  // Apart from VserverSpec: a backup setting is not part of what runs (changing it restarts nothing).
+  backups: Object.fromEntries(
+    Object.entries(raw.vservers).flatMap(([name, v]) => (v.backup ? [[name, v.backup] as const] : [])),
+  ) as Record<string, VserverBackupSpec>,
 }));
 
 export type ClusterSpec = z.output<typeof clusterConfigSchema>;
@@ -309,6 +347,12 @@ type Path = (string | number)[];
 /** Everything one field cannot say alone. The first issue added is the one reported. */
 function crossCheck(c: RawCluster, ctx: z.RefinementCtx): void {
   const fail = (path: Path, message: string) => ctx.addIssue({ code: 'custom', path, message });
+  for (const [name, v] of Object.entries(c.vservers))
+    if (v.backup && !c.backup)
+      fail(
+        ['vservers', name, 'backup'],
+        'a backup schedule needs the top-level backup section (repository, password_file)',
+      );
 
   const roles = new Map<string, 'full' | 'witness'>();
   const addressOwner = new Map<string, string>();
