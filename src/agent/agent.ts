@@ -72,7 +72,7 @@ const SNAPSHOT_FRESH_MS = ROUND_PERIOD_S * 2500;
 const LEADER_CHECK_MS = 5000;
 /** An observation slower than this is skipped for the round (a volume daemon busy with a role change). */
 const OBSERVE_TIMEOUT_MS = 1000;
-/** The resource worker ends after this long unused (it is ~55 MiB); warmed again by cluster changes. */
+/** The resource worker ends after this long unused (it is ~40 MiB); warmed again by cluster changes. */
 const RESOURCE_WORKER_IDLE_MS = 15_000;
 
 export interface AgentOptions {

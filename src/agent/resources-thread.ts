@@ -2,7 +2,7 @@
  * NodeResources carried out on a worker thread (resources-worker.ts), so the agent's loop — lease
  * renewals, the fence timer, the manager — never waits behind a synchronous mkfs or crun call. A worker
  * that dies fails the calls in flight and is started again on the next call. With `idleMs`, an idle
- * worker is ended (it holds ~55 MiB: its own V8 heap and copies of the modules) and started again when
+ * worker is ended (it holds ~40 MiB: its own V8 heap and copies of the modules) and started again when
  * needed, which costs ~0.2 s with the compile cache warm (bin/cvserver): `warm()` starts it ahead of a
  * call when the cluster changes, so a failover or migrate mostly does not wait for it.
  */
@@ -59,7 +59,9 @@ export class ThreadedResources implements NodeResources {
 
   #ensureWorker(): Worker {
     if (this.#worker) return this.#worker;
-    const w = new Worker(WORKER, { workerData: this.#data });
+    // A small young generation: the worker allocates little, and V8's default (16 MiB semi-spaces,
+    // grown on first use) was a third of its ~58 MiB; with 4 MiB it holds ~40 MiB.
+    const w = new Worker(WORKER, { workerData: this.#data, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
     w.on('message', (r: ResourceReply) => {
       const p = this.#pending.get(r.id);
       if (!p) return;
