@@ -66,6 +66,9 @@ export const EVENTS_KEPT = 2000;
  * from etcd: an idle cluster needs that only as a safety net under the watch.
  */
 const ROUND_PERIOD_S = 2;
+/** A vserver running but not healthy yet is watched every SETTLE_FAST_PERIOD_S for this long. */
+const SETTLE_FAST_S = 10;
+const SETTLE_FAST_PERIOD_S = 0.1;
 /** The manager acts only on a snapshot read this recently. */
 const SNAPSHOT_FRESH_MS = ROUND_PERIOD_S * 2500;
 /** How often the manager checks where etcd's leader is. */
@@ -354,10 +357,17 @@ export class Agent {
       if (this.#refusedAtStart) await this.#exitRefused(this.#refusedAtStart); // format.ts
       // A vserver on its way up (started, not yet healthy) is watched every loop turn: its health
       // is news the manager and a waiting migrate are after.
-      const settling = Object.values(this.local.vservers).some(
+      const settling = Object.values(this.local.vservers).filter(
         (x) => x.status === 'running' || x.status === 'starting',
       );
-      const period = settling ? this.timing.loopInterval : Math.max(this.timing.loopInterval, ROUND_PERIOD_S);
+      // Just started, not healthy yet: its first passing check ends a failover or a migration, so it
+      // is looked for often, for a while (the check's state is a file the supervisor writes).
+      const fresh = settling.some((x) => x.status === 'running' && monoSeconds() - x.since < SETTLE_FAST_S);
+      const period = fresh
+        ? Math.min(this.timing.loopInterval, SETTLE_FAST_PERIOD_S)
+        : settling.length
+          ? this.timing.loopInterval
+          : Math.max(this.timing.loopInterval, ROUND_PERIOD_S);
       const wait = this.#dirty ? 0 : Math.max(0, period - (monoSeconds() - began));
       this.#dirty = false;
       await new Promise<void>((resolve) => {
