@@ -424,12 +424,17 @@ export class Agent {
       const o = await this.#inline.observeRunning(v).catch(() => undefined);
       if (o?.container === 'running') running.push(v.name);
     }
-    // The local etcd member is only starting: the client goes to the other members meanwhile.
-    for (let attempt = 0; attempt < 3; attempt++) {
+    // The local etcd member is only starting: the client goes to the other members meanwhile, and
+    // its first connections (TLS) can be slow on a loaded machine. Worth trying for as long as the
+    // lease could still be valid: at most a TTL from now.
+    const until = monoSeconds() + this.timing.leaseTtl;
+    while (monoSeconds() < until) {
       const sentAt = monoSeconds();
       try {
         const ttl = (
-          await this.store.client.leaseKeepAlive(lease, { timeoutMs: this.#ms(this.timing.renewTimeout) })
+          await this.store.client.leaseKeepAlive(lease, {
+            timeoutMs: this.#ms(Math.max(this.timing.renewTimeout, 1)),
+          })
         ).ttl;
         if (ttl <= 0) break;
         this.#lease = lease;
@@ -439,6 +444,7 @@ export class Agent {
         return sentAt;
       } catch (err) {
         this.#note(`renewal of the earlier lease failed: ${errorMessage(err)}`);
+        await new Promise((r) => setTimeout(r, 100));
       }
     }
     rmSync(this.paths.leaseFile, { force: true });
