@@ -9,6 +9,8 @@ import type { ManagerState } from '../cluster/types.ts';
 import { errorMessage } from '../lib/errors.ts';
 import type { EtcdClient, KeyValue, TxnOp } from './etcd/client.ts';
 import {
+  type BackupRecord,
+  backupRecordSchema,
   type ConfigRecord,
   configRecordSchema,
   type EventRecord,
@@ -50,6 +52,8 @@ export interface Snapshot {
   standby: Record<string, SettingRecord>;
   /** Maintenance mode, when on. */
   maintenance: SettingRecord | undefined;
+  /** Scheduled backup jobs (src/agent/backups.ts), by job, with the record's modRevision. */
+  backups: Record<string, BackupRecord & { modRevision: number }>;
   /** Records set aside: key and why. */
   problems: string[];
 }
@@ -85,6 +89,7 @@ export class ClusterStore {
       initialized: new Set(),
       standby: {},
       maintenance: undefined,
+      backups: {},
       problems: [],
     };
     // Each round reads every record; most have not changed since the last read (an idle agent's
@@ -136,6 +141,10 @@ export class ClusterStore {
         const r = parse(kv, settingRecordSchema, snap.problems);
         if (r) snap.standby[name] = r;
       } else if (kind === 'maintenance') snap.maintenance = parse(kv, settingRecordSchema, snap.problems);
+      else if (kind === 'backups') {
+        const b = parse(kv, backupRecordSchema, snap.problems);
+        if (b) snap.backups[name] = { ...b, modRevision: kv.modRevision };
+      }
     }
     this.#parsed = seen;
     return snap;
@@ -274,6 +283,31 @@ export class ClusterStore {
     else await this.client.delete(key, { timeoutMs });
   }
 
+  /**
+   * Writes a backup job's record only over the one read (`readRevision`, 0: none yet): two nodes that
+   * both think a run is due cannot both start it, and a finished run is not overwritten by a stale one.
+   * Returns the new modRevision, or undefined when the record changed meanwhile.
+   */
+  async putBackup(
+    record: BackupRecord,
+    readRevision: number,
+    timeoutMs: number,
+  ): Promise<number | undefined> {
+    const key = this.keys.backup(record.job);
+    const r = await this.client.txn(
+      {
+        compare: [
+          readRevision === 0
+            ? { key, target: 'createRevision', op: '=', value: 0 }
+            : { key, target: 'modRevision', op: '=', value: readRevision },
+        ],
+        success: [{ op: 'put', key, value: JSON.stringify(record) }],
+      },
+      { timeoutMs },
+    );
+    return r.succeeded ? r.revision : undefined;
+  }
+
   putConfig(record: ConfigRecord, timeoutMs: number): Promise<unknown> {
     return this.client.put(this.keys.config, JSON.stringify(record), { timeoutMs });
   }
@@ -325,6 +359,16 @@ function parseVersioned<S extends z.ZodType>(
   schema: S,
   problems: string[],
 ): z.infer<S> | undefined {
+  return parseRecord(kv, schema, problems, true);
+}
+
+/** A record validated; `versioned`: set aside unless of this agent's format (all but the format record). */
+function parseRecord<S extends z.ZodType>(
+  kv: KeyValue,
+  schema: S,
+  problems: string[],
+  versioned = false,
+): z.infer<S> | undefined {
   let json: unknown;
   try {
     json = JSON.parse(kv.value);
@@ -333,26 +377,10 @@ function parseVersioned<S extends z.ZodType>(
     return undefined;
   }
   const v = (json as { version?: unknown } | null)?.version;
-  if (typeof v === 'number' && v !== RECORD_VERSION) {
+  if (versioned && typeof v === 'number' && v !== RECORD_VERSION) {
     problems.push(
       `${kv.key}: stored format version ${v}, this agent knows version ${RECORD_VERSION} (upgrade this agent)`,
     );
-    return undefined;
-  }
-  return check(kv, json, schema, problems);
-}
-
-/** A record parsed without the version check (the format record). */
-function parseRecord<S extends z.ZodType>(
-  kv: KeyValue,
-  schema: S,
-  problems: string[],
-): z.infer<S> | undefined {
-  let json: unknown;
-  try {
-    json = JSON.parse(kv.value);
-  } catch (err) {
-    problems.push(`${kv.key}: not JSON (${errorMessage(err)})`);
     return undefined;
   }
   return check(kv, json, schema, problems);
