@@ -30,6 +30,7 @@ import type { ManagerState, Report } from '../cluster/types.ts';
 import { errorMessage, UserError } from '../lib/errors.ts';
 import { readJsonOr, writeFileAtomic, writeJsonAtomic } from '../lib/json-file.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
+import { BackupScheduler } from './backups.ts'; // scheduled backups (docs/backup.md)
 import { loadNodeCredentials } from './credentials.ts';
 import { EtcdClient } from './etcd/client.ts';
 import { EtcdMember } from './etcd/member.ts';
@@ -159,6 +160,8 @@ export class Agent {
   /** Observations: file reads and asynchronous calls only, on this thread. */
   readonly #inline: Pick<NodeResources, 'observe' | 'observeRunning'>;
   readonly executor: ActionExecutor;
+  /** Scheduled backups (docs/backup.md): runs due here, as child processes. */
+  readonly backups: BackupScheduler;
   store!: ClusterStore;
   #member: EtcdMember | undefined;
   #guard: GuardClient | undefined;
@@ -233,6 +236,14 @@ export class Agent {
       },
     );
     this.local = emptyLocal(o.node);
+    this.backups = new BackupScheduler({
+      node: o.node,
+      stateDir: o.stateDir,
+      configFile: this.paths.appliedCopy,
+      store: () => this.store,
+      event: (text) => this.#event('agent', text),
+      log: this.log,
+    }); // scheduled backups
     this.#wallOffset = Date.now() / 1000 - monoSeconds();
     // A replica notices a dead peer (no RST after a power cut) only by silence. The cluster moves a
     // vserver once the old node's lease has ended, and the new primary may not be promoted while it
@@ -503,6 +514,7 @@ export class Agent {
     this.#server?.close();
     this.#guard?.close();
     this.mesh?.close();
+    this.backups.close(); // backups in progress finish on their own
     await this.#member?.stop();
     await this.resources.close();
   }
@@ -533,6 +545,16 @@ export class Agent {
     this.#ensureReplicas();
     await this.#publishReport(reports);
     if (acting) await this.#manage();
+    // Scheduled backups (docs/backup.md): starts what is due here, never waits for a run.
+    if (acting)
+      this.backups.tick({
+        spec: this.spec,
+        snapshot,
+        local: this.local,
+        lease: this.#lease,
+        isManager: this.#isManager,
+        timeoutMs: this.#ms(this.timing.renewTimeout),
+      });
     await this.#flushEvents();
   }
 

@@ -13,6 +13,8 @@
  *   maintenance         the manager observes and decides nothing, set by the operator
  *   initialized/<vs>    the vserver's volume has been promoted once: later replicas join with a full sync
  *   events/<ms>-<node>-<n>  the cluster's log
+ *   backups/<job>       scheduled backups (src/agent/backups.ts): a vserver's name, or `@cluster` (the
+ *                       cluster's own state) and `@prune` (retention): the last attempt and last success
  *
  * Compatibility: objects are parsed with zod's default, which drops keys it does not know, so a record
  * that a newer agent wrote with an extra optional field is read as before (and an older agent that
@@ -45,6 +47,7 @@ export interface Keys {
   initialized(vserver: string): string;
   event(atMs: number, node: string, seq: number): string;
   events: string;
+  backup(job: string): string;
 }
 
 export function keysFor(cluster: string): Keys {
@@ -63,6 +66,7 @@ export function keysFor(cluster: string): Keys {
     initialized: (v) => `${p}initialized/${v}`,
     event: (at, n, seq) => `${p}events/${String(at).padStart(15, '0')}-${n}-${String(seq).padStart(6, '0')}`,
     events: `${p}events/`,
+    backup: (job) => `${p}backups/${job}`,
   };
 }
 
@@ -184,6 +188,35 @@ export const settingRecordSchema = z.object({
   by: z.string(),
 });
 export type SettingRecord = z.infer<typeof settingRecordSchema>;
+
+/** One run of a scheduled backup job (a vserver's backup, the cluster's state, the retention). */
+export const backupRunSchema = z.object({
+  node: z.string(),
+  /** The schedule's time this run is for (ms): the next run is the schedule's first time after it. */
+  dueAt: z.number(),
+  startedAt: z.number(),
+  /** Absent while it runs (or when the node running it died). */
+  finishedAt: z.number().optional(),
+  ok: z.boolean().optional(),
+  error: z.string().optional(),
+  /** Failed runs in a row for this due time (a failed run is tried again a few times). */
+  failures: z.number().int().optional(),
+  seconds: z.number().optional(),
+  bytesAdded: z.number().optional(),
+  bytesProcessed: z.number().optional(),
+  snapshotId: z.string().optional(),
+  frozenMs: z.number().optional(),
+});
+export type BackupRun = z.infer<typeof backupRunSchema>;
+
+export const backupRecordSchema = z.object({
+  version,
+  job: z.string(),
+  /** The run in progress, or the last one that ended. */
+  attempt: backupRunSchema,
+  lastSuccess: backupRunSchema.optional(),
+});
+export type BackupRecord = z.infer<typeof backupRecordSchema>;
 
 /** A report as the manager reads it. */
 export function toReport(r: VserverReport): Report {

@@ -6,6 +6,7 @@
 import { type ClusterSpec, fullNodes, vserverSpecs } from '../cluster/config.ts';
 import { errorMessage } from '../lib/errors.ts';
 import type { Agent } from './agent.ts';
+import { type BackupStatus, backupStatusOf, CLUSTER_JOB } from './backups.ts';
 import { formatsOf, rangeText, UNRECORDED_FORMAT } from './format.ts';
 import type { MeshReport } from './mesh/view.ts';
 
@@ -52,7 +53,11 @@ export interface ClusterStatus {
     failed: string | null;
     address: string | null;
     replicas: { node: string; role: string; diskState: string; upToDate: boolean; epoch: number }[];
+    /** Its scheduled backup (docs/backup.md), null without a schedule (absent: an older agent). */
+    backup?: BackupStatus | null;
   }[];
+  /** The scheduled backup of the cluster's own state (etcd, cluster.yaml), null without a backup section. */
+  clusterBackup?: BackupStatus | null;
   problems: string[];
   /** The membership mesh: who sees whom on which link (`matrix`), and this node's links in detail. */
   mesh: MeshReport | null;
@@ -74,6 +79,7 @@ export async function clusterStatus(agent: Agent, members = true): Promise<Clust
   );
   const table = snap?.state?.table ?? {};
   const mstate = snap?.state?.state;
+  const appliedAt = snap?.config?.appliedAt ?? Date.now(); // backups: a schedule counts from its apply
   return {
     cluster: spec.cluster,
     node: v.node,
@@ -125,8 +131,14 @@ export async function clusterStatus(agent: Agent, members = true): Promise<Clust
               epoch: rep?.epoch ?? 0,
             };
           }),
+        backup: spec.backups[vs.name]
+          ? backupStatusOf(spec.backups[vs.name]!.schedule, snap?.backups[vs.name], appliedAt, Date.now())
+          : null,
       };
     }),
+    clusterBackup: spec.backup
+      ? backupStatusOf(spec.backup.cluster_schedule, snap?.backups[CLUSTER_JOB], appliedAt, Date.now())
+      : null,
     problems: snap?.problems ?? [],
     mesh: meshReportOf(agent),
   };

@@ -4,6 +4,7 @@
  * the volume's UUID, and releases the snapshot whatever happens. List, verify (restic check),
  * retention (forget --prune), restore of one path, restore of a whole vserver under a new name.
  */
+import { spawn } from 'node:child_process';
 import {
   appendFileSync,
   existsSync,
@@ -229,22 +230,31 @@ export async function forgetBackups(
   prune = true,
 ): Promise<{ kept: string[]; removed: string[] }> {
   await openRepository(repo);
+  return forgetTagged(repo, `vserver=${vserver}`, `vserver ${vserver}`, keep, prune);
+}
+
+async function forgetTagged(
+  repo: Repository,
+  tag: string,
+  what: string,
+  keep: Keep,
+  prune: boolean,
+): Promise<{ kept: string[]; removed: string[] }> {
   const flags = Object.entries(keep)
     .filter(([, n]) => n !== undefined && n > 0)
     .flatMap(([k, n]) => [`--keep-${k}`, String(n)]);
-  if (flags.length === 0)
-    throw new UserError(`vserver ${vserver}: a retention needs at least one keep count above 0`);
+  if (flags.length === 0) throw new UserError(`${what}: a retention needs at least one keep count above 0`);
   const args = [
     'forget',
     '--json',
     '--host',
     BACKUP_HOST,
     '--tag',
-    `vserver=${vserver}`,
+    tag,
     ...flags,
     ...(prune ? ['--prune'] : []),
   ];
-  const r = await mustRestic(repo, args, `forget of ${vserver}'s backups`);
+  const r = await mustRestic(repo, args, `forget of ${what}'s backups`);
   // The JSON array comes first; --prune prints plain lines after it.
   const json = r.stdout.split('\n').find((l) => l.startsWith('['));
   const groups = JSON.parse(json ?? '[]') as Array<{
@@ -348,4 +358,109 @@ export async function restoreAs(
     await destroyVolume(newName).catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * The scheduled retention (backup.prune_schedule): every vserver's `keep` and the cluster's
+ * `cluster_keep`, each a forget without prune, then one `restic prune` (it locks the repository
+ * exclusively and rewrites packs: once, not once per vserver).
+ */
+export async function applyRetention(
+  repo: Repository,
+  jobs: { tag: string; what: string; keep: Keep }[],
+): Promise<{ kept: number; removed: number; seconds: number }> {
+  const t0 = performance.now();
+  await openRepository(repo);
+  let kept = 0;
+  let removed = 0;
+  for (const j of jobs) {
+    const r = await forgetTagged(repo, j.tag, j.what, j.keep, false);
+    kept += r.kept.length;
+    removed += r.removed.length;
+  }
+  await mustRestic(repo, ['prune'], 'restic prune');
+  return { kept, removed, seconds: Math.round((performance.now() - t0) / 100) / 10 };
+}
+
+/** The tag of the cluster's own backups (an etcd snapshot and the applied cluster.yaml). */
+export const CLUSTER_TAG = 'cluster';
+
+export interface ClusterBackupResult {
+  snapshotId: string;
+  bytesProcessed: number;
+  bytesAdded: number;
+  seconds: number;
+}
+
+/**
+ * The cluster's own state into the repository, tagged `cluster`: an etcd snapshot taken from
+ * `endpoint` with the node's client certificate (`etcdctl snapshot save`) and the applied cluster.yaml,
+ * staged in `STATE/backup/cluster/` (the same paths every time: restic finds the parent).
+ */
+export async function backupClusterState(
+  repo: Repository,
+  o: { endpoint: string; ca: string; cert: string; key: string; clusterYaml: string; cluster: string },
+): Promise<ClusterBackupResult> {
+  const t0 = performance.now();
+  try {
+    await openRepository(repo);
+    const dir = join(stateDir(), 'backup', 'cluster');
+    mkdirSync(dir, { recursive: true });
+    const db = join(dir, 'etcd.db');
+    rmSync(db, { force: true });
+    const saved = await runCommand('etcdctl', [
+      `--endpoints=${o.endpoint}`,
+      `--cacert=${o.ca}`,
+      `--cert=${o.cert}`,
+      `--key=${o.key}`,
+      '--command-timeout=60s',
+      'snapshot',
+      'save',
+      db,
+    ]);
+    if (saved.code !== 0)
+      throw new UserError(
+        `etcd snapshot from ${o.endpoint} failed: ${saved.stderr.trim().split('\n').pop()}`,
+      );
+    rmSync(`${db}.part`, { force: true });
+    writeFileSync(join(dir, 'cluster.yaml'), o.clusterYaml);
+    let summary: ResticSummary | undefined;
+    const args = [
+      'backup',
+      '--json',
+      '--host',
+      BACKUP_HOST,
+      '--tag',
+      CLUSTER_TAG,
+      '--tag',
+      `name=${o.cluster}`,
+      dir,
+    ];
+    await mustRestic(repo, args, "restic backup of the cluster's state", (line) => {
+      const m = parseResticLine(line);
+      if (m?.message_type === 'summary') summary = m;
+    });
+    if (!summary) throw new UserError("restic backup of the cluster's state printed no summary");
+    const result = {
+      snapshotId: summary.snapshot_id,
+      bytesProcessed: summary.total_bytes_processed,
+      bytesAdded: summary.data_added,
+      seconds: Math.round((performance.now() - t0) / 100) / 10,
+    };
+    record({ job: 'cluster', ok: true, ...result });
+    return result;
+  } catch (err) {
+    record({ job: 'cluster', ok: false, error: errorMessage(err) });
+    throw err;
+  }
+}
+
+function runCommand(cmd: string, args: string[]): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.on('error', (err) => resolve({ code: -1, stderr: `cannot run ${cmd}: ${err.message}` }));
+    child.on('close', (code) => resolve({ code: code ?? -1, stderr }));
+  });
 }

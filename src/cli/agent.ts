@@ -10,6 +10,7 @@ import type { ClusterStatus } from '../agent/status.ts';
 import { loadClusterConfig } from '../cluster/config.ts';
 import { UserError } from '../lib/errors.ts';
 import { stateDir } from '../lib/paths.ts';
+import { formatSize } from '../lib/size.ts';
 import { askAgent as ask } from './agent-client.ts';
 import { registerGuardCommand } from './agent-guard.ts';
 import { registerAgentInstallCommands } from './agent-install.ts';
@@ -301,7 +302,38 @@ function formatStatus(s: ClusterStatus): string {
         v.replicas.map((r) => `${r.node}:${r.role}/${r.diskState || '?'}`).join(' '),
       ]),
     ),
+    ...formatBackups(s),
   ];
   if (s.problems.length) out.push('', 'stored records set aside:', ...s.problems.map((p) => `  ${p}`));
   return out.join('\n');
+}
+
+/** Scheduled backups (docs/backup.md): the last success of each vserver's and of the cluster's state. */
+function formatBackups(s: ClusterStatus): string[] {
+  const rows = [
+    ...s.vservers.flatMap((v) => (v.backup ? [[v.name, v.backup] as const] : [])),
+    ...(s.clusterBackup ? [['(cluster state)', s.clusterBackup] as const] : []),
+  ];
+  if (rows.length === 0) return [];
+  const when = (ms: number) => new Date(ms).toISOString().slice(0, 19).replace('T', ' ');
+  return [
+    '',
+    table(
+      ['BACKUP OF', 'SCHEDULE', 'LAST SUCCESS', 'ADDED', 'TOOK', 'NOW'],
+      rows.map(([name, b]) => [
+        name,
+        b.schedule,
+        b.lastSuccess ? `${when(b.lastSuccess.at)} on ${b.lastSuccess.node}` : 'never',
+        b.lastSuccess?.bytesAdded == null ? '-' : formatSize(b.lastSuccess.bytesAdded),
+        b.lastSuccess?.seconds == null ? '-' : `${b.lastSuccess.seconds}s`,
+        [
+          b.late ? 'LATE (older than twice the period)' : '',
+          b.running ? `running on ${b.running.node}` : '',
+          b.lastError ? `last run failed: ${b.lastError}` : '',
+        ]
+          .filter(Boolean)
+          .join('; ') || 'ok',
+      ]),
+    ),
+  ];
 }

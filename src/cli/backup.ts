@@ -1,5 +1,11 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import {
+  applyRetention,
+  backupClusterState,
+  CLUSTER_TAG,
   forgetBackups,
   initRepository,
   listBackups,
@@ -17,7 +23,7 @@ import { emit, table } from './output.ts';
 const DEFAULT_CONFIG = '/etc/cvserver/cluster.yaml';
 
 /** The cluster file: --config, else CVSERVER_CLUSTER_CONFIG, else the default path. */
-function config(o: { config?: string }): { spec: ClusterSpec; file: string } {
+export function config(o: { config?: string }): { spec: ClusterSpec; file: string } {
   const file = o.config ?? process.env.CVSERVER_CLUSTER_CONFIG ?? DEFAULT_CONFIG;
   return { spec: loadClusterConfig(file), file };
 }
@@ -97,6 +103,53 @@ export function registerBackupCommands(program: Command): void {
       if (!keep) throw new UserError(`${file}: vservers.${vserver}.backup.keep is not set`);
       const r = await forgetBackups(repository(o), vserver, keep, o.prune);
       emit(!!o.json, r, () => `${vserver}: kept ${r.kept.length} backups, removed ${r.removed.length}`);
+    });
+
+  withConfig(backup.command('cluster'))
+    .description(
+      "back up the cluster's own state: an etcd snapshot (this node's member, its client certificate) and cluster.yaml, tagged cluster",
+    )
+    .option('--node <name>', "this node's name in cluster.yaml (its certificate)", hostname())
+    .option('--json', 'machine-readable output')
+    .action(async (o: { config?: string; node: string; json?: boolean }) => {
+      const { spec, file } = config(o);
+      if (!spec.nodes.some((n) => n.name === o.node))
+        throw new UserError(`--node ${o.node}: not a node of ${file} (its certificate is needed)`);
+      const r = await backupClusterState(repository(o), {
+        endpoint: spec.etcd.endpoints[0] ?? `https://127.0.0.1:${spec.etcd.client_port}`,
+        ca: join(spec.tls_dir, 'ca.crt'),
+        cert: join(spec.tls_dir, `${o.node}.crt`),
+        key: join(spec.tls_dir, `${o.node}.key`),
+        clusterYaml: readFileSync(file, 'utf8'),
+        cluster: spec.cluster,
+      });
+      emit(
+        !!o.json,
+        r,
+        () =>
+          `backup ${r.snapshotId} of the cluster's state (etcd snapshot, cluster.yaml): ${formatSize(r.bytesProcessed)} read, ${formatSize(r.bytesAdded)} added in ${r.seconds} s`,
+      );
+    });
+
+  withConfig(backup.command('prune'))
+    .description(
+      "apply every retention (each vserver's keep, backup.cluster_keep), then prune the repository once",
+    )
+    .option('--json', 'machine-readable output')
+    .action(async (o: { config?: string; json?: boolean }) => {
+      const { spec } = config(o);
+      const jobs = [
+        ...Object.entries(spec.backups).map(([v, b]) => ({
+          tag: `vserver=${v}`,
+          what: `vserver ${v}`,
+          keep: b.keep,
+        })),
+        ...(spec.backup
+          ? [{ tag: CLUSTER_TAG, what: "the cluster's state", keep: spec.backup.cluster_keep }]
+          : []),
+      ];
+      const r = await applyRetention(repository(o), jobs);
+      emit(!!o.json, r, () => `kept ${r.kept} backups, removed ${r.removed}, pruned in ${r.seconds} s`);
     });
 
   withConfig(backup.command('restore <vserver> <snapshot>'))

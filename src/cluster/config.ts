@@ -119,6 +119,17 @@ const cronSchema = z.string().superRefine((v, ctx) => {
   const err = cronError(v);
   if (err) ctx.addIssue({ code: 'custom', message: err });
 });
+const keepCount = z.number().int().nonnegative();
+const keepSchema = z
+  .strictObject({
+    last: keepCount.optional(),
+    daily: keepCount.optional(),
+    weekly: keepCount.optional(),
+    monthly: keepCount.optional(),
+  })
+  .refine((k) => Object.values(k).some((n) => n !== undefined && n > 0), {
+    message: 'expected at least one of last, daily, weekly, monthly above 0 (else every backup is forgotten)',
+  });
 const backupSchema = z.strictObject({
   /** Any restic repository: a path, sftp:..., rest:..., s3:... */
   repository: z.string().min(1, 'expected a restic repository (a path or URL)'),
@@ -126,21 +137,14 @@ const backupSchema = z.strictObject({
   password_file: absolutePath,
   /** When `forget --prune` applies the retentions (it rewrites the repository's index: not with every backup). */
   prune_schedule: cronSchema.default('30 4 * * 0'),
+  /** When the manager backs up the cluster's own state (an etcd snapshot and the applied cluster.yaml). */
+  cluster_schedule: cronSchema.default('15 3 * * *'),
+  /** Which backups of the cluster's state the retention keeps. */
+  cluster_keep: keepSchema.default({ last: 7, daily: 14 }),
 });
-const keepCount = z.number().int().nonnegative();
 const vserverBackupSchema = z.strictObject({
   schedule: cronSchema,
-  keep: z
-    .strictObject({
-      last: keepCount.optional(),
-      daily: keepCount.optional(),
-      weekly: keepCount.optional(),
-      monthly: keepCount.optional(),
-    })
-    .refine((k) => Object.values(k).some((n) => n !== undefined && n > 0), {
-      message:
-        'expected at least one of last, daily, weekly, monthly above 0 (else every backup is forgotten)',
-    }),
+  keep: keepSchema,
 });
 export type BackupSpec = z.output<typeof backupSchema>;
 export type VserverBackupSpec = z.output<typeof vserverBackupSchema>;

@@ -33,3 +33,13 @@ export function missedRun(expr: string, since: Date, now: Date): Date | undefine
   for (let t = nextRun(expr, since); t && t <= now; t = nextRun(expr, t)) last = t;
   return last;
 }
+
+/**
+ * The schedule's latest time at or before `now` (croner's previousRuns is strictly before, at whole
+ * seconds): the due time a persistent timer compares with the last run, without walking the schedule.
+ */
+export function lastRun(expr: string, now: Date): Date | undefined {
+  const [a, b] = new Cron(expr, { paused: true }).previousRuns(2, new Date(now.getTime() + 1000));
+  if (a && a <= now) return a;
+  return b && b <= now ? b : undefined;
+}

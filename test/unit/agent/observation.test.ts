@@ -42,6 +42,7 @@ function snapshot(alive: string[], upToDate: string[], startedAt = NOW - 60_000)
     initialized: new Set(),
     standby: {},
     maintenance: undefined,
+    backups: {},
     problems: [],
   };
 }
