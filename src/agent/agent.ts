@@ -166,6 +166,7 @@ export class Agent {
   #member: EtcdMember | undefined;
   #guard: GuardClient | undefined;
   #server: Server | undefined;
+  #http: { close(): Promise<void> } | undefined; // issue 13: HTTP API, dashboard, /metrics (src/agent/http/)
   local: NodeLocal;
   #lease: string | null = null;
   snapshot: Snapshot | undefined;
@@ -352,6 +353,7 @@ export class Agent {
     });
     const { serveAgentApi } = await import('./api.ts');
     this.#server = await serveAgentApi(this);
+    this.#http = await (await import('./http/server.ts')).startHttpServer(this); // issue 13 (docs/http.md)
     serviceManager.ready(`agent ${AGENT_VERSION} up on ${this.o.node}`); // systemd (docs/agent.md)
     this.#event('agent', `agent ${AGENT_VERSION} started (pid ${process.pid})`);
     while (!this.#stopping) {
@@ -512,6 +514,7 @@ export class Agent {
     this.#watch?.close();
     this.#wake?.();
     this.#server?.close();
+    await this.#http?.close(); // issue 13
     this.#guard?.close();
     this.mesh?.close();
     this.backups.close(); // backups in progress finish on their own

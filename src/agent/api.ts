@@ -9,6 +9,7 @@ import { UserError } from '../lib/errors.ts';
 import { callRpc, serveRpc } from '../lib/unix-rpc.ts';
 import type { Agent } from './agent.ts';
 import { RECORD_VERSION } from './records.ts';
+import { SCOPES, tokensOf } from './http/tokens.ts';
 import { type ClusterStatus, clusterStatus, meshReportOf } from './status.ts';
 
 /** Who asks (the CLI sends its user name); the agent adds its node. */
@@ -17,7 +18,7 @@ const operator = z.string().max(64).optional();
 export const agentRequestSchema = z.discriminatedUnion('op', [
   /** brief: without asking every etcd member for its health (for polling). */
   z.strictObject({ op: z.literal('status'), brief: z.boolean().optional() }),
-  z.strictObject({ op: z.literal('migrate'), vserver: z.string(), node: z.string() }),
+  z.strictObject({ op: z.literal('migrate'), vserver: z.string(), node: z.string(), by: operator }),
   z.strictObject({ op: z.literal('clear'), vserver: z.string(), by: operator }),
   z.strictObject({ op: z.literal('standby'), node: z.string(), on: z.boolean(), by: operator }),
   z.strictObject({ op: z.literal('maintenance'), on: z.boolean(), by: operator }),
@@ -29,6 +30,10 @@ export const agentRequestSchema = z.discriminatedUnion('op', [
     since: z.number().optional(),
   }),
   z.strictObject({ op: z.literal('links') }),
+  // HTTP API tokens (docs/http.md): made, listed and revoked only over this root-only socket.
+  z.strictObject({ op: z.literal('token-create'), name: z.string(), scope: z.enum(SCOPES), by: operator }),
+  z.strictObject({ op: z.literal('token-list') }),
+  z.strictObject({ op: z.literal('token-revoke'), name: z.string(), by: operator }),
 ]);
 export type AgentRequest = z.infer<typeof agentRequestSchema>;
 
@@ -41,7 +46,7 @@ export interface ApplyResult {
 }
 
 export function serveAgentApi(agent: Agent): Promise<Server> {
-  return serveRpc(agent.paths.socket, agentRequestSchema, (req) => handle(agent, req), 1024 * 1024);
+  return serveRpc(agent.paths.socket, agentRequestSchema, (req) => handleAgentRequest(agent, req), 1024 * 1024);
 }
 
 export function callAgent(socket: string, req: AgentRequest, timeoutMs = 10_000): Promise<unknown> {
@@ -49,9 +54,10 @@ export function callAgent(socket: string, req: AgentRequest, timeoutMs = 10_000)
 }
 
 /** Requests that only read: answered also by an agent that does not act on the cluster. */
-const READ_ONLY = new Set<AgentRequest['op']>(['status', 'events', 'links']);
+const READ_ONLY = new Set<AgentRequest['op']>(['status', 'events', 'links', 'token-list']);
 
-async function handle(agent: Agent, req: AgentRequest): Promise<unknown> {
+/** Every request, from the socket or the HTTP API (src/agent/http/): the one place writes happen. */
+export async function handleAgentRequest(agent: Agent, req: AgentRequest): Promise<unknown> {
   const timeoutMs = 2000;
   // An agent that cannot read the cluster (format.ts) writes nothing to it for an operator either.
   const refusal = agent.view().refusal;
@@ -79,6 +85,7 @@ async function handle(agent: Agent, req: AgentRequest): Promise<unknown> {
         },
         timeoutMs,
       );
+      agent.operatorEvent(`${req.vserver}: migrate to ${req.node} requested by ${who(agent, req.by)}`);
       return { id };
     }
     case 'clear': {
@@ -134,6 +141,21 @@ async function handle(agent: Agent, req: AgentRequest): Promise<unknown> {
       return agent.store.events(req.limit, timeoutMs, req.since);
     case 'links':
       return meshReportOf(agent);
+    case 'token-create': {
+      const made = await tokensOf(agent.store.client, agent.spec.cluster).create(
+        req.name,
+        req.scope,
+        who(agent, req.by),
+      );
+      agent.operatorEvent(`token ${req.name} (${req.scope}) created by ${who(agent, req.by)}`);
+      return made;
+    }
+    case 'token-list':
+      return { tokens: await tokensOf(agent.store.client, agent.spec.cluster).list() };
+    case 'token-revoke':
+      await tokensOf(agent.store.client, agent.spec.cluster).revoke(req.name);
+      agent.operatorEvent(`token ${req.name} revoked by ${who(agent, req.by)}`);
+      return { name: req.name, revoked: true };
   }
 }
 
@@ -182,6 +204,7 @@ function refuseRestartOnly(cur: ClusterSpec, next: ClusterSpec, file: string): v
     ['etcd', cur.etcd, next.etcd],
     ['timing', cur.timing, next.timing],
     ['membership', cur.membership, next.membership],
+    ['http', cur.http, next.http],
     ['secret_file', cur.secret_file, next.secret_file],
     ['tls_dir', cur.tls_dir, next.tls_dir],
   ];

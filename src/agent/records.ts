@@ -15,6 +15,7 @@
  *   events/<ms>-<node>-<n>  the cluster's log
  *   backups/<job>       scheduled backups (src/agent/backups.ts): a vserver's name, or `@cluster` (the
  *                       cluster's own state) and `@prune` (retention): the last attempt and last success
+ *   tokens/<name>       an HTTP API token: its name, scope and SHA-256 (src/agent/http/tokens.ts)
  *
  * Compatibility: objects are parsed with zod's default, which drops keys it does not know, so a record
  * that a newer agent wrote with an extra optional field is read as before (and an older agent that
@@ -123,6 +124,11 @@ export const replicaReportSchema = z.object({
   upToDate: z.boolean(),
   epoch: z.number(),
   failed: z.boolean(),
+  // Optional hints for /metrics (docs/metrics.md): absent from agents of before them.
+  outOfSyncBytes: z.number().optional(),
+  resyncBytesPerSecond: z.number().optional(),
+  suspendedWrites: z.number().optional(),
+  splitBrain: z.boolean().optional(),
 });
 export type ReplicaReport = z.infer<typeof replicaReportSchema>;
 

@@ -52,7 +52,23 @@ export interface ClusterStatus {
     since: number | null;
     failed: string | null;
     address: string | null;
-    replicas: { node: string; role: string; diskState: string; upToDate: boolean; epoch: number }[];
+    /** Restarts in place since it was last assigned to its node. */
+    restarts: number;
+    /** Relocations and failures the manager still counts (within policy.failure_timeout). */
+    relocations: number;
+    failures: number;
+    replicas: {
+      node: string;
+      role: string;
+      diskState: string;
+      upToDate: boolean;
+      epoch: number;
+      /** null: not reported (an agent of before these, or no replication status yet). */
+      outOfSyncBytes: number | null;
+      resyncBytesPerSecond: number | null;
+      suspendedWrites: number | null;
+      splitBrain: boolean | null;
+    }[];
     /** Its scheduled backup (docs/backup.md), null without a schedule (absent: an older agent). */
     backup?: BackupStatus | null;
   }[];
@@ -119,6 +135,9 @@ export async function clusterStatus(agent: Agent, members = true): Promise<Clust
         since: r?.since ?? null,
         failed: mstate?.vservers[vs.name]?.failed ?? null,
         address: vs.definition.network?.addresses[0]?.split('/')[0] ?? null,
+        restarts: a?.restarts ?? 0,
+        relocations: mstate?.vservers[vs.name]?.relocations.length ?? 0,
+        failures: mstate?.vservers[vs.name]?.failures.length ?? 0,
         replicas: vs.volume.replicas
           .filter((n) => fullNodes(spec).includes(n))
           .map((n) => {
@@ -129,6 +148,10 @@ export async function clusterStatus(agent: Agent, members = true): Promise<Clust
               diskState: rep?.diskState ?? '',
               upToDate: rep?.upToDate ?? false,
               epoch: rep?.epoch ?? 0,
+              outOfSyncBytes: rep?.outOfSyncBytes ?? null,
+              resyncBytesPerSecond: rep?.resyncBytesPerSecond ?? null,
+              suspendedWrites: rep?.suspendedWrites ?? null,
+              splitBrain: rep?.splitBrain ?? null,
             };
           }),
         backup: spec.backups[vs.name]

@@ -11,7 +11,7 @@ import { loadClusterConfig } from '../cluster/config.ts';
 import { UserError } from '../lib/errors.ts';
 import { stateDir } from '../lib/paths.ts';
 import { formatSize } from '../lib/size.ts';
-import { askAgent as ask } from './agent-client.ts';
+import { askAgent as ask, operatorName } from './agent-client.ts';
 import { registerGuardCommand } from './agent-guard.ts';
 import { registerAgentInstallCommands } from './agent-install.ts';
 import { emit, table } from './output.ts';
@@ -61,7 +61,7 @@ export function registerAgentCommands(program: Command): void {
       const before = ((await ask({ op: 'status', brief: true })) as ClusterStatus).vservers.find(
         (v) => v.name === vserver,
       );
-      const { id } = (await ask({ op: 'migrate', vserver, node })) as { id: string };
+      const { id } = (await ask({ op: 'migrate', vserver, node, by: operatorName() })) as { id: string };
       if (!o.wait)
         return emit(!!o.json, { requested: id }, () => `migration of ${vserver} to ${node} requested`);
       const began = Date.now();

@@ -10,6 +10,7 @@ const AREAS: Record<string, () => Promise<Register>> = {
   sim: async () => (await import('./sim.ts')).registerSimCommands,
   lab: async () => (await import('./lab.ts')).registerLabCommands,
   init: async () => (await import('./init.ts')).registerInitCommand,
+  token: async () => (await import('./token.ts')).registerTokenCommands,
   agent: async () => (await import('./agent.ts')).registerAgentCommands,
   operator: async () => (await import('./operator.ts')).registerOperatorCommands,
   backup: async () => (await import('./backup.ts')).registerBackupCommands,

@@ -84,6 +84,26 @@ const membershipSchema = z
   })
   .prefault({});
 
+// The agent's HTTP API, dashboard and /metrics (docs/http.md): read at agent start, like etcd and timing.
+const httpSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true),
+    port: port.default(9443),
+    /** false: plain HTTP, and then only on 127.0.0.1 (a token must never cross a network in clear). */
+    tls: z.boolean().default(true),
+    /** false: /metrics answers without a token (for a Prometheus without one; the admin's choice). */
+    metrics_auth: z.boolean().default(true),
+    /** A certificate the admin gives (PEM), else the node's own from tls_dir (made by `cvserver init`). */
+    cert_file: absolutePath.optional(),
+    key_file: absolutePath.optional(),
+  })
+  .refine((h) => (h.cert_file === undefined) === (h.key_file === undefined), {
+    message: 'expected both cert_file and key_file, or neither',
+    path: ['cert_file'],
+  })
+  .prefault({});
+export type HttpSpec = z.output<typeof httpSchema>;
+
 const policySchema = z
   .strictObject({
     max_restarts: z.number().int().min(0).default(1),
@@ -186,6 +206,7 @@ const rawClusterSchema = z.strictObject({
   etcd: etcdSchema,
   timing: timingSchema,
   membership: membershipSchema,
+  http: httpSchema,
   policy: policySchema,
   backup: backupSchema.optional(),
   vservers: z

@@ -15,6 +15,14 @@ export interface VolumeSummary {
   epoch: number;
   /** Something (loop device, FUSE or ext4 mount) still hangs on a dead daemon: `down` then `up` repairs it. */
   failed: boolean;
+  /** For /metrics (docs/metrics.md): bytes the peers still lack, summed over the peers this replica tracks. */
+  outOfSyncBytes?: number;
+  /** Resync speed to the peers now (bytes/s, summed), 0 when none runs. */
+  resyncBytesPerSecond?: number;
+  /** Writes held back for want of a quorum of replicas. */
+  suspendedWrites?: number;
+  /** A peer link parked in split-brain. */
+  splitBrain?: boolean;
 }
 
 export interface ResourceObservation {
@@ -61,5 +69,19 @@ export function summarizeVolume(s: VolumeStatus | undefined): VolumeSummary {
     upToDate: diskState === 'UpToDate',
     epoch: Math.max(s.epoch, r && 'epoch' in r ? r.epoch : 0),
     failed: s.health === 'failed',
+    ...(r?.peers ? replicationNumbers(r) : {}),
+  };
+}
+
+type Replication = NonNullable<NonNullable<VolumeStatus['daemon']>['replication']>;
+
+/** What the metrics need from the daemon's replication status (a diskless tiebreaker has none). */
+function replicationNumbers(r: Replication): Partial<VolumeSummary> {
+  const peers = r.peers ?? [];
+  return {
+    outOfSyncBytes: peers.reduce((sum, p) => sum + p.outOfSyncBytes, 0),
+    resyncBytesPerSecond: Math.round(peers.reduce((sum, p) => sum + (p.resync?.bytesPerSecond ?? 0), 0)),
+    suspendedWrites: r.quorum?.suspendedWrites ?? 0,
+    splitBrain: peers.some((p) => p.connection === 'SplitBrain'),
   };
 }
