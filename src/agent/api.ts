@@ -8,8 +8,8 @@ import { type ClusterSpec, describeSpec, fullNodes, parseClusterConfig } from '.
 import { UserError } from '../lib/errors.ts';
 import { callRpc, serveRpc } from '../lib/unix-rpc.ts';
 import type { Agent } from './agent.ts';
-import { RECORD_VERSION } from './records.ts';
 import { SCOPES, tokensOf } from './http/tokens.ts';
+import { RECORD_VERSION } from './records.ts';
 import { type ClusterStatus, clusterStatus, meshReportOf } from './status.ts';
 
 /** Who asks (the CLI sends its user name); the agent adds its node. */
@@ -46,7 +46,12 @@ export interface ApplyResult {
 }
 
 export function serveAgentApi(agent: Agent): Promise<Server> {
-  return serveRpc(agent.paths.socket, agentRequestSchema, (req) => handleAgentRequest(agent, req), 1024 * 1024);
+  return serveRpc(
+    agent.paths.socket,
+    agentRequestSchema,
+    (req) => handleAgentRequest(agent, req),
+    1024 * 1024,
+  );
 }
 
 export function callAgent(socket: string, req: AgentRequest, timeoutMs = 10_000): Promise<unknown> {
