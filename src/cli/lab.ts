@@ -44,6 +44,12 @@ function statusText(s: LabStatus): string {
     table(['node', 'role', 'state', 'address', 'namespace', 'pid', 'procs', 'links'], rows),
     `host: ${s.host.map((h) => `${h.interface} ${h.address}${h.present ? '' : ' (missing)'}`).join(', ')}; hub namespace ${s.hub}`,
     `demo: ${s.demoUrl}`,
+    ...(s.dashboard
+      ? [
+          `dashboard: ${s.dashboard.url} (certificate by the lab's CA ${s.dashboard.ca})`,
+          `admin token: ${s.dashboard.token}`,
+        ]
+      : []),
   ].join('\n');
 }
 

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { initCredentials } from '../agent/credentials.ts';
 import { loadClusterConfig } from '../cluster/config.ts';
 import { UserError } from '../lib/errors.ts';
+import { readJsonOr, writeFileAtomic } from '../lib/json-file.ts';
 import { clusterFile, type Lab } from './layout.ts';
 import { netnsPath } from './network.ts';
 
@@ -17,6 +18,8 @@ export interface LabHooks {
   init(lab: Lab): Promise<void>;
   /** After the nodes started: store cluster.yaml in the cluster (`cvserver apply`, from a node). */
   apply(lab: Lab): Promise<void>;
+  /** After apply: an admin token for the dashboard, kept in `<dir>/dashboard.json` (issue 13). */
+  dashboard(lab: Lab): Promise<void>;
   /** Last: wait until the demo answers at its URL. */
   waitForDemo(lab: Lab): Promise<void>;
 }
@@ -98,9 +101,54 @@ export async function waitForDemoHook(lab: Lab): Promise<void> {
   }
 }
 
+/** The dashboard's URL and admin token (`lab up` prints them, `lab status --json` shows them). */
+export interface LabDashboard {
+  url: string;
+  token: string;
+  /** The CA the dashboard's certificate is signed by (the lab's own). */
+  ca: string;
+}
+
+export function dashboardFile(lab: Lab): string {
+  return join(lab.dir, 'dashboard.json');
+}
+
+export function readDashboard(lab: Lab): LabDashboard | null {
+  return readJsonOr<LabDashboard>(dashboardFile(lab)) ?? null;
+}
+
+/** An admin token `lab-admin`, made once from the first node (a lab run again keeps its token). */
+export async function dashboardHook(lab: Lab): Promise<void> {
+  if (readDashboard(lab)) return;
+  const spec = loadClusterConfig(clusterFile(lab));
+  if (!spec.http.enabled) return;
+  const first = lab.nodes[0]!;
+  const until = Date.now() + 60_000;
+  for (;;) {
+    const r = runOnNode(lab, first.name, ['token', 'create', 'lab-admin', '--scope', 'admin', '--json']);
+    if (r.status === 0) {
+      const { token } = JSON.parse(r.stdout) as { token: string };
+      const scheme = spec.http.tls ? 'https' : 'http';
+      const host = spec.http.tls ? first.addresses[0] : '127.0.0.1';
+      const d: LabDashboard = {
+        url: `${scheme}://${host}:${spec.http.port}/`,
+        token,
+        ca: join(spec.tls_dir, 'ca.crt'),
+      };
+      writeFileAtomic(dashboardFile(lab), `${JSON.stringify(d, null, 2)}\n`, 0o600);
+      say(`dashboard at ${d.url} (admin token in ${dashboardFile(lab)})`);
+      return;
+    }
+    if (Date.now() > until)
+      throw new UserError(`cvserver token create did not succeed within 60 s: ${r.stderr.trim()}`);
+    await sleep(1000);
+  }
+}
+
 export const clusterHooks: LabHooks = {
   init: initClusterHook,
   apply: applyClusterHook,
+  dashboard: dashboardHook,
   waitForDemo: waitForDemoHook,
 };
 
@@ -108,5 +156,6 @@ export const clusterHooks: LabHooks = {
 export const noHooks: LabHooks = {
   init: async () => {},
   apply: async () => {},
+  dashboard: async () => {},
   waitForDemo: async () => {},
 };

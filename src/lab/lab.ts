@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { UserError } from '../lib/errors.ts';
 import { writeFileAtomic } from '../lib/json-file.ts';
 import { labClusterYaml } from './demo.ts';
-import { clusterHooks, type LabHooks } from './hooks.ts';
+import { clusterHooks, type LabDashboard, type LabHooks, readDashboard } from './hooks.ts';
 import {
   agentLog,
   clusterFile,
@@ -89,6 +89,7 @@ export async function labUp(o: LabOptions, hooks: LabHooks = clusterHooks, root 
   }
   await checkStarted(lab, started);
   await hooks.apply(lab);
+  await hooks.dashboard(lab);
   await hooks.waitForDemo(lab);
   return lab;
 }
@@ -238,6 +239,8 @@ export interface LabStatus {
   hub: string;
   host: { interface: string; address: string; present: boolean }[];
   demoUrl: string;
+  /** The dashboard's URL and an admin token (null without a cluster, or before `lab up` made it). */
+  dashboard: LabDashboard | null;
   nodes: NodeStatus[];
 }
 
@@ -281,6 +284,7 @@ export function labStatus(lab: Lab): LabStatus {
       present: hostInterfaceExists(dev),
     })),
     demoUrl: lab.demo.url,
+    dashboard: readDashboard(lab),
     nodes: lab.nodes.map((n) => nodeStatus(lab, n)),
   };
 }
