@@ -200,6 +200,45 @@ export function renderMetrics(s: ClusterStatus, p: ProcessNumbers): string {
     }
   }
 
+  // Scheduled backups (docs/backup.md): job = the vserver, or @cluster for the cluster's own state.
+  const jobs = [
+    ...s.vservers.flatMap((v) => (v.backup ? [[v.name, v.backup] as const] : [])),
+    ...(s.clusterBackup ? [['@cluster', s.clusterBackup] as const] : []),
+  ];
+  const lastOk = fam(
+    'backup_last_success_timestamp_seconds',
+    'gauge',
+    'When the last successful backup ended (Unix time).',
+  );
+  const added = fam(
+    'backup_last_success_added_bytes',
+    'gauge',
+    'Bytes the last successful backup added to the repository.',
+  );
+  const took = fam(
+    'backup_last_success_duration_seconds',
+    'gauge',
+    'How long the last successful backup took.',
+  );
+  const lastFailed = fam('backup_last_run_failed', 'gauge', '1 when the last run of the backup failed.');
+  const late = fam(
+    'backup_late',
+    'gauge',
+    '1 when the last success is older than twice the schedule period (or none).',
+  );
+  const running = fam('backup_running', 'gauge', '1 while a run is in progress.');
+  for (const [job, bk] of jobs) {
+    const labels = { job };
+    if (bk.lastSuccess) {
+      lastOk.push({ labels, value: bk.lastSuccess.at / 1000 });
+      if (bk.lastSuccess.bytesAdded !== null) added.push({ labels, value: bk.lastSuccess.bytesAdded });
+      if (bk.lastSuccess.seconds !== null) took.push({ labels, value: bk.lastSuccess.seconds });
+    }
+    lastFailed.push({ labels, value: b(bk.lastError !== null) });
+    late.push({ labels, value: b(bk.late) });
+    running.push({ labels, value: b(bk.running !== null) });
+  }
+
   const out: string[] = [];
   for (const f of fams) {
     if (f.samples.length === 0) continue;

@@ -183,6 +183,13 @@ function sampleStatus(): ClusterStatus {
         restarts: 1,
         relocations: 2,
         failures: 2,
+        backup: {
+          schedule: '0 3 * * *',
+          lastSuccess: { at: 1_700_000_000_000, bytesAdded: 2048, seconds: 3, snapshotId: 'ab', node: 'n1' },
+          lastError: null,
+          running: null,
+          late: false,
+        },
         replicas: [
           { node: 'n1', ...replica },
           { node: 'n2', ...replica, role: 'unreachable', diskState: '', outOfSyncBytes: null },
@@ -275,6 +282,9 @@ test('metrics: values from the status, in base units, escaped labels', () => {
   has('cvserver_volume_role{volume="demo",node="n2",role="unreachable"} 1');
   has('cvserver_agent_cpu_seconds_total{mode="user"} 1.5');
   has('cvserver_mesh_dropped_packets_total{reason="mac"} 1');
+  has('cvserver_backup_last_success_timestamp_seconds{job="demo"} 1700000000');
+  has('cvserver_backup_last_success_added_bytes{job="demo"} 2048');
+  has('cvserver_backup_last_run_failed{job="demo"} 0');
   has(`cvserver_vserver_state{vserver="say \\"hi\\"\\\\",state="unplaced"} 1`);
   assert.ok(!text.includes('from="n2",to="n1"'), 'a stale view is left out');
   assert.equal(vserverState('waiting: x'), 'unplaced');

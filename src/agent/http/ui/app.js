@@ -329,6 +329,7 @@ function renderVservers(s) {
       stCell(v.status),
       el('td', {}, String(v.epoch)),
       el('td', {}, `${v.restarts} (${v.relocations} moved)`),
+      el('td', { class: v.backup?.late || v.backup?.lastError ? 'st-failed' : '' }, backupText(v.backup)),
       el(
         'td',
         { class: 'actions' },
@@ -366,12 +367,22 @@ function renderVservers(s) {
         el(
           'tr',
           {},
-          ...['vserver', 'node', 'state', 'epoch', 'restarts', 'migrate to'].map((h) => el('th', {}, h)),
+          ...['vserver', 'node', 'state', 'epoch', 'restarts', 'last backup', 'migrate to'].map((h) =>
+            el('th', {}, h),
+          ),
         ),
         ...rows,
       ),
     ),
   );
+}
+
+/** A vserver's scheduled backup (docs/backup.md): when it last succeeded, and trouble if any. */
+function backupText(b) {
+  if (!b) return '-';
+  const last = b.lastSuccess ? new Date(b.lastSuccess.at).toLocaleString() : 'never';
+  const trouble = b.lastError ? ' (last run failed)' : b.late ? ' (late)' : b.running ? ' (running)' : '';
+  return `${last}${trouble}`;
 }
 
 function renderNodes(s) {
