@@ -8,7 +8,7 @@
  * waits on a command.
  */
 import { execFile } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { copyFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
@@ -161,6 +161,11 @@ export class TestLab {
     try {
       writeFileSync(`/tmp/cvserver-${this.name}-events.txt`, `${showEvents(await this.events())}\n`);
     } catch {}
+    // And each node's agent log (the lab's directory goes with it).
+    for (const n of this.nodes)
+      try {
+        copyFileSync(join(this.dir, 'nodes', n, 'agent.log'), `/tmp/cvserver-${this.name}-${n}-agent.log`);
+      } catch {}
     const r = await run(CVSERVER, ['lab', 'down', '--name', this.name], 120_000);
     if (r.status !== 0) throw new Error(`lab down ${this.name}: ${r.stderr}`);
   }
