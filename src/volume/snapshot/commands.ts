@@ -5,7 +5,7 @@
  */
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { UserError } from '../../lib/errors.ts';
+import { errorMessage, UserError } from '../../lib/errors.ts';
 import { run } from '../../lib/exec.ts';
 import { callSnapshot, type SnapshotReplies } from '../control.ts';
 import { type VolumeLayout, volumeLayout } from '../layout.ts';
@@ -20,6 +20,7 @@ import {
 } from '../lifecycle.ts';
 import { releaseSnapshot } from '../plan.ts';
 import { checkSnapshotName } from './format.ts';
+import { type Frozen, prepareFreeze } from './freezer.ts';
 import type { SnapshotListing } from './snapshots.ts';
 
 const noop: Progress = () => {};
@@ -43,34 +44,37 @@ export type CreatedSnapshot = SnapshotReplies['snapshot-create'] & {
 };
 
 /**
- * Takes a snapshot: freezes every filesystem mounted on the volume (FIFREEZE through fsfreeze: it
- * flushes them and holds new writes), has the daemon mark the point, thaws. The filesystems are
- * thawed whatever happens.
+ * Takes a snapshot: freezes every filesystem mounted on the volume (FIFREEZE: it flushes them and
+ * holds new writes), has the daemon mark the point, thaws. One helper process freezes and thaws
+ * (freezer.ts): no process starts inside the frozen window. The filesystems are thawed whatever
+ * happens, also when this process dies.
  */
 export async function createSnapshot(name: string, snapshot: string): Promise<CreatedSnapshot> {
   mustName(snapshot);
   const l = mustUp(name);
   const o = await observe(l);
   const dirs = o.fsMounts.map((m) => m.dir);
-  const frozen: string[] = [];
   // Flushed first, outside the freeze: the freeze then has little left to write (writers wait less).
   for (const dir of dirs) await run('sync', ['-f', dir], { timeoutMs: 600_000 });
+  const helper = dirs.length ? await prepareFreeze(dirs) : undefined;
   const t0 = performance.now();
   let r: SnapshotReplies['snapshot-create'] | undefined;
   let failure: unknown;
+  let frozen: Frozen | undefined;
   try {
-    for (const dir of dirs) {
-      await run('fsfreeze', ['-f', dir], { timeoutMs: 60_000 });
-      frozen.push(dir);
-    }
+    frozen = await helper?.freeze();
     r = await callSnapshot(l.controlSocket, { op: 'snapshot-create', name: snapshot }, 30_000);
   } catch (err) {
     failure = err;
   }
-  const stuck: string[] = [];
-  for (const dir of frozen) await run('fsfreeze', ['-u', dir]).catch(() => stuck.push(dir));
-  // A filesystem left frozen blocks every writer: say so loudly.
-  if (stuck.length) throw new UserError(`could not thaw ${stuck.join(', ')}: run \`fsfreeze -u DIR\` now`);
+  if (frozen)
+    // A filesystem left frozen blocks every writer: say so loudly.
+    await frozen.thaw().catch((err: unknown) => {
+      throw new UserError(
+        `could not thaw ${dirs.join(', ')} (${errorMessage(err)}): run \`fsfreeze -u DIR\` now`,
+      );
+    });
+  else helper?.cancel();
   if (failure !== undefined || !r) throw failure;
   const frozenMs = dirs.length ? Math.round((performance.now() - t0) * 10) / 10 : 0;
   return { ...r, frozenMs, frozen: dirs };
