@@ -158,7 +158,11 @@ export class Agent {
   /** Starts, stops and replica upkeep: mostly synchronous work (mkfs, crun, ip), on a worker thread. */
   readonly resources: ThreadedResources;
   /** Observations: file reads and asynchronous calls only, on this thread. */
-  readonly #inline: Pick<NodeResources, 'observe' | 'observeRunning'>;
+  /**
+   * On the main thread: observations, and stops — a stop is a few short crun calls and asynchronous
+   * volume work, and must not wait for the worker to load (a migration's first step, a fence).
+   */
+  readonly #inline: Pick<NodeResources, 'observe' | 'observeRunning' | 'stop'>;
   readonly executor: ActionExecutor;
   /** Scheduled backups (docs/backup.md): runs due here, as child processes. */
   readonly backups: BackupScheduler;
@@ -229,7 +233,7 @@ export class Agent {
           await this.resources.stopContainerOnly(this.#vspec(v), `restart: ${reason}`);
           await this.#start(v, epoch, reason);
         },
-        stop: (v, hard, reason) => this.resources.stop(this.#vspec(v), hard, reason),
+        stop: (v, hard, reason) => this.#inline.stop(this.#vspec(v), hard, reason),
       },
       {
         onOutcome: () => this.#wake?.(),
@@ -499,7 +503,7 @@ export class Agent {
     for (const { vserver, reason } of plan.stop) {
       const spec = this.spec.vservers[vserver];
       if (!spec) continue;
-      await this.resources
+      await this.#inline
         .stop(spec, true, reason)
         .catch((err: unknown) =>
           this.log.error({ vserver, err: errorMessage(err) }, 'could not stop a leftover'),

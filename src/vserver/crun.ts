@@ -18,10 +18,19 @@ export interface Runtime {
 
 export class CrunError extends Error {}
 
+/** The longest a crun call may take (`crun create` of a large container included). */
+const CRUN_TIMEOUT_MS = 30_000;
+
 /** crun with its own state root, so each state dir (and each test) has its own set of containers. */
 export function crunRuntime(root: string): Runtime {
   const run = (args: string[], stdio: ('ignore' | 'pipe' | number)[] = ['ignore', 'pipe', 'pipe']) => {
-    const r = spawnSync('crun', ['--root', root, ...args], { stdio, encoding: 'utf8' });
+    // Bounded: a container stuck in the kernel (a dead FUSE daemon under its root) must not hang
+    // the caller forever; the agent stops containers on its main thread.
+    const r = spawnSync('crun', ['--root', root, ...args], {
+      stdio,
+      encoding: 'utf8',
+      timeout: CRUN_TIMEOUT_MS,
+    });
     if (r.error) throw new CrunError(`crun ${args[0]}: ${r.error.message}`);
     return { code: r.status ?? 1, out: r.stdout ?? '', err: (r.stderr ?? '').trim() };
   };
