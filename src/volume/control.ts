@@ -27,6 +27,8 @@ export const controlRequestSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('adjust') }),
   // Snapshots (src/volume/snapshot): the CLI freezes the filesystem around snapshot-create.
   z.strictObject({ op: z.literal('snapshot-create'), name: z.string() }),
+  /** Its files made durable ahead, before the freeze: the create inside the freeze is then a rename. */
+  z.strictObject({ op: z.literal('snapshot-prepare'), name: z.string() }),
   z.strictObject({ op: z.literal('snapshot-list') }),
   z.strictObject({ op: z.literal('snapshot-delete'), name: z.string() }),
   /** Serve the snapshot as a read-only FUSE file (for a read-only loop device). */
@@ -39,6 +41,7 @@ export const controlRequestSchema = z.discriminatedUnion('op', [
 /** What the snapshot operations answer (the daemon's side and the CLI's share these types). */
 export interface SnapshotReplies {
   'snapshot-create': SnapshotListing & { tookMs: number };
+  'snapshot-prepare': { prepared: string };
   'snapshot-list': SnapshotListing[];
   'snapshot-delete': { deleted: string };
   'snapshot-expose': { deviceFile: string };

@@ -56,6 +56,9 @@ export async function createSnapshot(name: string, snapshot: string): Promise<Cr
   const dirs = o.fsMounts.map((m) => m.dir);
   // Flushed first, outside the freeze: the freeze then has little left to write (writers wait less).
   for (const dir of dirs) await run('sync', ['-f', dir], { timeoutMs: 600_000 });
+  // The snapshot's files made ahead, so the daemon's part inside the freeze is a rename (an older
+  // daemon refuses the call: its create then makes them).
+  await callSnapshot(l.controlSocket, { op: 'snapshot-prepare', name: snapshot }).catch(() => undefined);
   const helper = dirs.length ? await prepareFreeze(dirs) : undefined;
   const t0 = performance.now();
   let r: SnapshotReplies['snapshot-create'] | undefined;

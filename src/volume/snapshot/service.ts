@@ -50,6 +50,12 @@ export class SnapshotService {
         const s = await snapshots.create(req.name);
         return { ...s, tookMs: Math.round((performance.now() - t0) * 10) / 10 };
       }
+      case 'snapshot-prepare': {
+        const why = this.o.notWritable();
+        if (why) throw new Error(`cannot take a snapshot here: ${why}`);
+        await snapshots.prepare(req.name);
+        return { prepared: req.name };
+      }
       case 'snapshot-list':
         return snapshots.list((n) => (this.exposed.has(n) ? this.deviceFile(n) : undefined));
       case 'snapshot-delete':

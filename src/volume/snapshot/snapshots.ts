@@ -13,7 +13,12 @@ import { join } from 'node:path';
 import { errorMessage } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import { type BlockDevice, DeviceError } from '../block-device.ts';
-import { checkSnapshotName, DEFAULT_CHUNK_SIZE, SNAPSHOT_FORMAT_VERSION } from './format.ts';
+import {
+  checkSnapshotName,
+  DEFAULT_CHUNK_SIZE,
+  SNAPSHOT_FORMAT_VERSION,
+  type SnapshotInfo,
+} from './format.ts';
 import { chunkRange, planCopies, planRead, planRollback } from './plan.ts';
 import { SnapshotStore } from './store.ts';
 
@@ -48,6 +53,8 @@ export class Snapshots {
   /** Writes in progress through the copy-on-write device (create waits until there are none). */
   private writesInFlight = 0;
   private drained: (() => void) | undefined;
+  /** Snapshots whose files were made ahead of their create (`prepare`), with their info. */
+  private readonly prepared = new Map<string, { tmp: string; info: SnapshotInfo }>();
 
   private constructor(o: SnapshotsOptions) {
     this.o = o;
@@ -100,22 +107,45 @@ export class Snapshots {
    * has frozen the filesystem above; writes already inside the daemon finish first.
    */
   async create(name: string): Promise<SnapshotListing> {
+    this.mustBeNew(name);
+    await this.drain();
+    const dir = join(this.o.dir, name);
+    const ready = this.prepared.get(name);
+    this.prepared.delete(name);
+    const store = ready
+      ? await SnapshotStore.commit(ready.tmp, dir, ready.info)
+      : await SnapshotStore.create(dir, this.infoFor(name));
+    this.stores.set(name, store);
+    this.o.log.info({ event: 'snapshot-created', snapshot: name }, 'snapshot taken');
+    return this.listing(store);
+  }
+
+  /**
+   * Makes the snapshot's files ahead of its create (outside the caller's freeze): the create is
+   * then a rename. A prepared snapshot never created is removed at the daemon's next start.
+   */
+  async prepare(name: string): Promise<void> {
+    this.mustBeNew(name);
+    const info = this.infoFor(name);
+    this.prepared.set(name, { tmp: SnapshotStore.prepare(join(this.o.dir, name), info), info });
+  }
+
+  private mustBeNew(name: string): void {
     const bad = checkSnapshotName(name);
     if (bad) throw new Error(bad);
     if (this.stores.has(name) || existsSync(join(this.o.dir, name)))
       throw new Error(`snapshot "${name}" already exists`);
-    await this.drain();
-    const store = await SnapshotStore.create(join(this.o.dir, name), {
+  }
+
+  private infoFor(name: string): SnapshotInfo {
+    return {
       formatVersion: SNAPSHOT_FORMAT_VERSION,
       name,
       volumeUuid: this.o.volume.uuid,
       size: this.o.volume.size,
       chunkSize: DEFAULT_CHUNK_SIZE,
       createdAt: new Date().toISOString(),
-    });
-    this.stores.set(name, store);
-    this.o.log.info({ event: 'snapshot-created', snapshot: name }, 'snapshot taken');
-    return this.listing(store);
+    };
   }
 
   async list(exposed: (name: string) => string | undefined = () => undefined): Promise<SnapshotListing[]> {

@@ -74,6 +74,11 @@ export class SnapshotStore {
    * crash leaves either no snapshot or a whole one (an empty map: it reads as the live volume).
    */
   static async create(dir: string, info: SnapshotInfo): Promise<SnapshotStore> {
+    return SnapshotStore.commit(SnapshotStore.prepare(dir, info), dir, info);
+  }
+
+  /** The snapshot's files, durable, under the temporary name (nothing refers to them yet). */
+  static prepare(dir: string, info: SnapshotInfo): string {
     const tmp = `${dir}.creating`;
     rmSync(tmp, { recursive: true, force: true });
     mkdirSync(tmp, { recursive: true });
@@ -86,6 +91,16 @@ export class SnapshotStore {
       writeFileSync(join(tmp, COW_FILE), '');
       for (const f of [SNAPSHOT_INFO_FILE, MAP_FILE, COW_FILE]) fsyncPath(join(tmp, f));
       fsyncPath(tmp);
+    } catch (err) {
+      rmSync(tmp, { recursive: true, force: true });
+      throw err;
+    }
+    return tmp;
+  }
+
+  /** Makes a prepared snapshot the snapshot `dir` (a rename, durable) and opens it. */
+  static async commit(tmp: string, dir: string, info: SnapshotInfo): Promise<SnapshotStore> {
+    try {
       renameSync(tmp, dir);
       fsyncPath(dirname(dir));
     } catch (err) {
