@@ -8,9 +8,11 @@ import { type ClusterSpec, describeSpec, fullNodes, parseClusterConfig } from '.
 import { UserError } from '../lib/errors.ts';
 import { callRpc, serveRpc } from '../lib/unix-rpc.ts';
 import type { Agent } from './agent.ts';
+import { failoversFrom } from './failovers.ts';
 import { SCOPES, tokensOf } from './http/tokens.ts';
 import { RECORD_VERSION } from './records.ts';
 import { type ClusterStatus, clusterStatus, meshReportOf } from './status.ts';
+import { type VolumesAnswer, volumesOf } from './volumes.ts';
 
 /** Who asks (the CLI sends its user name); the agent adds its node. */
 const operator = z.string().max(64).optional();
@@ -30,6 +32,11 @@ export const agentRequestSchema = z.discriminatedUnion('op', [
     since: z.number().optional(),
   }),
   z.strictObject({ op: z.literal('links') }),
+  z.strictObject({ op: z.literal('volumes') }),
+  /** Failover times from the newest `limit` events (failovers.ts). */
+  z.strictObject({ op: z.literal('failovers'), limit: z.number().int().min(1).max(10_000).optional() }),
+  /** Back up a vserver now: the node that runs it picks the request up (src/agent/backups.ts). */
+  z.strictObject({ op: z.literal('backup-now'), vserver: z.string(), by: operator }),
   // HTTP API tokens (docs/http.md): made, listed and revoked only over this root-only socket.
   z.strictObject({ op: z.literal('token-create'), name: z.string(), scope: z.enum(SCOPES), by: operator }),
   z.strictObject({ op: z.literal('token-list') }),
@@ -59,7 +66,14 @@ export function callAgent(socket: string, req: AgentRequest, timeoutMs = 10_000)
 }
 
 /** Requests that only read: answered also by an agent that does not act on the cluster. */
-const READ_ONLY = new Set<AgentRequest['op']>(['status', 'events', 'links', 'token-list']);
+const READ_ONLY = new Set<AgentRequest['op']>([
+  'status',
+  'events',
+  'links',
+  'volumes',
+  'failovers',
+  'token-list',
+]);
 
 /** Every request, from the socket or the HTTP API (src/agent/http/): the one place writes happen. */
 export async function handleAgentRequest(agent: Agent, req: AgentRequest): Promise<unknown> {
@@ -146,6 +160,14 @@ export async function handleAgentRequest(agent: Agent, req: AgentRequest): Promi
       return agent.store.events(req.limit, timeoutMs, req.since);
     case 'links':
       return meshReportOf(agent);
+    case 'volumes':
+      return volumesOf(await clusterStatus(agent, false), agent.spec.vservers) satisfies VolumesAnswer;
+    case 'failovers': {
+      const { events } = await agent.store.events(req.limit ?? 5000, timeoutMs);
+      return { failovers: failoversFrom(events) };
+    }
+    case 'backup-now':
+      return backupNow(agent, req.vserver, who(agent, req.by), timeoutMs);
     case 'token-create': {
       const made = await tokensOf(agent.store.client, agent.spec.cluster).create(
         req.name,
@@ -162,6 +184,47 @@ export async function handleAgentRequest(agent: Agent, req: AgentRequest): Promi
       agent.operatorEvent(`token ${req.name} revoked by ${who(agent, req.by)}`);
       return { name: req.name, revoked: true };
   }
+}
+
+/** What `backup-now` answers. */
+export interface BackupNowAnswer {
+  vserver: string;
+  /** The node that runs the vserver, which picks the request up. */
+  node: string;
+  requestedAt: number;
+}
+
+/** Refused (nothing written) unless the vserver has a backup schedule, runs somewhere and no run of it is on. */
+async function backupNow(
+  agent: Agent,
+  vserver: string,
+  by: string,
+  timeoutMs: number,
+): Promise<BackupNowAnswer> {
+  const spec = agent.spec;
+  const snap = agent.view().snapshot;
+  if (!spec.vservers[vserver] || snap?.config?.retired[vserver])
+    throw new UserError(`no vserver named "${vserver}" in the cluster`);
+  if (!spec.backups[vserver])
+    throw new UserError(
+      `${vserver} has no backup configuration (cluster.yaml: vservers.${vserver}.backup; docs/backup.md)`,
+    );
+  const node = snap?.state?.table[vserver]?.node;
+  if (!node) throw new UserError(`${vserver} runs nowhere now: a backup is made by the node that runs it`);
+  const a = snap?.backups[vserver]?.attempt;
+  if (a && a.finishedAt === undefined && snap?.nodes[a.node])
+    throw new UserError(
+      `a backup of ${vserver} is running on ${a.node} since ${new Date(a.startedAt).toISOString()}`,
+    );
+  const pending = snap?.backupNow[vserver];
+  if (pending)
+    throw new UserError(
+      `a backup of ${vserver} was already requested by ${pending.by} at ${new Date(pending.at).toISOString()}`,
+    );
+  const requestedAt = Date.now();
+  await agent.store.requestBackup(vserver, { version: RECORD_VERSION, at: requestedAt, by }, timeoutMs);
+  agent.operatorEvent(`${vserver}: backup now requested by ${by} (on ${node})`);
+  return { vserver, node, requestedAt };
 }
 
 function who(agent: Agent, user: string | undefined): string {

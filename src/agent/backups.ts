@@ -10,7 +10,13 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { backupDue, backupLate, managerJobPlace, vserverBackupPlace } from '../backup/schedule.ts';
+import {
+  backupDue,
+  backupLate,
+  backupNowDue,
+  managerJobPlace,
+  vserverBackupPlace,
+} from '../backup/schedule.ts';
 import type { ClusterSpec } from '../cluster/config.ts';
 import type { NodeLocal } from '../cluster/node.ts';
 import { periodMs } from '../lib/cron.ts';
@@ -18,7 +24,7 @@ import { errorMessage } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { formatSize } from '../lib/size.ts';
 import { type BackupRecord, type BackupRun, RECORD_VERSION } from './records.ts';
-import type { ClusterStore, Snapshot } from './store.ts';
+import type { BackupNowRequest, ClusterStore, Snapshot } from './store.ts';
 
 const CVSERVER = join(import.meta.dirname, '..', '..', 'bin', 'cvserver');
 /** The jobs that are not a vserver's (a vserver name never starts with `@`). */
@@ -150,24 +156,40 @@ export class BackupScheduler {
     const alive = new Set(Object.keys(snap.nodes));
     for (const j of planJobs(t, this.#h.node)) {
       const record = snap.backups[j.job];
-      const d = backupDue({
-        schedule: j.schedule,
+      const runningHere = this.#busy.has(j.job) || this.#orphanRunning(j.job);
+      const exclusive = j.exclusive.map((x) => snap.backups[x]);
+      // An operator's "back up now" first (vserver jobs only); else the schedule.
+      const request = j.job.startsWith('@') ? undefined : snap.backupNow[j.job];
+      const now = backupNowDue({
+        request,
         now: Date.now(),
         record,
-        since: snap.config.appliedAt,
         node: this.#h.node,
         notHere: j.notHere,
-        runningHere: this.#busy.has(j.job) || this.#orphanRunning(j.job),
+        runningHere,
         alive,
-        exclusive: j.exclusive.map((x) => snap.backups[x]),
+        exclusive,
       });
+      const d = now.run
+        ? now
+        : backupDue({
+            schedule: j.schedule,
+            now: Date.now(),
+            record,
+            since: snap.config.appliedAt,
+            node: this.#h.node,
+            notHere: j.notHere,
+            runningHere,
+            alive,
+            exclusive,
+          });
       if (this.#why.get(j.job) !== d.why) {
         this.#why.set(j.job, d.why);
         this.#h.log.debug({ event: 'backup', job: j.job, run: d.run }, d.why);
       }
       if (!d.run) continue;
       this.#busy.add(j.job);
-      void this.#run(j, d.dueAt, d.failures, record, t.timeoutMs)
+      void this.#run(j, d.dueAt, d.failures, record, t.timeoutMs, now.run ? request : undefined)
         .catch((err: unknown) => this.#h.log.error({ job: j.job, err: errorMessage(err) }, 'backup job'))
         .finally(() => this.#busy.delete(j.job));
     }
@@ -179,6 +201,7 @@ export class BackupScheduler {
     failures: number,
     prev: (BackupRecord & { modRevision: number }) | undefined,
     timeoutMs: number,
+    request?: BackupNowRequest,
   ): Promise<void> {
     const attempt: BackupRun = { node: this.#h.node, dueAt, startedAt: Date.now(), failures };
     const claim: BackupRecord = {
@@ -188,9 +211,14 @@ export class BackupScheduler {
       ...(prev?.lastSuccess ? { lastSuccess: prev.lastSuccess } : {}),
     };
     const store = this.#h.store();
-    const rev = await store.putBackup(claim, prev?.modRevision ?? 0, timeoutMs).catch(() => undefined);
+    // A request is consumed with the claim: answered once, by this run.
+    const rev = await store
+      .putBackup(claim, prev?.modRevision ?? 0, timeoutMs, request)
+      .catch(() => undefined);
     if (rev === undefined) return; // another node claimed it, or etcd is away: the next round decides again
     const due = new Date(dueAt).toISOString();
+    const why = request ? `requested by ${request.by}` : `scheduled for ${due}`;
+    if (request) this.#h.event(`${describe(j.job)}: backup started (${why})`);
     this.#h.log.info({ event: 'backup', job: j.job, due }, `${describe(j.job)}: backup started`);
     const out = await this.#child(j);
     const fields = out.code === 0 ? resultFields(j.job, out.stdout) : {};
@@ -207,10 +235,12 @@ export class BackupScheduler {
         j.job === PRUNE_JOB
           ? 'retention applied (forget --prune)'
           : `backup ${finished.snapshotId?.slice(0, 8) ?? '?'}: ${formatSize(finished.bytesAdded ?? 0)} added in ${finished.seconds ?? '?'} s`;
-      this.#h.event(`${describe(j.job)}: ${what} (scheduled for ${due})`);
+      this.#h.event(`${describe(j.job)}: ${what} (${why})`);
     } else
       this.#h.event(
-        `${describe(j.job)}: scheduled backup for ${due} failed (run ${failures + 1}): ${error ?? 'unknown error'}`,
+        request
+          ? `${describe(j.job)}: backup ${why} failed: ${error ?? 'unknown error'}`
+          : `${describe(j.job)}: scheduled backup for ${due} failed (run ${failures + 1}): ${error ?? 'unknown error'}`,
       );
     const done: BackupRecord = {
       version: RECORD_VERSION,

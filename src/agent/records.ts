@@ -13,6 +13,8 @@
  *   maintenance         the manager observes and decides nothing, set by the operator
  *   initialized/<vs>    the vserver's volume has been promoted once: later replicas join with a full sync
  *   events/<ms>-<node>-<n>  the cluster's log
+ *   backup-now/<vs>     an operator's "back up now" for a vserver (who, when), consumed by the node that
+ *                       runs the vserver together with its claim of the run (src/agent/backups.ts)
  *   backups/<job>       scheduled backups (src/agent/backups.ts): a vserver's name, or `@cluster` (the
  *                       cluster's own state) and `@prune` (retention): the last attempt and last success
  *   tokens/<name>       an HTTP API token: its name, scope and SHA-256 (src/agent/http/tokens.ts)
@@ -49,6 +51,7 @@ export interface Keys {
   event(atMs: number, node: string, seq: number): string;
   events: string;
   backup(job: string): string;
+  backupNow(vserver: string): string;
 }
 
 export function keysFor(cluster: string): Keys {
@@ -68,6 +71,7 @@ export function keysFor(cluster: string): Keys {
     event: (at, n, seq) => `${p}events/${String(at).padStart(15, '0')}-${n}-${String(seq).padStart(6, '0')}`,
     events: `${p}events/`,
     backup: (job) => `${p}backups/${job}`,
+    backupNow: (v) => `${p}backup-now/${v}`,
   };
 }
 

@@ -34,6 +34,9 @@ import {
 /** Operations per transaction we send (etcd's default limit is 128). */
 const TXN_OPS = 100;
 
+/** An operator's "back up now" as read, with what consuming it needs. */
+export type BackupNowRequest = SettingRecord & { key: string; modRevision: number };
+
 export interface Snapshot {
   revision: number;
   /** The cluster's format record (format.ts), undefined when there is none (format 1). */
@@ -54,6 +57,8 @@ export interface Snapshot {
   maintenance: SettingRecord | undefined;
   /** Scheduled backup jobs (src/agent/backups.ts), by job, with the record's modRevision. */
   backups: Record<string, BackupRecord & { modRevision: number }>;
+  /** "Back up now" requests by vserver (`backup-now/<vserver>`), with their key and modRevision. */
+  backupNow: Record<string, BackupNowRequest>;
   /** Records set aside: key and why. */
   problems: string[];
 }
@@ -90,6 +95,7 @@ export class ClusterStore {
       standby: {},
       maintenance: undefined,
       backups: {},
+      backupNow: {},
       problems: [],
     };
     // Each round reads every record; most have not changed since the last read (an idle agent's
@@ -144,6 +150,9 @@ export class ClusterStore {
       else if (kind === 'backups') {
         const b = parse(kv, backupRecordSchema, snap.problems);
         if (b) snap.backups[name] = { ...b, modRevision: kv.modRevision };
+      } else if (kind === 'backup-now') {
+        const r = parse(kv, settingRecordSchema, snap.problems);
+        if (r) snap.backupNow[name] = { ...r, key: kv.key, modRevision: kv.modRevision };
       }
     }
     this.#parsed = seen;
@@ -277,6 +286,11 @@ export class ClusterStore {
     return id;
   }
 
+  /** An operator's "back up now" for a vserver: the node that runs it picks it up (src/agent/backups.ts). */
+  async requestBackup(vserver: string, record: SettingRecord, timeoutMs: number): Promise<void> {
+    await this.client.put(this.keys.backupNow(vserver), JSON.stringify(record), { timeoutMs });
+  }
+
   /** Turns an operator's setting (a key of `keys`) on with who and when, or off. */
   async setSetting(key: string, on: SettingRecord | null, timeoutMs: number): Promise<void> {
     if (on) await this.client.put(key, JSON.stringify(on), { timeoutMs });
@@ -286,12 +300,15 @@ export class ClusterStore {
   /**
    * Writes a backup job's record only over the one read (`readRevision`, 0: none yet): two nodes that
    * both think a run is due cannot both start it, and a finished run is not overwritten by a stale one.
-   * Returns the new modRevision, or undefined when the record changed meanwhile.
+   * Returns the new modRevision, or undefined when the record changed meanwhile. `consume`: an
+   * operator's "back up now" request this run answers, deleted in the same transaction (only as read:
+   * a request made again meanwhile fails the claim, and the next round reads it).
    */
   async putBackup(
     record: BackupRecord,
     readRevision: number,
     timeoutMs: number,
+    consume?: { key: string; modRevision: number },
   ): Promise<number | undefined> {
     const key = this.keys.backup(record.job);
     const r = await this.client.txn(
@@ -300,8 +317,21 @@ export class ClusterStore {
           readRevision === 0
             ? { key, target: 'createRevision', op: '=', value: 0 }
             : { key, target: 'modRevision', op: '=', value: readRevision },
+          ...(consume
+            ? [
+                {
+                  key: consume.key,
+                  target: 'modRevision' as const,
+                  op: '=' as const,
+                  value: consume.modRevision,
+                },
+              ]
+            : []),
         ],
-        success: [{ op: 'put', key, value: JSON.stringify(record) }],
+        success: [
+          { op: 'put', key, value: JSON.stringify(record) },
+          ...(consume ? [{ op: 'delete' as const, key: consume.key }] : []),
+        ],
       },
       { timeoutMs },
     );

@@ -115,3 +115,26 @@ export function backupLate(o: {
   if (o.periodMs === undefined) return false;
   return o.now - (o.lastSuccessAt ?? o.since) > 2 * o.periodMs;
 }
+
+/**
+ * An operator's "back up now" (`backup-now/<vserver>`, who and when): run here at once when this node
+ * may run the vserver's backup and no run of it (or of the prune) is in progress. The run is recorded
+ * for the request's time, so the schedule's next time after it runs as usual.
+ */
+export function backupNowDue(
+  i: Omit<DueInput, 'schedule' | 'now' | 'since'> & {
+    request: { at: number; by: string } | undefined;
+    now: number;
+  },
+): DueDecision {
+  if (!i.request) return { run: false, why: 'not requested' };
+  if (i.runningHere) return { run: false, why: 'running here' };
+  if (i.notHere) return { run: false, why: i.notHere };
+  const other = inProgress(i.record, i.now, i.alive);
+  if (other) return { run: false, why: `running on ${other}` };
+  for (const x of i.exclusive ?? []) {
+    const on = inProgress(x, i.now, i.alive);
+    if (on) return { run: false, why: `waiting for ${x!.job} on ${on}` };
+  }
+  return { run: true, dueAt: i.request.at, failures: 0, why: `requested by ${i.request.by}` };
+}

@@ -7,6 +7,7 @@ import type { ApplyResult } from '../agent/api.ts';
 import { type MeshReport, matrixRows } from '../agent/mesh/view.ts';
 import type { EventRecord } from '../agent/records.ts';
 import type { ClusterStatus } from '../agent/status.ts';
+import { formatVolumes, VOLUME_COLUMNS, type VolumesAnswer } from '../agent/volumes.ts';
 import { loadClusterConfig } from '../cluster/config.ts';
 import { UserError } from '../lib/errors.ts';
 import { stateDir } from '../lib/paths.ts';
@@ -152,6 +153,19 @@ export function registerAgentCommands(program: Command): void {
           seen = new Set(next.events.filter((e) => e.at === last).map(eventId));
         }
       }
+    });
+
+  program
+    .command('volumes')
+    .description(
+      "every vserver's volume and its replicas: node, role, disk state, up to date, epoch, sync (out-of-sync bytes, resync)",
+    )
+    .option('--json', 'machine-readable output (the shape of GET /api/volumes)')
+    .action(async (o: { json?: boolean }) => {
+      const r = (await ask({ op: 'volumes' })) as VolumesAnswer;
+      emit(!!o.json, r, () =>
+        r.volumes.length ? table(VOLUME_COLUMNS, formatVolumes(r)) : 'no vservers (cvserver apply)',
+      );
     });
 
   program

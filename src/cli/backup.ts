@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
+import type { BackupNowAnswer } from '../agent/api.ts';
 import {
   applyRetention,
   backupClusterState,
@@ -18,6 +19,7 @@ import type { Repository } from '../backup/restic.ts';
 import { type ClusterSpec, loadClusterConfig } from '../cluster/config.ts';
 import { UserError } from '../lib/errors.ts';
 import { formatSize } from '../lib/size.ts';
+import { askAgent, operatorName } from './agent-client.ts';
 import { emit, table } from './output.ts';
 
 const DEFAULT_CONFIG = '/etc/cvserver/cluster.yaml';
@@ -66,6 +68,21 @@ export function registerBackupCommands(program: Command): void {
         r,
         () =>
           `backup ${r.snapshotId} of ${vserver}: ${r.filesNew} new, ${r.filesChanged} changed, ${r.filesUnmodified} unchanged files; ${formatSize(r.bytesProcessed)} read, ${formatSize(r.bytesAdded)} added in ${r.seconds} s (frozen ${r.frozenMs} ms)`,
+      );
+    });
+
+  backup
+    .command('now <vserver>')
+    .description(
+      'ask the node that runs the vserver to back it up now (through the agent; as POST /api/vservers/NAME/backup)',
+    )
+    .option('--json', 'machine-readable output')
+    .action(async (vserver: string, o: { json?: boolean }) => {
+      const r = (await askAgent({ op: 'backup-now', vserver, by: operatorName() })) as BackupNowAnswer;
+      emit(
+        !!o.json,
+        r,
+        () => `backup of ${vserver} requested: ${r.node} runs it now (see cvserver events, cvserver status)`,
       );
     });
 

@@ -3,7 +3,7 @@
  * with seconds), the demo's backup runs on the node that runs it and nowhere else; after a power cut
  * of that node, the next scheduled run happens on the new owner, which knows the last one (the record
  * in etcd); status shows the last backup. The cluster's own state (etcd snapshot, cluster.yaml) is
- * backed up by the manager. The repository is a local directory: the lab's nodes share the host's
+ * backed up by the manager. A "backup now" is run by the owner at once. The repository is a local directory: the lab's nodes share the host's
  * filesystem.
  */
 import assert from 'node:assert/strict';
@@ -129,4 +129,27 @@ test('scheduled backups run on the owner only, move with a failover, and show in
   assert.equal(new Set(dues).size, dues.length, `one run per due time:\n${showEvents(runs)}`);
   const list = JSON.parse(restic(repo, pw, ['snapshots', '--json', '--tag', 'vserver=demo'])) as unknown[];
   assert.ok(list.length >= 3, `${list.length} backups of the demo in the repository`);
+
+  // Backup now (as POST /api/vservers/demo/backup): the owner runs it, recorded with who asked.
+  const askedAt = Date.now();
+  const asker = lab.present().find((n) => n !== after.node)!;
+  const asked = await until(
+    'backup now accepted (not while a scheduled run is on)',
+    async () => {
+      const r = await lab.exec(asker, ['backup', 'now', 'demo', '--json']);
+      if (r.status === 0) return JSON.parse(r.stdout) as { node: string };
+      assert.match(r.stderr, /is running on|already requested/, r.stderr);
+      return undefined;
+    },
+    60_000,
+  );
+  assert.equal(asked.node, after.node);
+  const ran = await until(
+    'the requested backup on the owner',
+    async () =>
+      eventsMatching(await lab.events(), /^demo: backup [0-9a-f]+: .* \(requested by root on /, askedAt)[0],
+    60_000,
+  );
+  assert.equal(ran.node, after.node, ran.text);
+  assert.ok(eventsMatching(await lab.events(), /^demo: backup now requested by root on /, askedAt).length);
 });

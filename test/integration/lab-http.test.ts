@@ -3,7 +3,8 @@
  * CLI; every route's errors (no token, wrong scope, bad JSON, unknown field, unknown vserver or node)
  * answered with the right status and a JSON error naming the field, and nothing changed; the actions
  * recorded with the token's name; server-sent events; /metrics checked by promtool and against
- * `cvserver status --json`; failed authentications rate-limited per address.
+ * `cvserver status --json`; volumes as `cvserver volumes --json`; backup now refused without a backup
+ * configuration; failed authentications rate-limited per address.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -12,6 +13,7 @@ import { request } from 'node:https';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { ClusterStatus } from '../../src/agent/status.ts';
+import type { VolumesAnswer } from '../../src/agent/volumes.ts';
 import { eventsMatching, sleep, TestLab, until } from '../helpers/lab.ts';
 
 interface Answer {
@@ -120,6 +122,33 @@ test('HTTP API and /metrics: tokens, scopes, errors, actions with who, SSE, metr
   assert.equal((await call(ca, `${base}/api/links`, 'GET', reader)).status, 200);
   const ev = await call(ca, `${base}/api/events?limit=5`, 'GET', reader);
   assert.equal((ev.json as { events: unknown[] }).events.length, 5);
+  // Volumes: the same answer as `cvserver volumes --json` (one handler); each replica's fields.
+  const cliVolumes = JSON.parse(await cli('n2', ['volumes', '--json'])) as VolumesAnswer;
+  const vols = await call(ca, `${base}/api/volumes`, 'GET', reader);
+  assert.equal(vols.status, 200, vols.body);
+  const shape = (a: VolumesAnswer) =>
+    a.volumes.map((v) => ({ ...v, replicas: v.replicas.map((r) => `${r.node} ${r.role}`) }));
+  assert.deepEqual(shape(vols.json as VolumesAnswer), shape(cliVolumes));
+  const demoVol = (vols.json as VolumesAnswer).volumes.find((v) => v.vserver === 'demo');
+  assert.ok(demoVol && demoVol.replicas.length >= 2 && demoVol.size && demoVol.node, vols.body);
+  assert.deepEqual(Object.keys(demoVol.replicas[0]!).sort(), [
+    'diskState',
+    'epoch',
+    'node',
+    'outOfSyncBytes',
+    'resyncBytesPerSecond',
+    'role',
+    'splitBrain',
+    'suspendedWrites',
+    'upToDate',
+  ]);
+  assert.ok(
+    demoVol.replicas.some((r) => r.role === 'primary' && r.node === demoVol.node),
+    vols.body,
+  );
+  const fo = await call(ca, `${base}/api/failovers`, 'GET', reader);
+  assert.equal(fo.status, 200, fo.body);
+  assert.ok(Array.isArray((fo.json as { failovers: unknown }).failovers), fo.body);
   const who = (await call(ca, `${base}/api/whoami`, 'GET', reader)).json;
   assert.deepEqual(who, { name: 'viewer', scope: 'read', node: 'n1' });
 
@@ -133,6 +162,7 @@ test('HTTP API and /metrics: tokens, scopes, errors, actions with who, SSE, metr
     [`/api/nodes/${other}/standby`, '{}'],
     [`/api/nodes/${other}/unstandby`, '{}'],
     ['/api/maintenance', '{"on":true}'],
+    ['/api/vservers/demo/backup', '{}'],
   ];
   const startedAt = Date.now();
   const cases: [string, string, string | undefined, string | undefined, number, string][] = [];
@@ -142,7 +172,16 @@ test('HTTP API and /metrics: tokens, scopes, errors, actions with who, SSE, metr
     cases.push([path, 'POST', admin, '{"node":', 400, 'body']);
     cases.push([path, 'POST', admin, JSON.stringify({ ...JSON.parse(body), extra: 1 }), 400, 'extra']);
   }
-  for (const path of ['/api/status', '/api/nodes', '/api/vservers', '/api/links', '/api/events', '/metrics'])
+  for (const path of [
+    '/api/status',
+    '/api/nodes',
+    '/api/vservers',
+    '/api/links',
+    '/api/events',
+    '/api/volumes',
+    '/api/failovers',
+    '/metrics',
+  ])
     cases.push([path, 'GET', undefined, undefined, 401, 'authorization']);
   cases.push(['/api/vservers/nope/migrate', 'POST', admin, '{"node":"n1"}', 404, 'vserver']);
   cases.push(['/api/vservers/nope/clear', 'POST', admin, '{}', 404, 'vserver']);
@@ -152,6 +191,13 @@ test('HTTP API and /metrics: tokens, scopes, errors, actions with who, SSE, metr
   cases.push(['/api/maintenance', 'POST', admin, '{"on":"yes"}', 400, 'on']);
   cases.push(['/api/events?limit=-1', 'GET', reader, undefined, 400, 'limit']);
   cases.push(['/api/status', 'POST', reader, '{}', 405, 'method']);
+  // Backup now: the lab's demo has no backup configuration (a clear 409; lab-backup runs one).
+  cases.push(['/api/vservers/demo/backup', 'POST', admin, '{}', 409, 'vserver']);
+  cases.push(['/api/vservers/nope/backup', 'POST', admin, '{}', 404, 'vserver']);
+  cases.push(['/api/vservers/demo/backup', 'GET', admin, undefined, 405, 'method']);
+  cases.push(['/api/volumes', 'POST', admin, '{}', 405, 'method']);
+  cases.push(['/api/volumes?node=n1', 'GET', reader, undefined, 400, 'node']);
+  cases.push(['/api/failovers?limit=0', 'GET', reader, undefined, 400, 'limit']);
   for (const [path, method, token, body, status, field] of cases) {
     const r = await call(ca, `${base}${path}`, method, token, body);
     assert.equal(
@@ -174,6 +220,9 @@ test('HTTP API and /metrics: tokens, scopes, errors, actions with who, SSE, metr
   );
   await sleep(1500);
   assert.deepEqual(eventsMatching(await lab.events(), /by token/, startedAt), [], 'no action was recorded');
+  const noBackup = await lab.exec('n3', ['backup', 'now', 'demo']);
+  assert.notEqual(noBackup.status, 0, 'the CLI is refused the same way');
+  assert.match(noBackup.stderr, /no backup configuration/);
 
   // Server-sent events: the status now, then the log as it grows (an action by the admin token).
   const frames = stream(ca, `${base}/api/events/stream`, reader, 6000);

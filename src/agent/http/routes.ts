@@ -19,6 +19,8 @@ export interface Known {
   vservers: readonly string[];
   /** Nodes that can run vservers (migrate targets, standby). */
   fullNodes: readonly string[];
+  /** Vservers with a backup configuration (backup now). */
+  backups: readonly string[];
 }
 
 export interface HttpError {
@@ -33,7 +35,8 @@ export interface HttpError {
 export type Select = { what: 'nodes' } | { what: 'vservers' } | { what: 'vserver'; name: string };
 
 export type Route =
-  | { kind: 'api'; scope: Scope; req: AgentRequest; select?: Select }
+  /** `refuse`: a well-formed request refused once the scope allows it (409: no backup configuration). */
+  | { kind: 'api'; scope: Scope; req: AgentRequest; select?: Select; refuse?: HttpError }
   | { kind: 'whoami' }
   | { kind: 'stream' }
   | { kind: 'metrics' }
@@ -145,6 +148,13 @@ export function route(r: HttpRequestIn, known: Known, by: string): Route {
   if (a === 'whoami' && !b) return get(() => ({ kind: 'whoami' }));
   if (a === 'status' && !b) return get(() => api('read', { op: 'status' }));
   if (a === 'links' && !b) return get(() => api('read', { op: 'links' }));
+  if (a === 'volumes' && !b) return get(() => api('read', { op: 'volumes' }));
+  if (a === 'failovers' && !b) {
+    if (method !== 'GET') return notAllowed('GET');
+    const q = queryNumbers(query, { limit: { min: 1, max: 10_000, int: true } });
+    if (isError(q)) return q;
+    return api('read', q.limit === undefined ? { op: 'failovers' } : { op: 'failovers', limit: q.limit });
+  }
   if (a === 'events' && !b) {
     if (method !== 'GET') return notAllowed('GET');
     const q = queryNumbers(query, {
@@ -199,6 +209,21 @@ export function route(r: HttpRequestIn, known: Known, by: string): Route {
       return post(() => {
         const body = parseBody(r.body, bodies.empty);
         return isError(body) ? body : api('admin', { op: 'clear', vserver: b, by });
+      });
+    if (c === 'backup')
+      return post(() => {
+        const body = parseBody(r.body, bodies.empty);
+        if (isError(body)) return body;
+        const made = api('admin', { op: 'backup-now', vserver: b, by });
+        if (made.kind !== 'api' || known.backups.includes(b)) return made;
+        return {
+          ...made,
+          refuse: err(
+            409,
+            `${b} has no backup configuration (cluster.yaml: vservers.${b}.backup; docs/backup.md)`,
+            'vserver',
+          ),
+        };
       });
   }
   return err(404, `no such path: ${path}`, 'path');

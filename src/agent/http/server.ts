@@ -206,7 +206,11 @@ async function serve(
     });
   const r: Route = route(
     { method, path: url.pathname, query: url.searchParams, body },
-    { vservers: Object.keys(agent.spec.vservers), fullNodes: fullNodes(agent.spec) },
+    {
+      vservers: Object.keys(agent.spec.vservers),
+      fullNodes: fullNodes(agent.spec),
+      backups: Object.keys(agent.spec.backups),
+    },
     `token ${token?.name ?? '?'}`,
   );
   switch (r.kind) {
@@ -251,6 +255,7 @@ async function serve(
           error: `token ${token!.name} has scope ${token!.scope}: this needs ${r.scope}`,
           field: 'scope',
         });
+      if (r.refuse) return sendError(res, r.refuse);
       try {
         const result = await handleAgentRequest(agent, r.req);
         const picked = selectFrom(result as { nodes: unknown[]; vservers: { name: string }[] }, r.select);

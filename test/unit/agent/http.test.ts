@@ -9,7 +9,7 @@ import { allows, findToken, hashToken, newToken, type TokenRecord } from '../../
 import type { EventRecord } from '../../../src/agent/records.ts';
 import type { ClusterStatus } from '../../../src/agent/status.ts';
 
-const known = { vservers: ['demo', 'web'], fullNodes: ['n1', 'n2'] };
+const known = { vservers: ['demo', 'web'], fullNodes: ['n1', 'n2'], backups: ['demo'] };
 const req = (method: string, path: string, body = '', query = '') => ({
   method,
   path,
@@ -52,6 +52,26 @@ test('routes: reads and actions become the socket requests, with their scope and
   assert.deepEqual(route(req('GET', '/'), known, 'x'), { kind: 'static', file: 'index.html' });
   assert.deepEqual(route(req('GET', '/metrics'), known, 'x'), { kind: 'metrics' });
   assert.deepEqual(route(req('GET', '/api/events/stream'), known, 'x'), { kind: 'stream' });
+  assert.deepEqual(route(req('GET', '/api/volumes'), known, 'x'), {
+    kind: 'api',
+    scope: 'read',
+    req: { op: 'volumes' },
+  });
+  assert.deepEqual(route(req('GET', '/api/failovers', '', 'limit=100'), known, 'x'), {
+    kind: 'api',
+    scope: 'read',
+    req: { op: 'failovers', limit: 100 },
+  });
+  assert.deepEqual(route(req('POST', '/api/vservers/demo/backup'), known, 'token t'), {
+    kind: 'api',
+    scope: 'admin',
+    req: { op: 'backup-now', vserver: 'demo', by: 'token t' },
+  });
+  // Without a backup configuration: refused with 409 once the scope allows the action (a read token: 403).
+  const none = route(req('POST', '/api/vservers/web/backup', '{}'), known, 'x');
+  assert.equal(none.kind === 'api' && none.scope, 'admin');
+  assert.equal(none.kind === 'api' && none.refuse?.status, 409);
+  assert.equal(none.kind === 'api' && none.refuse?.field, 'vserver');
 });
 
 test('routes: every bad request is a 4xx naming the field', () => {
@@ -76,6 +96,14 @@ test('routes: every bad request is a 4xx naming the field', () => {
     [req('DELETE', '/api/status'), 405, 'method'],
     [req('GET', '/api/nothing'), 404, 'path'],
     [req('GET', '/api/vservers/%E0%A4%A'), 404, 'path'],
+    [req('POST', '/api/vservers/nope/backup'), 404, 'vserver'],
+    [req('POST', '/api/vservers/demo/backup', '{"now":true}'), 400, 'now'],
+    [req('POST', '/api/vservers/demo/backup', '{bad'), 400, 'body'],
+    [req('GET', '/api/vservers/demo/backup'), 405, 'method'],
+    [req('POST', '/api/volumes'), 405, 'method'],
+    [req('GET', '/api/volumes', '', 'node=n1'), 400, 'node'],
+    [req('GET', '/api/volumes/demo'), 404, 'path'],
+    [req('GET', '/api/failovers', '', 'limit=0'), 400, 'limit'],
   ];
   for (const [r, status, field] of cases) {
     const e = errorOf(route(r, known, 'x'));

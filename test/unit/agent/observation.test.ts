@@ -43,6 +43,7 @@ function snapshot(alive: string[], upToDate: string[], startedAt = NOW - 60_000)
     standby: {},
     maintenance: undefined,
     backups: {},
+    backupNow: {},
     problems: [],
   };
 }
