@@ -2,7 +2,8 @@
  * The dashboard in real headless Chromium (Debian's `chromium`, driven by puppeteer-core: nothing is
  * downloaded) against a lab: sign in with the token `lab up` printed, 3 nodes, their links and the
  * demo; a power cut of the demo's node shown without a reload (node down, demo elsewhere) within 10 s;
- * a migrate from the page moves the demo; a phone-sized screen; a read-only token refused with a
+ * a migrate from the page moves the demo; the power cut in the failover-time plot; a phone-sized
+ * screen (the vservers' actions on it, no sideways scrolling); a read-only token refused with a
  * message (and 403 from the API). Screenshots go to /tmp/cvserver-dashboard-shots/.
  */
 import assert from 'node:assert/strict';
@@ -182,6 +183,17 @@ async function scenario(
   const log = await page.$eval('#events', (o) => o.textContent ?? '');
   assert.match(log, /migrate to .* requested by token lab-admin/);
   await page.screenshot({ path: join(SHOTS, '05-migrated.png'), fullPage: true });
+  // The power cut is a bar of the failover-time plot (from the events), with its time.
+  const bar = await page.waitForSelector(`#failovers g[data-failover^="demo@"] title`, { timeout: 10_000 });
+  const barText = (await bar?.evaluate((x) => x.textContent ?? '')) ?? '';
+  assert.match(barText, new RegExp(`demo: ${demo.node} → \\S+ in [0-9.]+ s`));
+  t.diagnostic(`failover plot: ${barText}`);
+  // Backup now: the lab's demo has no backup configuration, so its button is there but disabled.
+  const backupButton = await page.$eval('button[data-action="backup"][data-vserver="demo"]', (b) => ({
+    disabled: b.hasAttribute('disabled'),
+    title: b.getAttribute('title'),
+  }));
+  assert.deepEqual(backupButton, { disabled: true, title: 'demo has no backup configuration' });
 
   // A phone: everything on the page, nothing wider than the screen.
   const phone = await signIn(browser, url, adminToken, 390, 844);
@@ -192,6 +204,33 @@ async function scenario(
   }));
   assert.ok(widths.doc <= 390, `the page is ${widths.doc} px wide on a 390 px screen`);
   assert.ok(widths.picture > 300, 'the picture uses the width');
+  // The vservers' actions are within the screen, without sideways scrolling (rows stack into cards).
+  await phone.$eval('[data-vserver-row="demo"]', (e) => e.scrollIntoView({ block: 'center' }));
+  const actions = await phone.$$eval('[data-vserver-row="demo"] td.actions > *', (xs) =>
+    xs.map((x) => {
+      const r = x.getBoundingClientRect();
+      const wrap = x.closest('.table-wrap');
+      return {
+        what: x.getAttribute('data-action') ?? x.tagName,
+        left: r.left,
+        right: r.right,
+        top: r.top,
+        bottom: r.bottom,
+        scrolls: wrap ? wrap.scrollWidth > wrap.clientWidth : false,
+      };
+    }),
+  );
+  assert.deepEqual(
+    actions.map((a) => a.what),
+    ['SELECT', 'migrate', 'clear', 'backup'],
+  );
+  for (const a of actions) {
+    assert.ok(a.left >= 0 && a.right <= 390, `${a.what} at x ${a.left}-${a.right} on a 390 px screen`);
+    assert.ok(a.top >= 0 && a.bottom <= 844, `${a.what} at y ${a.top}-${a.bottom}: on the screen`);
+    assert.equal(a.scrolls, false, 'the vservers do not scroll sideways');
+  }
+  await phone.screenshot({ path: join(SHOTS, '06b-phone-vservers.png') });
+  await phone.$eval('body', (b) => b.scrollIntoView());
   await phone.screenshot({ path: join(SHOTS, '06-phone-390x844.png') });
   await phone.screenshot({ path: join(SHOTS, '07-phone-full.png'), fullPage: true });
   await phone.close();

@@ -14,6 +14,7 @@ const state = {
   statusAt: 0,
   events: [],
   rtt: new Map(), // "from>to#link" -> [{t, ms}]
+  failovers: [], // GET /api/failovers, the newest 20
   stream: null,
 };
 
@@ -74,6 +75,7 @@ async function signIn(token) {
   $('login').hidden = true;
   $('app').hidden = false;
   connect();
+  loadFailovers();
 }
 
 $('login-form').addEventListener('submit', (ev) => {
@@ -140,6 +142,8 @@ function handleFrame(frame) {
   } else if (event === 'log') {
     state.events = [...state.events, ...value].slice(-300);
     renderEvents();
+    if (value.some((e) => e.source === 'manager' && / -> expired|: healthy on /.test(e.text)))
+      loadFailovers();
   }
 }
 
@@ -321,15 +325,23 @@ function renderVservers(s) {
   const rows = s.vservers.map((v) => {
     const select = el('select', { 'aria-label': `migrate ${v.name} to`, 'data-migrate-target': v.name });
     for (const n of full.filter((x) => x !== v.node)) select.append(el('option', { value: n }, n));
+    // data-label: the column's name, shown beside each value when a narrow screen stacks rows into cards.
+    const cell = (label, node) => {
+      node.setAttribute('data-label', label);
+      return node;
+    };
     return el(
       'tr',
       { 'data-vserver-row': v.name },
-      el('td', {}, v.name),
-      el('td', {}, v.node ?? '-'),
-      stCell(v.status),
-      el('td', {}, String(v.epoch)),
-      el('td', {}, `${v.restarts} (${v.relocations} moved)`),
-      el('td', { class: v.backup?.late || v.backup?.lastError ? 'st-failed' : '' }, backupText(v.backup)),
+      cell('vserver', el('td', { class: 'name' }, v.name)),
+      cell('node', el('td', {}, v.node ?? '-')),
+      cell('state', stCell(v.status)),
+      cell('epoch', el('td', {}, String(v.epoch))),
+      cell('restarts', el('td', {}, `${v.restarts} (${v.relocations} moved)`)),
+      cell(
+        'last backup',
+        el('td', { class: v.backup?.late || v.backup?.lastError ? 'st-failed' : '' }, backupText(v.backup)),
+      ),
       el(
         'td',
         { class: 'actions' },
@@ -354,6 +366,18 @@ function renderVservers(s) {
           },
           'Clear',
         ),
+        el(
+          'button',
+          {
+            type: 'button',
+            'data-action': 'backup',
+            'data-vserver': v.name,
+            disabled: v.backup ? undefined : '',
+            title: v.backup ? `back up ${v.name} now` : `${v.name} has no backup configuration`,
+            onclick: () => backupNow(v.name),
+          },
+          'Backup now',
+        ),
       ),
     );
   });
@@ -363,11 +387,11 @@ function renderVservers(s) {
       { class: 'table-wrap' },
       el(
         'table',
-        {},
+        { class: 'cards' },
         el(
           'tr',
           {},
-          ...['vserver', 'node', 'state', 'epoch', 'restarts', 'last backup', 'migrate to'].map((h) =>
+          ...['vserver', 'node', 'state', 'epoch', 'restarts', 'last backup', 'actions'].map((h) =>
             el('th', {}, h),
           ),
         ),
@@ -539,6 +563,63 @@ function renderRtt() {
   $('rtt').replaceChildren(...rows);
 }
 
+// ---------- failover times (GET /api/failovers: from a lease's end to healthy elsewhere) ----------
+
+async function loadFailovers() {
+  clearTimeout(loadFailovers.timer);
+  loadFailovers.timer = setTimeout(async () => {
+    const r = await api('GET', '/api/failovers');
+    if (r.status !== 200) return;
+    state.failovers = r.data.failovers.slice(-20);
+    renderFailovers();
+  }, 300);
+}
+
+function renderFailovers() {
+  const list = state.failovers ?? [];
+  if (!list.length) {
+    $('failovers').replaceChildren(el('p', { class: 'muted' }, 'no failover in the log yet'));
+    return;
+  }
+  const w = 300;
+  const h = 80;
+  const max = Math.max(10, ...list.map((f) => f.seconds));
+  const slot = w / 20;
+  const plot = svg('svg', { viewBox: `0 0 ${w} ${h + 14}`, role: 'img', 'aria-label': 'failover times' });
+  plot.append(svg('line', { x1: 0, y1: h, x2: w, y2: h, stroke: '#9aa0a6' }));
+  plot.append(svg('text', { x: 2, y: 10, 'font-size': 9, fill: '#6b7280' }, `${max.toFixed(0)} s`));
+  list.forEach((f, i) => {
+    const bh = Math.max(1, (f.seconds / max) * (h - 12));
+    const x = i * slot + 2;
+    const g = svg('g', { 'data-failover': `${f.vserver}@${f.healthyAt}` });
+    g.append(svg('rect', { x, y: h - bh, width: slot - 4, height: bh, fill: '#2456c9', rx: 1 }));
+    g.append(
+      svg(
+        'title',
+        {},
+        `${f.vserver}: ${f.from} → ${f.to} in ${f.seconds} s (${new Date(f.expiredAt).toLocaleString()})`,
+      ),
+    );
+    g.append(
+      svg(
+        'text',
+        { x: x + (slot - 4) / 2, y: h + 11, 'font-size': 8, 'text-anchor': 'middle' },
+        f.seconds.toFixed(0),
+      ),
+    );
+    plot.append(g);
+  });
+  const last = list[list.length - 1];
+  $('failovers').replaceChildren(
+    plot,
+    el(
+      'p',
+      { class: 'muted' },
+      `last: ${last.vserver} ${last.from} → ${last.to} in ${last.seconds} s; ${list.length} shown, longest ${Math.max(...list.map((f) => f.seconds))} s`,
+    ),
+  );
+}
+
 function renderEvents() {
   const items = state.events
     .slice()
@@ -614,6 +695,16 @@ function standby(node, on) {
     `/api/nodes/${encodeURIComponent(node)}/${on ? 'standby' : 'unstandby'}`,
     {},
     on ? `${node} is in standby` : `${node} is no longer in standby`,
+  );
+}
+
+function backupNow(vserver) {
+  return act(
+    `Back up ${vserver} now? The node that runs it makes a snapshot and sends it to the backup repository.`,
+    'POST',
+    `/api/vservers/${encodeURIComponent(vserver)}/backup`,
+    {},
+    `${vserver}: backup requested (the cluster's log shows when it is done)`,
   );
 }
 
