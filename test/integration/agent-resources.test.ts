@@ -92,6 +92,10 @@ test('agent resources: start, move with a newer epoch, guard fence, stale cleanu
       upToDate: true,
       epoch: 0,
       failed: false,
+      outOfSyncBytes: 0,
+      resyncBytesPerSecond: 0,
+      suspendedWrites: 0,
+      splitBrain: false,
     });
   });
 
