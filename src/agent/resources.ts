@@ -416,6 +416,32 @@ function killQuietly(pid: number): void {
   } catch {}
 }
 
+/** I/O through one of this node's volume daemons since it started (the FUSE side: the primary's). */
+export interface LocalVolumeCounters {
+  volume: string;
+  reads: number;
+  writes: number;
+  fsyncs: number;
+  bytesRead: number;
+  bytesWritten: number;
+}
+
+/** I/O counters of this state dir's running volume daemons (for /metrics), each asked briefly. */
+export function localVolumeCounters(stateDir: string): Promise<LocalVolumeCounters[]> {
+  return inStateDir(stateDir, async () => {
+    const out: LocalVolumeCounters[] = [];
+    for (const volume of listVolumes()) {
+      const s = await within(
+        volumeStatus(volume).catch(() => undefined),
+        1000,
+      );
+      const c = s?.daemon?.counters;
+      if (c) out.push({ volume, ...c });
+    }
+    return out;
+  });
+}
+
 /** The vserver as the cluster spec declares it, on the volume's mount; restarts are the manager's call. */
 export function definitionOf(spec: VserverSpec, rootfs: string): VserverDefinition {
   return {

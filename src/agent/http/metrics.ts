@@ -2,6 +2,8 @@
  * `/metrics` in the Prometheus text format (0.0.4), rendered (pure) from what `cvserver status --json`
  * shows and the agent's own process numbers. Every metric is documented in docs/metrics.md.
  */
+
+import type { LocalVolumeCounters } from '../resources.ts';
 import type { ClusterStatus } from '../status.ts';
 
 export interface ProcessNumbers {
@@ -42,7 +44,11 @@ export function vserverState(status: string): (typeof VSERVER_STATES)[number] {
     : 'unplaced';
 }
 
-export function renderMetrics(s: ClusterStatus, p: ProcessNumbers): string {
+export function renderMetrics(
+  s: ClusterStatus,
+  p: ProcessNumbers,
+  local: LocalVolumeCounters[] = [],
+): string {
   const fams: Family[] = [];
   const fam = (name: string, type: Family['type'], help: string): Family['samples'] => {
     const f: Family = { name: `cvserver_${name}`, help, type, samples: [] };
@@ -237,6 +243,30 @@ export function renderMetrics(s: ClusterStatus, p: ProcessNumbers): string {
     lastFailed.push({ labels, value: b(bk.lastError !== null) });
     late.push({ labels, value: b(bk.late) });
     running.push({ labels, value: b(bk.running !== null) });
+  }
+
+  // Read from this node's daemons, not from the cluster's reports: they change with every write.
+  const ioBytes = fam(
+    'volume_io_bytes_total',
+    'counter',
+    "Bytes read and written through this node's volume daemon (since it started).",
+  );
+  const ioOps = fam(
+    'volume_io_operations_total',
+    'counter',
+    "Reads, writes and fsyncs through this node's volume daemon (since it started).",
+  );
+  for (const c of local) {
+    const at = { volume: c.volume, node: s.node };
+    ioBytes.push(
+      { labels: { ...at, op: 'read' }, value: c.bytesRead },
+      { labels: { ...at, op: 'write' }, value: c.bytesWritten },
+    );
+    ioOps.push(
+      { labels: { ...at, op: 'read' }, value: c.reads },
+      { labels: { ...at, op: 'write' }, value: c.writes },
+      { labels: { ...at, op: 'fsync' }, value: c.fsyncs },
+    );
   }
 
   const out: string[] = [];

@@ -18,6 +18,7 @@ import { errorMessage, UserError } from '../../lib/errors.ts';
 import type { Agent } from '../agent.ts';
 import { AGENT_VERSION } from '../agent.ts';
 import { handleAgentRequest } from '../api.ts';
+import { localVolumeCounters } from '../resources.ts';
 import { clusterStatus } from '../status.ts';
 import { bearerToken, FailureLimiter } from './auth.ts';
 import { renderMetrics } from './metrics.ts';
@@ -230,13 +231,17 @@ async function serve(
     }
     case 'metrics': {
       const cpu = process.cpuUsage();
-      const text = renderMetrics(await clusterStatus(agent, false), {
-        cpuUserSeconds: cpu.user / 1e6,
-        cpuSystemSeconds: cpu.system / 1e6,
-        residentBytes: process.memoryUsage.rss(),
-        startTimeSeconds: Math.round((Date.now() - process.uptime() * 1000) / 1000),
-        version: AGENT_VERSION,
-      });
+      const text = renderMetrics(
+        await clusterStatus(agent, false),
+        {
+          cpuUserSeconds: cpu.user / 1e6,
+          cpuSystemSeconds: cpu.system / 1e6,
+          residentBytes: process.memoryUsage.rss(),
+          startTimeSeconds: Math.round((Date.now() - process.uptime() * 1000) / 1000),
+          version: AGENT_VERSION,
+        },
+        await localVolumeCounters(agent.o.stateDir).catch(() => []),
+      );
       res.writeHead(200, {
         'content-type': 'text/plain; version=0.0.4; charset=utf-8',
         'cache-control': 'no-store',

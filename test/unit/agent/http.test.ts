@@ -288,14 +288,20 @@ function sampleStatus(): ClusterStatus {
 }
 
 test('metrics: values from the status, in base units, escaped labels', () => {
-  const text = renderMetrics(sampleStatus(), {
-    cpuUserSeconds: 1.5,
-    cpuSystemSeconds: 0.5,
-    residentBytes: 1000,
-    startTimeSeconds: 10,
-    version: '0.2.0',
-  });
+  const text = renderMetrics(
+    sampleStatus(),
+    {
+      cpuUserSeconds: 1.5,
+      cpuSystemSeconds: 0.5,
+      residentBytes: 1000,
+      startTimeSeconds: 10,
+      version: '0.2.0',
+    },
+    [{ volume: 'demo', reads: 3, writes: 5, fsyncs: 2, bytesRead: 12288, bytesWritten: 20480 }],
+  );
   const has = (line: string) => assert.ok(text.split('\n').includes(line), `missing: ${line}\n${text}`);
+  has('cvserver_volume_io_bytes_total{volume="demo",node="n1",op="write"} 20480');
+  has('cvserver_volume_io_operations_total{volume="demo",node="n1",op="fsync"} 2');
   has('cvserver_cluster_quorate 1');
   has('cvserver_node_lease_alive{node="n1",role="full"} 1');
   has('cvserver_node_lease_alive{node="n2",role="full"} 0');
