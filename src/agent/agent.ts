@@ -945,6 +945,10 @@ export class Agent {
       if (ok) {
         this.#managerState = res.state;
         if (this.snapshot?.state) this.snapshot.state = { ...this.snapshot.state, state: res.state, table };
+        // This node acts on the table it has just stored at once, not after its own write comes back
+        // through the watch and a new read (a few hundred ms on a migration's first step).
+        if (JSON.stringify(table) !== JSON.stringify(prevTable))
+          this.#decide([{ kind: 'assignments', table }]);
       } else {
         this.#managerState = undefined;
         this.#event('agent', 'manager state not written: this node no longer holds the manager key');
