@@ -4,7 +4,7 @@
  * detail of this node's links.
  */
 import { type DropReason, type LinkStateName, parseView } from './codec.ts';
-import { type LinkTiming, linkStats } from './link.ts';
+import { type LinkStats, type LinkTiming, linkStats } from './link.ts';
 import type { MeshState, Reachability } from './mesh.ts';
 
 export interface MatrixCell {
@@ -17,7 +17,7 @@ export interface MatrixCell {
   lossPct: number | null;
 }
 
-export interface LinkDetail {
+export interface LinkDetail extends LinkStats {
   peer: string;
   link: number;
   local: string;
@@ -26,12 +26,6 @@ export interface LinkDetail {
   /** Seconds since the state last changed. */
   forS: number;
   lastHeardAgoMs: number | null;
-  rttLastMs: number | null;
-  rttAvgMs: number | null;
-  rttMaxMs: number | null;
-  lossPct: number | null;
-  receivedLastMinute: number;
-  lostLastMinute: number;
   received: number;
   lost: number;
 }
