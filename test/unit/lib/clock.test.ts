@@ -1,0 +1,36 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ManualClock } from '../../../src/lib/clock.ts';
+
+test('manual clock fires timers in time order, ties in creation order, and skips cancelled ones', () => {
+  const clock = new ManualClock(1000);
+  const fired: string[] = [];
+  clock.setTimer(() => fired.push('b'), 20);
+  clock.setTimer(() => fired.push('a'), 10);
+  clock.setTimer(() => fired.push('c'), 20);
+  clock.setTimer(() => fired.push('x'), 15).cancel();
+  assert.equal(clock.nextDue(), 1010);
+  clock.advance(20);
+  assert.deepEqual(fired, ['a', 'b', 'c']);
+  assert.equal(clock.now(), 1020);
+  assert.equal(clock.runNext(), false);
+});
+
+test('manual clock: a timer set while firing runs in the same advance when due, and sleep resolves', async () => {
+  const clock = new ManualClock();
+  const fired: number[] = [];
+  clock.setTimer(() => {
+    fired.push(clock.now());
+    clock.setTimer(() => fired.push(clock.now()), 5);
+  }, 5);
+  clock.advance(12);
+  assert.deepEqual(fired, [5, 10]);
+  assert.equal(clock.now(), 12);
+  let woke = false;
+  const sleeping = clock.sleep(3).then(() => {
+    woke = true;
+  });
+  clock.advance(3);
+  await sleeping;
+  assert.equal(woke, true);
+});
