@@ -6,6 +6,8 @@
 /** A timer that can be cancelled; cancelling one that already fired does nothing. */
 export interface TimerHandle {
   cancel(): void;
+  /** Where time is real: the pending timer alone does not keep the process running. */
+  unref?(): void;
 }
 
 export interface Clock {
@@ -21,7 +23,7 @@ export const systemClock: Clock = {
   now: () => Date.now(),
   setTimer(fn, ms) {
     const t = setTimeout(fn, ms);
-    return { cancel: () => clearTimeout(t) };
+    return { cancel: () => clearTimeout(t), unref: () => t.unref() };
   },
   sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
 };
