@@ -1,8 +1,8 @@
 import { read, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
+import { allocAlignedBuffers } from '../lib/aligned-buffers.ts';
 import { errnoCode, errorMessage } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
-import { allocAlignedBuffers } from '../volume/block-device.ts';
 import { decodeRequest, encodeError, expectsReply, type InHeader, type Request } from './codec.ts';
 import { IN_HEADER_SIZE, READ_BUFFER_SIZE, WRITE_IN_SIZE } from './protocol.ts';
 

@@ -8,7 +8,6 @@
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import { DeviceFilesystem } from '../fuse/device-filesystem.ts';
 import { mountFuse, unmountFuse } from '../fuse/mount.ts';
 import { FuseSession } from '../fuse/session.ts';
 import { writeJsonAtomic } from '../lib/json-file.ts';
@@ -16,6 +15,7 @@ import { createLogger, type Logger } from '../lib/log.ts';
 import { rateLimited } from '../lib/log-limiter.ts';
 import type { BlockDevice } from './block-device.ts';
 import { type ControlRequest, serveControl } from './control.ts';
+import { DeviceFilesystem } from './device-filesystem.ts';
 import { type DaemonStatus, type VolumeLayout, volumeLayout } from './layout.ts';
 import { LocalDevice } from './local-device.ts';
 import { readMetadata, updateMetadata, type VolumeMetadata } from './metadata.ts';

@@ -1,4 +1,3 @@
-import { type BlockDevice, DeviceError } from '../volume/block-device.ts';
 import {
   type Attr,
   type DirEntry,
@@ -13,7 +12,7 @@ import {
   encodeWriteOut,
   type InHeader,
   type Request,
-} from './codec.ts';
+} from '../fuse/codec.ts';
 import {
   DT_DIR,
   DT_REG,
@@ -24,7 +23,8 @@ import {
   S_IFDIR,
   S_IFREG,
   WANTED_INIT_FLAGS,
-} from './protocol.ts';
+} from '../fuse/protocol.ts';
+import { type BlockDevice, DeviceError } from './block-device.ts';
 
 const ROOT_INO = 1n;
 const DEVICE_INO = 2n;

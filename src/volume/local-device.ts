@@ -1,6 +1,7 @@
 import { close, constants, fdatasync, fdatasyncSync, fstat, open, read, write, writeSync } from 'node:fs';
+import { allocAlignedBuffers, isDirectIoAligned } from '../lib/aligned-buffers.ts';
 import { errnoCode } from '../lib/errors.ts';
-import { allocAlignedBuffers, type BlockDevice, DeviceError, isDirectIoAligned } from './block-device.ts';
+import { type BlockDevice, DeviceError } from './block-device.ts';
 
 export interface LocalDeviceOptions {
   /**

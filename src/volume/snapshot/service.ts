@@ -4,12 +4,12 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { DeviceFilesystem } from '../../fuse/device-filesystem.ts';
 import { mountFuse, unmountFuse } from '../../fuse/mount.ts';
 import { FuseSession } from '../../fuse/session.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { BlockDevice } from '../block-device.ts';
 import type { SnapshotReplies, SnapshotRequest } from '../control.ts';
+import { DeviceFilesystem } from '../device-filesystem.ts';
 import { DEVICE_FILE_NAME, snapshotFuseDir, type VolumeLayout } from '../layout.ts';
 import type { Snapshots } from './snapshots.ts';
 

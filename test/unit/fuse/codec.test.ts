@@ -1,41 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { decodeRequest, encodeDirents } from '../../../src/fuse/codec.ts';
-import { DeviceFilesystem } from '../../../src/fuse/device-filesystem.ts';
-import { IN_HEADER_SIZE, Opcode } from '../../../src/fuse/protocol.ts';
-import type { BlockDevice } from '../../../src/volume/block-device.ts';
-
-function request(opcode: number, body: Buffer, nodeid = 1n, unique = 7n): Buffer {
-  const h = Buffer.alloc(IN_HEADER_SIZE);
-  h.writeUInt32LE(IN_HEADER_SIZE + body.length, 0);
-  h.writeUInt32LE(opcode, 4);
-  h.writeBigUInt64LE(unique, 8);
-  h.writeBigUInt64LE(nodeid, 16);
-  return Buffer.concat([h, body]);
-}
-
-function writeBody(offset: bigint, data: Buffer): Buffer {
-  const b = Buffer.alloc(40);
-  b.writeBigUInt64LE(offset, 8);
-  b.writeUInt32LE(data.length, 16);
-  return Buffer.concat([b, data]);
-}
-
-class MemoryDevice implements BlockDevice {
-  readonly size = 1 << 20;
-  readonly mem = Buffer.alloc(1 << 20);
-  flushes = 0;
-  async read(o: number, l: number) {
-    return Buffer.from(this.mem.subarray(o, o + l));
-  }
-  async write(o: number, d: Buffer) {
-    d.copy(this.mem, o);
-  }
-  async flush() {
-    this.flushes++;
-  }
-  async close() {}
-}
+import { Opcode } from '../../../src/fuse/protocol.ts';
+import { request, writeBody } from '../../helpers/fuse-requests.ts';
 
 test('decodes LOOKUP, WRITE and INIT', () => {
   const l = decodeRequest(request(Opcode.LOOKUP, Buffer.from('device\0')));
@@ -76,28 +43,4 @@ test('READDIR honours offset and size', () => {
   assert.equal(encodeDirents(entries, 2, 4096).length, 32);
   assert.equal(encodeDirents(entries, 0, 40).length, 32);
   assert.equal(encodeDirents(entries, 3, 4096).length, 0);
-});
-
-test('the device filesystem maps I/O to the block device and errors to errno', async () => {
-  const dev = new MemoryDevice();
-  const fs = new DeviceFilesystem(dev);
-  const run = async (buf: Buffer) => {
-    const d = decodeRequest(buf);
-    assert.ok(d.ok);
-    return fs.handle(d.header, d.request);
-  };
-  const w = await run(request(Opcode.WRITE, writeBody(8192n, Buffer.from('hello')), 2n));
-  assert.equal(w!.readInt32LE(4), 0);
-  assert.equal(w!.readUInt32LE(16), 5);
-  assert.equal(dev.mem.subarray(8192, 8197).toString(), 'hello');
-  const past = await run(request(Opcode.WRITE, writeBody(BigInt(dev.size), Buffer.from('x')), 2n));
-  assert.equal(past!.readInt32LE(4), -28); // ENOSPC
-  const fsync = await run(request(Opcode.FSYNC, Buffer.alloc(16), 2n));
-  assert.equal(fsync!.readInt32LE(4), 0);
-  assert.equal(dev.flushes, 1);
-  const missing = await run(request(Opcode.LOOKUP, Buffer.from('nope\0')));
-  assert.equal(missing!.readInt32LE(4), -2);
-  const unknown = await run(request(999, Buffer.alloc(0)));
-  assert.equal(unknown!.readInt32LE(4), -38); // ENOSYS
-  assert.equal(await run(request(Opcode.FORGET, Buffer.alloc(8), 2n)), null);
 });

@@ -6,10 +6,10 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import {
   allocAlignedBuffers,
-  DeviceError,
   DIRECT_IO_ALIGNMENT,
   isDirectIoAligned,
-} from '../../../src/volume/block-device.ts';
+} from '../../../src/lib/aligned-buffers.ts';
+import { DeviceError } from '../../../src/volume/block-device.ts';
 import { LocalDevice } from '../../../src/volume/local-device.ts';
 
 const SIZE = 4 << 20;
