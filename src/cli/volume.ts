@@ -316,6 +316,13 @@ export function registerVolumeCommands(program: Command): void {
     .option('--resync-rate <rate>', 'resync bandwidth cap per second, e.g. 100M; 0 = unlimited')
     .option('--durable-writes', 'as a secondary, write each block with O_DSYNC (applies at the next up)')
     .option('--no-durable-writes', 'as a secondary, fdatasync on FLUSH instead (applies at the next up)')
+    .option(
+      '--add-peer <node=host:port>',
+      'a node joins the volume (repeatable); a running daemon connects to it at once',
+      collect,
+      [],
+    )
+    .option('--remove-peer <node>', 'a node leaves the volume (repeatable); applied at once', collect, [])
     .option('--json', 'machine-readable output')
     .action(
       async (
@@ -325,6 +332,8 @@ export function registerVolumeCommands(program: Command): void {
           afterSplitBrain?: string;
           resyncRate?: string;
           durableWrites?: boolean;
+          addPeer: string[];
+          removePeer: string[];
           json?: boolean;
         },
       ) => {
@@ -333,6 +342,8 @@ export function registerVolumeCommands(program: Command): void {
           afterSplitBrain: o.afterSplitBrain as ReplicationConfigFile['afterSplitBrain'] | undefined,
           resyncRate: o.resyncRate,
           durableWrites: o.durableWrites,
+          addPeers: o.addPeer.map((v) => parsePeerFlag('--add-peer', v)),
+          removePeers: o.removePeer,
         });
         emit(!!o.json, r, () => {
           const lines = [r.saved ? 'replication.yaml updated' : 'replication.yaml unchanged'];
@@ -343,11 +354,20 @@ export function registerVolumeCommands(program: Command): void {
             lines.push(
               `  ${c.setting}: ${show(c.setting, c.from)} -> ${show(c.setting, c.to)} (in force now)`,
             );
+          for (const node of r.peersAdded) lines.push(`  peer ${node} joined (connecting now)`);
+          for (const node of r.peersRemoved)
+            lines.push(`  peer ${node} left (disconnected, its bitmap forgotten)`);
           if (r.atRestart.length)
             lines.push(
               `  ${r.atRestart.join(', ')}: changed in the file, in force after \`cvserver volume down ${name}\` and \`up ${name}\``,
             );
-          if (r.running && !r.apply.length && !r.atRestart.length)
+          if (
+            r.running &&
+            !r.apply.length &&
+            !r.peersAdded.length &&
+            !r.peersRemoved.length &&
+            !r.atRestart.length
+          )
             lines.push('the daemon already runs with these settings');
           return lines.join('\n');
         });

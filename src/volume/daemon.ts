@@ -23,6 +23,7 @@ import { ReplicaServer } from './replication/replica-server.ts';
 import { MetadataReplicaStore } from './replication/replica-store.ts';
 import { ReplicatedDevice } from './replication/replicated-device.ts';
 import {
+  peersInForce,
   planAdjust,
   type ReplicationConfigFile,
   readReplicationConfig,
@@ -337,7 +338,7 @@ async function runReplica(
         return { role: 'Secondary' };
       case 'verify': {
         if (device?.role !== 'Primary') throw new Error('verify runs on the primary');
-        const peers = req.peer ? [req.peer] : cfg.peers.filter((p) => !p.tiebreaker).map((p) => p.node);
+        const peers = req.peer ? [req.peer] : running.peers.filter((p) => !p.tiebreaker).map((p) => p.node);
         const results = [];
         const startedAt = new Date().toISOString();
         try {
@@ -370,10 +371,23 @@ async function runReplica(
           afterSplitBrain: wanted.afterSplitBrain,
           resyncRate: resyncRateBytes(wanted),
         });
+        // A diskless tiebreaker has no peers of its own: it only answers the primaries that call it.
+        for (const node of plan.peersRemoved) await device?.removePeer(node);
+        for (const p of wanted.peers.filter((x) => plan.peersAdded.includes(x.node)))
+          device?.addPeer({ node: p.node, ...splitAddress(p.address), tiebreaker: p.tiebreaker });
         const { quorum, afterSplitBrain, resyncRate } = wanted;
-        running = { ...running, quorum, afterSplitBrain, resyncRate };
-        if (plan.apply.length > 0 || plan.atRestart.length > 0)
-          log.info({ event: 'adjusted', applied: plan.apply, atRestart: plan.atRestart }, 'settings re-read');
+        running = { ...running, quorum, afterSplitBrain, resyncRate, peers: peersInForce(running, wanted) };
+        if (plan.apply.length + plan.peersAdded.length + plan.peersRemoved.length + plan.atRestart.length > 0)
+          log.info(
+            {
+              event: 'adjusted',
+              applied: plan.apply,
+              peersAdded: plan.peersAdded,
+              peersRemoved: plan.peersRemoved,
+              atRestart: plan.atRestart,
+            },
+            'settings re-read',
+          );
         return plan;
       }
       case 'fail-suspended-io': {

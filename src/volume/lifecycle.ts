@@ -421,7 +421,28 @@ export async function volumeResolveSplitBrain(
 /** What `volume adjust` may change from the command line (the rest of replication.yaml by hand). */
 export type AdjustableSettings = Partial<
   Pick<ReplicationConfigFile, 'quorum' | 'afterSplitBrain' | 'resyncRate' | 'durableWrites'>
->;
+> & {
+  /** Nodes that join the volume (`--add-peer NODE=HOST:PORT`) or leave it (`--remove-peer NODE`). */
+  addPeers?: Array<{ node: string; address: string }>;
+  removePeers?: string[];
+};
+
+/** The peer list with the given nodes added and removed; a name that does not fit is the user's error. */
+function changedPeers(
+  current: ReplicationConfigFile,
+  add: Array<{ node: string; address: string }>,
+  remove: string[],
+): ReplicationConfigFile['peers'] | undefined {
+  if (add.length === 0 && remove.length === 0) return undefined;
+  for (const node of remove)
+    if (!current.peers.some((p) => p.node === node))
+      throw new UserError(`--remove-peer ${node}: not a peer of this volume (nothing changed)`);
+  const kept = current.peers.filter((p) => !remove.includes(p.node));
+  for (const p of add)
+    if (p.node === current.node || kept.some((k) => k.node === p.node))
+      throw new UserError(`--add-peer ${p.node}: already part of this volume (nothing changed)`);
+  return [...kept, ...add.map((p) => ({ ...p, tiebreaker: false }))];
+}
 
 export interface AdjustResult extends AdjustPlan {
   /** replication.yaml was rewritten with the given settings. */
@@ -448,7 +469,9 @@ export async function volumeAdjust(name: string, settings: AdjustableSettings): 
     const current = readReplicationConfig(layout.dir);
     if (!current)
       throw new UserError(`volume "${name}" is not replicated (no ${replicationConfigPath(layout.dir)})`);
-    const given = Object.fromEntries(Object.entries(settings).filter(([, v]) => v !== undefined));
+    const { addPeers, removePeers, ...plain } = settings;
+    const peers = changedPeers(current, addPeers ?? [], removePeers ?? []);
+    const given = Object.fromEntries(Object.entries({ ...plain, peers }).filter(([, v]) => v !== undefined));
     let saved = false;
     if (Object.keys(given).length > 0) {
       const parsed = replicationConfigSchema.safeParse({ ...current, ...given });
@@ -462,7 +485,8 @@ export async function volumeAdjust(name: string, settings: AdjustableSettings): 
         saved = true;
       }
     }
-    if (daemonPid(layout) === undefined) return { apply: [], atRestart: [], saved, running: false };
+    if (daemonPid(layout) === undefined)
+      return { apply: [], peersAdded: [], peersRemoved: [], atRestart: [], saved, running: false };
     const plan = (await callControl(layout.controlSocket, { op: 'adjust' }, 10_000)) as AdjustPlan;
     return { ...plan, saved, running: true };
   });

@@ -142,13 +142,17 @@ export type LiveSetting = (typeof LIVE_SETTINGS)[number];
 export interface AdjustPlan {
   /** Live settings that differ: the daemon applies them now. */
   apply: Array<{ setting: LiveSetting; from: string; to: string }>;
+  /** Peers that join or leave the volume: the daemon connects to or forgets them now. */
+  peersAdded: string[];
+  peersRemoved: string[];
   /** Settings that differ but are read only at start (identity, addresses, secret, write mode). */
   atRestart: string[];
 }
 
 /**
  * What `volume adjust` does with a changed replication.yaml, given what the daemon runs with
- * (pure). Rates compare by value: "100M" and 104857600 are the same setting.
+ * (pure). Rates compare by value: "100M" and 104857600 are the same setting. A peer that joins or
+ * leaves applies at once; a known peer whose address or kind changed waits for a restart.
  */
 export function planAdjust(running: ReplicationConfigFile, wanted: ReplicationConfigFile): AdjustPlan {
   const show = (c: ReplicationConfigFile, k: LiveSetting): string =>
@@ -161,10 +165,27 @@ export function planAdjust(running: ReplicationConfigFile, wanted: ReplicationCo
   const atRestart: string[] = [];
   for (const k of ['node', 'listen', 'secretFile', 'durableWrites'] as const)
     if (running[k] !== wanted[k]) atRestart.push(k);
-  const peers = (c: ReplicationConfigFile) =>
-    JSON.stringify(
-      [...c.peers].sort((x, y) => x.node.localeCompare(y.node)).map((p) => [p.node, p.address, p.tiebreaker]),
-    );
-  if (peers(running) !== peers(wanted)) atRestart.push('peers');
-  return { apply, atRestart };
+  const before = new Map(running.peers.map((p) => [p.node, p]));
+  const after = new Map(wanted.peers.map((p) => [p.node, p]));
+  const peersAdded = wanted.peers.filter((p) => !before.has(p.node)).map((p) => p.node);
+  const peersRemoved = running.peers.filter((p) => !after.has(p.node)).map((p) => p.node);
+  const moved = wanted.peers.some((p) => {
+    const was = before.get(p.node);
+    return was !== undefined && (was.address !== p.address || was.tiebreaker !== p.tiebreaker);
+  });
+  if (moved) atRestart.push('peers');
+  return { apply, peersAdded, peersRemoved, atRestart };
+}
+
+/** The running peer set after an adjust: joined and left peers applied, moved ones kept as they run. */
+export function peersInForce(
+  running: ReplicationConfigFile,
+  wanted: ReplicationConfigFile,
+): ReplicationConfigFile['peers'] {
+  const keep = new Set(wanted.peers.map((p) => p.node));
+  const known = new Set(running.peers.map((p) => p.node));
+  return [
+    ...running.peers.filter((p) => keep.has(p.node)),
+    ...wanted.peers.filter((p) => !known.has(p.node)),
+  ];
 }

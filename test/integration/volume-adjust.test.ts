@@ -4,6 +4,7 @@
  * is reported as such; a broken hand edit is refused with file:line and the daemon keeps its settings.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -80,4 +81,53 @@ test('volume adjust: live policies and resync cap, bad values refused, restart-o
     /WARNING: .*replication\.yaml:\d+[\s\S]*quorum yes/,
   );
   writeFileSync(file, original);
+});
+
+test('volume adjust: a node leaves a running volume and joins it again with a fresh disk (full sync, verified)', async (t) => {
+  const cl = new ReplicaCluster({ replicas: 3, size: '32M' });
+  t.after(() => cl.cleanup());
+  cl.setup();
+  const mnt = cl.node('a').mnt;
+  cl.ok('a', ['volume', 'primary', cl.volume, '--mkfs', 'ext4', '--mount', mnt]);
+  const peers = () =>
+    (cl.status('a').daemon.replication.peers as Array<{ node: string }>).map((p) => p.node).sort();
+
+  // c leaves: the primary and b forget it while running; quorum is now a and b.
+  const unknown = cl.run('a', ['volume', 'adjust', cl.volume, '--remove-peer', 'x']);
+  assert.notEqual(unknown.status, 0);
+  assert.match(unknown.stderr, /--remove-peer x: not a peer of this volume \(nothing changed\)/);
+  for (const n of ['a', 'b']) {
+    const left = JSON.parse(cl.ok(n, ['volume', 'adjust', cl.volume, '--remove-peer', 'c', '--json']));
+    assert.deepEqual([left.peersRemoved, left.atRestart], [['c'], []]);
+  }
+  assert.deepEqual(peers(), ['b']);
+  assert.equal(cl.status('a').daemon.replication.quorum.hasQuorum, true);
+  cl.ok('c', ['volume', 'down', cl.volume]);
+  cl.ok('c', ['volume', 'destroy', cl.volume, '--yes']);
+  writeFileSync(join(mnt, 'while-c-was-out'), 'x'.repeat(1 << 20));
+  spawnSync('sync', ['-f', join(mnt, 'while-c-was-out')]);
+
+  // c joins again with an empty disk: added on both, it gets every block and ends identical.
+  cl.ok('c', cl.createArgs('c', cl.status('a').uuid));
+  cl.ok('c', ['volume', 'up', cl.volume]);
+  const node = cl.node('c');
+  for (const n of ['a', 'b']) {
+    const args = ['volume', 'adjust', cl.volume, '--add-peer', `c=${node.host}:${node.port}`, '--json'];
+    const joined = JSON.parse(cl.ok(n, args));
+    assert.deepEqual(joined.peersAdded, ['c']);
+    const again = cl.run(n, args);
+    assert.notEqual(again.status, 0);
+    assert.match(again.stderr, /--add-peer c: already part of this volume/);
+  }
+  assert.deepEqual(peers(), ['b', 'c']);
+  await cl.until('c fully synced', () => {
+    const c = cl.peer('a', 'c');
+    return c.connection === 'Connected' && c.diskState === 'UpToDate' && !c.resync && c.outOfSyncBytes === 0;
+  });
+  assert.equal(cl.peer('a', 'c').lastResync?.bytes, 32 * 1024 * 1024, 'a fresh replica gets every block');
+  const v = cl.run('a', ['volume', 'verify', cl.volume, '--json']);
+  assert.equal(v.status, 0, v.stderr);
+  const verified = JSON.parse(v.stdout) as Array<{ peer: string; mismatches: unknown[] }>;
+  assert.deepEqual(verified.map((r) => r.peer).sort(), ['b', 'c']);
+  for (const r of verified) assert.deepEqual(r.mismatches, [], `replica ${r.peer} differs`);
 });

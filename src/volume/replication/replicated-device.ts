@@ -14,6 +14,7 @@ import {
   mkdirSync,
   openSync,
   readFileSync,
+  rmSync,
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
@@ -214,38 +215,7 @@ export class ReplicatedDevice implements BlockDevice {
     const alExtent = c.alExtentSize ?? DEFAULT_AL_EXTENT_SIZE;
     this.#al = new ActivityLogState(alExtent, c.alSlots ?? DEFAULT_AL_SLOTS);
     if (meta.primaryOpen) this.#crashRanges = ActivityLogState.crashRanges(hot, alExtent, this.size);
-    for (const peer of c.peers) {
-      const file = this.#bitmapFile(peer.node);
-      const bitmap =
-        existsSync(file) || meta.primaryOpen
-          ? loadBitmap(file, this.size, this.#extentSize).bitmap
-          : new DirtyBitmap(this.size, this.#extentSize);
-      // After a crash as primary, every extent the activity log held may have missed any peer.
-      if (meta.primaryOpen) for (const r of this.#crashRanges) bitmap.markRange(r.offset, r.length);
-      const data: PeerData = {
-        bitmap,
-        unflushed: new ExtentSet(this.#extentSize),
-        flushing: [],
-        saving: Promise.resolve(),
-        resync: undefined,
-        resyncRunning: false,
-        lastResync: undefined,
-        markedBeforePromotion: 0,
-        link: new PeerLink({
-          node: c.node,
-          volumeUuid: c.volumeUuid,
-          secret: c.secret,
-          peer,
-          log,
-          localState: () => this.#localState(data),
-          onConnected: (_link, st) => this.#onConnected(data, st),
-          onDisconnected: () => this.#onDisconnected(data),
-          onStateChanged: (_link, st) => this.#onPeerStateChanged(st),
-          ...(c.now ? { now: c.now } : {}),
-        }),
-      };
-      this.#peers.push(data);
-    }
+    for (const peer of c.peers) this.#peers.push(this.#newPeer(peer, meta.primaryOpen));
   }
 
   get role(): 'Primary' | 'Secondary' {
@@ -266,7 +236,7 @@ export class ReplicatedDevice implements BlockDevice {
     absent: string[] = [],
   ): Promise<{ ok: true } | { ok: false; reason: string }> {
     if (this.#role === 'Primary' && !this.#fenced) return { ok: true };
-    const tried = this.#peers.map((p) => p.link.failures);
+    const tried = new Map(this.#peers.map((p) => [p, p.link.failures]));
     for (const p of this.#peers) p.link.start();
     // Every peer must have answered (its STATE: is it primary? newer data?) or failed to connect at
     // least once: a majority alone may not include the one that is primary. A peer the caller knows
@@ -276,9 +246,9 @@ export class ReplicatedDevice implements BlockDevice {
       () =>
         quorum(this.#roleState()).hasQuorum &&
         this.#peers.every(
-          (p, i) =>
+          (p) =>
             p.link.peerState !== undefined ||
-            p.link.failures > tried[i]! ||
+            p.link.failures > (tried.get(p) ?? -1) ||
             absent.includes(p.link.o.peer.node),
         ),
       waitMs,
@@ -646,12 +616,76 @@ export class ReplicatedDevice implements BlockDevice {
     this.setQuorumPolicy(s.quorum);
   }
 
+  /**
+   * A node joins the volume (`volume adjust` with a new peer): its bitmap starts clean, and the
+   * handshake's generation ids decide what it needs (a fresh disk: a full sync). A primary connects
+   * to it at once; quorum counts it from now on.
+   */
+  addPeer(peer: PeerAddress): void {
+    if (this.#closed) throw new Error('the device is closed');
+    if (peer.node === this.c.node) throw new Error(`${peer.node} is this node`);
+    if (this.#peers.some((p) => p.link.node === peer.node))
+      throw new Error(`peer ${peer.node} is already known`);
+    rmSync(this.#bitmapFile(peer.node), { force: true });
+    const p = this.#newPeer(peer, false);
+    this.#peers.push(p);
+    if (this.#role === 'Primary') p.link.start();
+    this.#wake();
+  }
+
+  /**
+   * A node leaves the volume: its link stops (writes in flight to it fail over to its bitmap, which
+   * is then forgotten with it) and quorum no longer counts it.
+   */
+  async removePeer(node: string): Promise<void> {
+    const p = this.#peer(node);
+    p.link.stop();
+    this.#peers = this.#peers.filter((x) => x !== p);
+    await p.saving;
+    rmSync(this.#bitmapFile(node), { force: true });
+    this.#wake();
+  }
+
   /** Test and admin hook: drop one peer's connection (it reconnects with backoff). */
   dropPeer(node: string): void {
     this.#peer(node).link.drop('dropped by request');
   }
 
   // ---- internals
+
+  /** A peer's replication state: its bitmap (loaded, or clean for a peer never seen) and its link. */
+  #newPeer(peer: PeerAddress, primaryOpen: boolean | undefined): PeerData {
+    const file = this.#bitmapFile(peer.node);
+    const bitmap =
+      existsSync(file) || primaryOpen
+        ? loadBitmap(file, this.size, this.#extentSize).bitmap
+        : new DirtyBitmap(this.size, this.#extentSize);
+    // After a crash as primary, every extent the activity log held may have missed any peer.
+    if (primaryOpen) for (const r of this.#crashRanges) bitmap.markRange(r.offset, r.length);
+    const data: PeerData = {
+      bitmap,
+      unflushed: new ExtentSet(this.#extentSize),
+      flushing: [],
+      saving: Promise.resolve(),
+      resync: undefined,
+      resyncRunning: false,
+      lastResync: undefined,
+      markedBeforePromotion: 0,
+      link: new PeerLink({
+        node: this.c.node,
+        volumeUuid: this.c.volumeUuid,
+        secret: this.c.secret,
+        peer,
+        log: this.log,
+        localState: () => this.#localState(data),
+        onConnected: (_link, st) => this.#onConnected(data, st),
+        onDisconnected: () => this.#onDisconnected(data),
+        onStateChanged: (_link, st) => this.#onPeerStateChanged(st),
+        ...(this.c.now ? { now: this.c.now } : {}),
+      }),
+    };
+    return data;
+  }
 
   #peer(node: string): PeerData {
     const p = this.#peers.find((x) => x.link.node === node);

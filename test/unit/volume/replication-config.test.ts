@@ -6,6 +6,7 @@ import { after, test } from 'node:test';
 import { UserError } from '../../../src/lib/errors.ts';
 import {
   parsePeerFlag,
+  peersInForce,
   planAdjust,
   readReplicationConfig,
   readSecret,
@@ -94,10 +95,17 @@ test('command-line peers and addresses', () => {
 
 test('volume adjust: policies and the resync cap change live, identity and addresses at restart', () => {
   const running = readReplicationConfig(configWith(good))!;
-  assert.deepEqual(planAdjust(running, running), { apply: [], atRestart: [] });
+  assert.deepEqual(planAdjust(running, running), {
+    apply: [],
+    peersAdded: [],
+    peersRemoved: [],
+    atRestart: [],
+  });
   // The same cap written two ways is no change.
   assert.deepEqual(planAdjust({ ...running, resyncRate: 104857600 }, { ...running, resyncRate: '100M' }), {
     apply: [],
+    peersAdded: [],
+    peersRemoved: [],
     atRestart: [],
   });
   const wanted = {
@@ -119,8 +127,26 @@ test('volume adjust: policies and the resync cap change live, identity and addre
       { setting: 'afterSplitBrain', from: 'disconnect', to: 'discard-zero-changes' },
       { setting: 'resyncRate', from: '0', to: String(50 * 1024 * 1024) },
     ],
+    peersAdded: [],
+    peersRemoved: [],
     atRestart: ['listen', 'durableWrites', 'peers'],
   });
   const reordered = { ...running, peers: [...running.peers].reverse() };
   assert.deepEqual(planAdjust(running, reordered).atRestart, []);
+});
+
+test('volume adjust: a peer that joins or leaves applies at once, a moved one at restart', () => {
+  const running = readReplicationConfig(configWith(good))!;
+  const joined = { node: 'd', address: '10.0.0.4:7789', tiebreaker: false };
+  const wanted = { ...running, peers: [...running.peers.filter((p) => p.node !== 'b'), joined] };
+  const plan = planAdjust(running, wanted);
+  assert.deepEqual([plan.peersAdded, plan.peersRemoved, plan.atRestart], [['d'], ['b'], []]);
+  assert.deepEqual(peersInForce(running, wanted), wanted.peers);
+  // A moved peer keeps running at its old address until the restart.
+  const moved = {
+    ...running,
+    peers: running.peers.map((p) => (p.node === 'b' ? { ...p, address: '10.0.0.7:1' } : p)),
+  };
+  assert.deepEqual(planAdjust(running, moved).atRestart, ['peers']);
+  assert.deepEqual(peersInForce(running, moved), running.peers);
 });
