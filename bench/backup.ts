@@ -47,7 +47,7 @@ const VOL = 'bkbench';
 const { createSnapshot, deleteSnapshot, mountSnapshot, unmountSnapshot } = await import(
   '../src/volume/snapshot/commands.ts'
 );
-const { callSnapshot } = await import('../src/volume/control.ts');
+const { callControl } = await import('../src/volume/control.ts');
 const { volumeLayout } = await import('../src/volume/layout.ts');
 const { runRestic } = await import('../src/backup/restic.ts');
 const { run } = await import('../src/lib/exec.ts');
@@ -192,7 +192,7 @@ async function freezeSteps(mnt: string, name: string) {
   const t0 = performance.now();
   await run('fsfreeze', ['-f', mnt]);
   const t1 = performance.now();
-  await callSnapshot(l.controlSocket, { op: 'snapshot-create', name }, 30_000);
+  await callControl(l.controlSocket, { op: 'snapshot-create', name }, 30_000);
   const t2 = performance.now();
   await run('fsfreeze', ['-u', mnt]);
   const t3 = performance.now();

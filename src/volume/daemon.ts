@@ -14,7 +14,14 @@ import { writeJsonAtomic } from '../lib/json-file.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { rateLimited } from '../lib/log-limiter.ts';
 import type { BlockDevice } from './block-device.ts';
-import { type ControlRequest, serveControl } from './control.ts';
+import {
+  CONTROL_OPS,
+  type ControlHandlers,
+  type ControlRequest,
+  refuseControl,
+  SNAPSHOT_OPS,
+  serveControl,
+} from './control.ts';
 import { DeviceFilesystem } from './device-filesystem.ts';
 import { type DaemonStatus, type VolumeLayout, volumeLayout } from './layout.ts';
 import { LocalDevice } from './local-device.ts';
@@ -133,10 +140,10 @@ async function runLocal(ctx: DaemonContext, meta: VolumeMetadata): Promise<void>
 
   const fs = new DeviceFilesystem(device);
   // A local volume's control socket serves status and snapshots; the rest is for replicas.
-  const control = await serveControl(layout.controlSocket, async (req) => {
-    if (SnapshotService.isSnapshotRequest(req)) return snapshotOps.handle(req);
-    if (req.op === 'status') return snapshot(fs.initialised ? 'serving' : 'starting', device.counters);
-    throw new Error(`"${req.op}" is for replicated volumes; ${layout.name} is local`);
+  const control = await serveControl(layout.controlSocket, {
+    ...refuseControl(CONTROL_OPS, (op) => `"${op}" is for replicated volumes; ${layout.name} is local`),
+    ...snapshotOps.handlers,
+    status: async () => snapshot(fs.initialised ? 'serving' : 'starting', device.counters),
   });
   const fd = await mountFuse(layout.fuseDir, `cvserver:${layout.name}`);
   const session = new FuseSession(fd, fs, { readers: READERS, log });
@@ -284,10 +291,10 @@ async function runReplica(
 
   // Role changes one at a time, whoever asks (two CLI calls, a signal).
   let roleChange: Promise<unknown> = Promise.resolve();
-  const serialised = (req: ControlRequest): Promise<unknown> => {
+  const serialised = (req: ControlRequest, handle: () => Promise<unknown>): Promise<unknown> => {
     // Status, settings and giving up on suspended I/O must not wait behind a role change stuck on that I/O.
-    if (['status', 'fail-suspended-io', 'adjust', 'snapshot-list'].includes(req.op)) return handle(req);
-    const next = roleChange.then(() => handle(req));
+    if (['status', 'fail-suspended-io', 'adjust', 'snapshot-list'].includes(req.op)) return handle();
+    const next = roleChange.then(handle);
     roleChange = next.catch(() => undefined);
     return next;
   };
@@ -305,104 +312,100 @@ async function runReplica(
       })
     : undefined;
 
-  const handle = async (req: ControlRequest): Promise<unknown> => {
-    if (SnapshotService.isSnapshotRequest(req)) {
-      if (!snapshotOps) throw new Error('a diskless tiebreaker has no snapshots');
-      return snapshotOps.handle(req);
-    }
-    switch (req.op) {
-      case 'promote': {
-        if (!device) throw new Error('a diskless tiebreaker cannot become primary');
-        if (device.role === 'Primary' && fuse) return { role: 'Primary', epoch: device.status().epoch };
-        let epoch = req.epoch ?? device.status().epoch + 1;
-        let r = await device.promote(epoch, undefined, req.force, req.absent);
-        // Without an explicit epoch, a peer may have taught us a higher one during the attempt.
-        if (!r.ok && req.epoch === undefined && device.status().epoch >= epoch) {
-          epoch = device.status().epoch + 1;
-          r = await device.promote(epoch, undefined, req.force, req.absent);
+  const handlers: ControlHandlers = {
+    ...(snapshotOps?.handlers ?? refuseControl(SNAPSHOT_OPS, () => 'a diskless tiebreaker has no snapshots')),
+    promote: async (req) => {
+      if (!device) throw new Error('a diskless tiebreaker cannot become primary');
+      if (device.role === 'Primary' && fuse) return { role: 'Primary', epoch: device.status().epoch };
+      let epoch = req.epoch ?? device.status().epoch + 1;
+      let r = await device.promote(epoch, undefined, req.force, req.absent);
+      // Without an explicit epoch, a peer may have taught us a higher one during the attempt.
+      if (!r.ok && req.epoch === undefined && device.status().epoch >= epoch) {
+        epoch = device.status().epoch + 1;
+        r = await device.promote(epoch, undefined, req.force, req.absent);
+      }
+      if (!r.ok) throw new Error(`cannot become primary: ${r.reason}`);
+      try {
+        await serveFuse();
+      } catch (err) {
+        // A primary that cannot serve its device must not stay primary.
+        await device.demote();
+        throw err;
+      }
+      log.info({ event: 'promoted', epoch }, 'now primary');
+      report();
+      return { role: 'Primary', epoch };
+    },
+    demote: async () => {
+      await demote();
+      return { role: 'Secondary' };
+    },
+    verify: async (req) => {
+      if (device?.role !== 'Primary') throw new Error('verify runs on the primary');
+      const peers = req.peer ? [req.peer] : running.peers.filter((p) => !p.tiebreaker).map((p) => p.node);
+      const results = [];
+      const startedAt = new Date().toISOString();
+      try {
+        for (const p of peers) {
+          verifying = { peer: p, doneBytes: 0, totalBytes: device.size, startedAt };
+          const onProgress = (doneBytes: number, totalBytes: number) => {
+            verifying = { peer: p, doneBytes, totalBytes, startedAt };
+          };
+          results.push(await device.verify(p, { resync: req.resync, onProgress }));
         }
-        if (!r.ok) throw new Error(`cannot become primary: ${r.reason}`);
-        try {
-          await serveFuse();
-        } catch (err) {
-          // A primary that cannot serve its device must not stay primary.
-          await device.demote();
-          throw err;
-        }
-        log.info({ event: 'promoted', epoch }, 'now primary');
-        report();
-        return { role: 'Primary', epoch };
+      } finally {
+        verifying = undefined;
       }
-      case 'demote':
-        await demote();
-        return { role: 'Secondary' };
-      case 'verify': {
-        if (device?.role !== 'Primary') throw new Error('verify runs on the primary');
-        const peers = req.peer ? [req.peer] : running.peers.filter((p) => !p.tiebreaker).map((p) => p.node);
-        const results = [];
-        const startedAt = new Date().toISOString();
-        try {
-          for (const p of peers) {
-            verifying = { peer: p, doneBytes: 0, totalBytes: device.size, startedAt };
-            const onProgress = (doneBytes: number, totalBytes: number) => {
-              verifying = { peer: p, doneBytes, totalBytes, startedAt };
-            };
-            results.push(await device.verify(p, { resync: req.resync, onProgress }));
-          }
-        } finally {
-          verifying = undefined;
-        }
-        return results;
-      }
-      case 'resolve-split-brain':
-        if (device?.role !== 'Primary')
-          throw new Error('run this on the survivor, as primary (`cvserver volume primary` first)');
-        return device.resolveSplitBrainKeepLocal(req.peer);
-      case 'status':
-        return snapshot(state, counting?.counters);
-      case 'adjust': {
-        const file = replicationConfigPath(layout.dir);
-        const wanted = readReplicationConfig(layout.dir);
-        if (!wanted)
-          throw new Error(`${file} is missing: restore it (this daemon runs with its old settings)`);
-        const plan = planAdjust(running, wanted);
-        device?.adjust({
-          quorum: wanted.quorum,
-          afterSplitBrain: wanted.afterSplitBrain,
-          resyncRate: resyncRateBytes(wanted),
-        });
-        // A diskless tiebreaker has no peers of its own: it only answers the primaries that call it.
-        for (const node of plan.peersRemoved) await device?.removePeer(node);
-        for (const p of wanted.peers.filter((x) => plan.peersAdded.includes(x.node)))
-          device?.addPeer({ node: p.node, ...splitAddress(p.address), tiebreaker: p.tiebreaker });
-        const { quorum, afterSplitBrain, resyncRate } = wanted;
-        running = { ...running, quorum, afterSplitBrain, resyncRate, peers: peersInForce(running, wanted) };
-        if (plan.apply.length + plan.peersAdded.length + plan.peersRemoved.length + plan.atRestart.length > 0)
-          log.info(
-            {
-              event: 'adjusted',
-              applied: plan.apply,
-              peersAdded: plan.peersAdded,
-              peersRemoved: plan.peersRemoved,
-              atRestart: plan.atRestart,
-            },
-            'settings re-read',
-          );
-        return plan;
-      }
-      case 'fail-suspended-io': {
-        const suspended = device?.status().quorum.suspendedWrites ?? 0;
-        device?.setQuorumPolicy('io-error');
-        log.warn({ event: 'fail-suspended-io', suspended }, 'operator: writes waiting for quorum fail now');
-        return { failed: suspended };
-      }
-      case 'shutdown':
-        await demote();
-        setImmediate(() => stopping?.());
-        return { stopped: true };
-    }
+      return results;
+    },
+    'resolve-split-brain': async (req) => {
+      if (device?.role !== 'Primary')
+        throw new Error('run this on the survivor, as primary (`cvserver volume primary` first)');
+      return device.resolveSplitBrainKeepLocal(req.peer);
+    },
+    status: async () => snapshot(state, counting?.counters),
+    adjust: async () => {
+      const file = replicationConfigPath(layout.dir);
+      const wanted = readReplicationConfig(layout.dir);
+      if (!wanted) throw new Error(`${file} is missing: restore it (this daemon runs with its old settings)`);
+      const plan = planAdjust(running, wanted);
+      device?.adjust({
+        quorum: wanted.quorum,
+        afterSplitBrain: wanted.afterSplitBrain,
+        resyncRate: resyncRateBytes(wanted),
+      });
+      // A diskless tiebreaker has no peers of its own: it only answers the primaries that call it.
+      for (const node of plan.peersRemoved) await device?.removePeer(node);
+      for (const p of wanted.peers.filter((x) => plan.peersAdded.includes(x.node)))
+        device?.addPeer({ node: p.node, ...splitAddress(p.address), tiebreaker: p.tiebreaker });
+      const { quorum, afterSplitBrain, resyncRate } = wanted;
+      running = { ...running, quorum, afterSplitBrain, resyncRate, peers: peersInForce(running, wanted) };
+      if (plan.apply.length + plan.peersAdded.length + plan.peersRemoved.length + plan.atRestart.length > 0)
+        log.info(
+          {
+            event: 'adjusted',
+            applied: plan.apply,
+            peersAdded: plan.peersAdded,
+            peersRemoved: plan.peersRemoved,
+            atRestart: plan.atRestart,
+          },
+          'settings re-read',
+        );
+      return plan;
+    },
+    'fail-suspended-io': async () => {
+      const suspended = device?.status().quorum.suspendedWrites ?? 0;
+      device?.setQuorumPolicy('io-error');
+      log.warn({ event: 'fail-suspended-io', suspended }, 'operator: writes waiting for quorum fail now');
+      return { failed: suspended };
+    },
+    shutdown: async () => {
+      await demote();
+      setImmediate(() => stopping?.());
+      return { stopped: true };
+    },
   };
-  const control = await serveControl(layout.controlSocket, serialised);
+  const control = await serveControl(layout.controlSocket, handlers, serialised);
   process.on('SIGTERM', () => {
     if (device?.role === 'Primary')
       log.warn('SIGTERM ignored while primary: use `cvserver volume down` to stop a volume in order');

@@ -312,7 +312,7 @@ export async function volumeStatus(name: string): Promise<VolumeStatus> {
 async function daemonStatus(l: VolumeLayout, replicated: boolean): Promise<DaemonStatus | null> {
   if (replicated && existsSync(l.controlSocket)) {
     try {
-      return (await callControl(l.controlSocket, { op: 'status' }, 5000)) as DaemonStatus;
+      return await callControl(l.controlSocket, { op: 'status' }, 5000);
     } catch {}
   }
   return readJsonOr<DaemonStatus>(l.statusFile) ?? null;
@@ -392,7 +392,7 @@ export async function volumeVerify(
   // Progress from the daemon's status while the (possibly long) verify runs.
   const ticker = setInterval(() => {
     callControl(layout.controlSocket, { op: 'status' }, 2000).then((s) => {
-      const v = (s as DaemonStatus).replication?.verifying;
+      const v = s.replication?.verifying;
       if (v)
         progress(
           `verifying against ${v.peer}: ${Math.floor((100 * v.doneBytes) / v.totalBytes)}% (${formatSize(v.doneBytes)} of ${formatSize(v.totalBytes)})`,
@@ -400,7 +400,7 @@ export async function volumeVerify(
     }, noop);
   }, 1000);
   try {
-    return (await callControl(layout.controlSocket, { op: 'verify', ...o }, 3_600_000)) as VerifyResult[];
+    return await callControl(layout.controlSocket, { op: 'verify', ...o }, 3_600_000);
   } finally {
     clearInterval(ticker);
   }
@@ -412,10 +412,7 @@ export async function volumeResolveSplitBrain(
   peer: string,
 ): Promise<{ savedTo: string; bytesSaved: number }> {
   const { layout } = requireReplicated(name);
-  return (await callControl(layout.controlSocket, { op: 'resolve-split-brain', peer }, 3_600_000)) as {
-    savedTo: string;
-    bytesSaved: number;
-  };
+  return callControl(layout.controlSocket, { op: 'resolve-split-brain', peer }, 3_600_000);
 }
 
 /** What `volume adjust` may change from the command line (the rest of replication.yaml by hand). */
@@ -487,7 +484,7 @@ export async function volumeAdjust(name: string, settings: AdjustableSettings): 
     }
     if (daemonPid(layout) === undefined)
       return { apply: [], peersAdded: [], peersRemoved: [], atRestart: [], saved, running: false };
-    const plan = (await callControl(layout.controlSocket, { op: 'adjust' }, 10_000)) as AdjustPlan;
+    const plan = await callControl(layout.controlSocket, { op: 'adjust' }, 10_000);
     return { ...plan, saved, running: true };
   });
 }
@@ -510,9 +507,7 @@ export async function volumeDown(
   const { layout } = requireVolume(name);
   if (o.force && existsSync(layout.controlSocket) && daemonPid(layout) !== undefined) {
     // A primary without quorum holds its writes; the unmount below would wait for them forever.
-    const r = (await callControl(layout.controlSocket, { op: 'fail-suspended-io' }, 10_000)) as {
-      failed: number;
-    };
+    const r = await callControl(layout.controlSocket, { op: 'fail-suspended-io' }, 10_000);
     if (r.failed > 0) progress(`failed ${r.failed} writes that were waiting for quorum`);
   }
   await withLock(layout, async () => {
@@ -566,12 +561,12 @@ export async function execute(l: VolumeLayout, step: Step, progress: Progress): 
       return;
     case 'promote': {
       progress(`becoming primary${step.epoch ? ` (epoch ${step.epoch})` : ''}`);
-      const r = (await callControl(l.controlSocket, {
+      const r = await callControl(l.controlSocket, {
         op: 'promote',
         epoch: step.epoch,
         force: step.force,
         ...(step.absent ? { absent: step.absent } : {}),
-      })) as { epoch: number };
+      });
       progress(`primary with epoch ${r.epoch}`);
       await waitFor(async () => readMounts().some((m) => m.dir === l.fuseDir), 10_000, 'the FUSE device');
       return;

@@ -7,7 +7,7 @@ import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { errorMessage, UserError } from '../../lib/errors.ts';
 import { run } from '../../lib/exec.ts';
-import { callSnapshot, type SnapshotReplies } from '../control.ts';
+import { type ControlReply, callControl } from '../control.ts';
 import { type VolumeLayout, volumeLayout } from '../layout.ts';
 import {
   daemonPid,
@@ -37,7 +37,7 @@ function mustUp(name: string): VolumeLayout {
   return layout;
 }
 
-export type CreatedSnapshot = SnapshotReplies['snapshot-create'] & {
+export type CreatedSnapshot = ControlReply<'snapshot-create'> & {
   /** How long the filesystem was frozen (0 when nothing was mounted). */
   frozenMs: number;
   frozen: string[];
@@ -58,15 +58,15 @@ export async function createSnapshot(name: string, snapshot: string): Promise<Cr
   for (const dir of dirs) await run('sync', ['-f', dir], { timeoutMs: 600_000 });
   // The snapshot's files made ahead, so the daemon's part inside the freeze is a rename (an older
   // daemon refuses the call: its create then makes them).
-  await callSnapshot(l.controlSocket, { op: 'snapshot-prepare', name: snapshot }).catch(() => undefined);
+  await callControl(l.controlSocket, { op: 'snapshot-prepare', name: snapshot }).catch(() => undefined);
   const helper = dirs.length ? await prepareFreeze(dirs) : undefined;
   const t0 = performance.now();
-  let r: SnapshotReplies['snapshot-create'] | undefined;
+  let r: ControlReply<'snapshot-create'> | undefined;
   let failure: unknown;
   let frozen: Frozen | undefined;
   try {
     frozen = await helper?.freeze();
-    r = await callSnapshot(l.controlSocket, { op: 'snapshot-create', name: snapshot }, 30_000);
+    r = await callControl(l.controlSocket, { op: 'snapshot-create', name: snapshot }, 30_000);
   } catch (err) {
     failure = err;
   }
@@ -84,7 +84,7 @@ export async function createSnapshot(name: string, snapshot: string): Promise<Cr
 }
 
 export async function listSnapshots(name: string): Promise<SnapshotListing[]> {
-  return callSnapshot(mustUp(name).controlSocket, { op: 'snapshot-list' });
+  return callControl(mustUp(name).controlSocket, { op: 'snapshot-list' });
 }
 
 /** Deletes a snapshot; with the daemon down, its files are removed directly. */
@@ -92,7 +92,7 @@ export async function deleteSnapshot(name: string, snapshot: string): Promise<vo
   mustName(snapshot);
   const { layout } = requireVolume(name);
   if (daemonPid(layout) !== undefined) {
-    await callSnapshot(layout.controlSocket, { op: 'snapshot-delete', name: snapshot });
+    await callControl(layout.controlSocket, { op: 'snapshot-delete', name: snapshot });
     return;
   }
   const dir = join(layout.snapshotsDir, snapshot);
@@ -111,7 +111,7 @@ export async function mountSnapshot(
   if (!existsSync(dir)) throw new UserError(`${dir}: mount point does not exist`);
   const l = mustUp(name);
   return withLock(l, async () => {
-    const { deviceFile } = await callSnapshot(l.controlSocket, { op: 'snapshot-expose', name: snapshot });
+    const { deviceFile } = await callControl(l.controlSocket, { op: 'snapshot-expose', name: snapshot });
     let loop = (await loopsOf(deviceFile))[0];
     try {
       if (!loop) {
@@ -156,7 +156,7 @@ export async function rollbackToSnapshot(
   name: string,
   snapshot: string,
   progress: Progress = noop,
-): Promise<SnapshotReplies['snapshot-rollback'] & { remounted: string[] }> {
+): Promise<ControlReply<'snapshot-rollback'> & { remounted: string[] }> {
   mustName(snapshot);
   const l = mustUp(name);
   return withLock(l, async () => {
@@ -172,7 +172,7 @@ export async function rollbackToSnapshot(
     try {
       progress(`writing back the blocks of snapshot ${snapshot}`);
       return {
-        ...(await callSnapshot(l.controlSocket, { op: 'snapshot-rollback', name: snapshot }, 3_600_000)),
+        ...(await callControl(l.controlSocket, { op: 'snapshot-rollback', name: snapshot }, 3_600_000)),
         remounted: dirs,
       };
     } finally {

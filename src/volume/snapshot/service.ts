@@ -8,7 +8,7 @@ import { mountFuse, unmountFuse } from '../../fuse/mount.ts';
 import { FuseSession } from '../../fuse/session.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { BlockDevice } from '../block-device.ts';
-import type { SnapshotReplies, SnapshotRequest } from '../control.ts';
+import type { ControlHandlers, SnapshotOp } from '../control.ts';
 import { DeviceFilesystem } from '../device-filesystem.ts';
 import { DEVICE_FILE_NAME, snapshotFuseDir, type VolumeLayout } from '../layout.ts';
 import type { Snapshots } from './snapshots.ts';
@@ -36,51 +36,49 @@ export class SnapshotService {
     this.o = o;
   }
 
-  static isSnapshotRequest(req: { op: string }): req is SnapshotRequest {
-    return req.op.startsWith('snapshot-');
-  }
-
-  async handle(req: SnapshotRequest): Promise<SnapshotReplies[SnapshotRequest['op']]> {
-    const { snapshots } = this.o;
-    switch (req.op) {
-      case 'snapshot-create': {
-        const why = this.o.notWritable();
-        if (why) throw new Error(`cannot take a snapshot here: ${why}`);
-        const t0 = performance.now();
-        const s = await snapshots.create(req.name);
-        return { ...s, tookMs: Math.round((performance.now() - t0) * 10) / 10 };
-      }
-      case 'snapshot-prepare': {
-        const why = this.o.notWritable();
-        if (why) throw new Error(`cannot take a snapshot here: ${why}`);
-        await snapshots.prepare(req.name);
-        return { prepared: req.name };
-      }
-      case 'snapshot-list':
-        return snapshots.list((n) => (this.exposed.has(n) ? this.deviceFile(n) : undefined));
-      case 'snapshot-delete':
-        if (this.exposed.has(req.name))
-          throw new Error(`snapshot "${req.name}" is mounted: \`volume snapshot umount\` it first`);
-        await snapshots.delete(req.name);
-        return { deleted: req.name };
-      case 'snapshot-expose':
-        return { deviceFile: await this.expose(req.name) };
-      case 'snapshot-unexpose':
-        await this.unexpose(req.name);
-        return { released: req.name };
-      case 'snapshot-rollback': {
-        const why = this.o.notWritable();
-        const target = this.o.served();
-        if (why || !target) throw new Error(`cannot roll back here: ${why ?? 'the volume is not served'}`);
-        if (!snapshots.has(req.name)) throw new Error(`no snapshot "${req.name}" on this volume`);
-        return snapshots.rollback(req.name, target);
-      }
-    }
-  }
+  /** The snapshot rows of the control table (the daemon serves them as they are). */
+  readonly handlers: Pick<ControlHandlers, SnapshotOp> = {
+    'snapshot-create': async (req) => {
+      this.mustBeWritable('cannot take a snapshot here');
+      const t0 = performance.now();
+      const s = await this.o.snapshots.create(req.name);
+      return { ...s, tookMs: Math.round((performance.now() - t0) * 10) / 10 };
+    },
+    'snapshot-prepare': async (req) => {
+      this.mustBeWritable('cannot take a snapshot here');
+      await this.o.snapshots.prepare(req.name);
+      return { prepared: req.name };
+    },
+    'snapshot-list': () =>
+      this.o.snapshots.list((n) => (this.exposed.has(n) ? this.deviceFile(n) : undefined)),
+    'snapshot-delete': async (req) => {
+      if (this.exposed.has(req.name))
+        throw new Error(`snapshot "${req.name}" is mounted: \`volume snapshot umount\` it first`);
+      await this.o.snapshots.delete(req.name);
+      return { deleted: req.name };
+    },
+    'snapshot-expose': async (req) => ({ deviceFile: await this.expose(req.name) }),
+    'snapshot-unexpose': async (req) => {
+      await this.unexpose(req.name);
+      return { released: req.name };
+    },
+    'snapshot-rollback': async (req) => {
+      const why = this.o.notWritable();
+      const target = this.o.served();
+      if (why || !target) throw new Error(`cannot roll back here: ${why ?? 'the volume is not served'}`);
+      if (!this.o.snapshots.has(req.name)) throw new Error(`no snapshot "${req.name}" on this volume`);
+      return this.o.snapshots.rollback(req.name, target);
+    },
+  };
 
   /** Releases every exposed snapshot (daemon stopping). */
   async close(): Promise<void> {
     for (const name of [...this.exposed.keys()]) await this.unexpose(name).catch(() => undefined);
+  }
+
+  private mustBeWritable(what: string): void {
+    const why = this.o.notWritable();
+    if (why) throw new Error(`${what}: ${why}`);
   }
 
   private deviceFile(name: string): string {

@@ -5,15 +5,32 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { UserError } from '../../../src/lib/errors.ts';
-import { type ControlRequest, callControl, serveControl } from '../../../src/volume/control.ts';
+import {
+  CONTROL_OPS,
+  type ControlHandlers,
+  type ControlRequest,
+  callControl,
+  refuseControl,
+  serveControl,
+} from '../../../src/volume/control.ts';
+import type { DaemonStatus } from '../../../src/volume/layout.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'cvs-control-'));
 const path = join(dir, 'control.sock');
 const seen: ControlRequest[] = [];
-const server = await serveControl(path, async (req) => {
+const status = { pid: 1, state: 'serving' } as DaemonStatus;
+const handlers: ControlHandlers = {
+  ...refuseControl(CONTROL_OPS, (op) => `no ${op} in this test`),
+  status: async () => status,
+  verify: async (req) => [{ peer: req.peer ?? 'all', bytesCompared: req.resync ? 1 : 0, mismatches: [] }],
+  promote: async (req) => {
+    if (req.epoch === 13) throw new Error('cannot become primary: epoch 13 is unlucky');
+    return { role: 'Primary', epoch: req.epoch ?? 1 };
+  },
+};
+const server = await serveControl(path, handlers, (req, run) => {
   seen.push(req);
-  if (req.op === 'promote' && req.epoch === 13) throw new Error('cannot become primary: epoch 13 is unlucky');
-  return { echoed: req.op };
+  return run();
 });
 after(() => {
   server.close();
@@ -33,9 +50,43 @@ function raw(bytes: string): Promise<string> {
   });
 }
 
-test('a request gets its handler result', async () => {
-  assert.deepEqual(await callControl(path, { op: 'status' }), { echoed: 'status' });
-  assert.deepEqual(await callControl(path, { op: 'verify', resync: false, peer: 'b' }), { echoed: 'verify' });
+test('a request gets its handler result, typed by its row of the table', async () => {
+  const s = await callControl(path, { op: 'status' });
+  assert.equal(s.pid, 1);
+  const [v] = await callControl(path, { op: 'verify', resync: false, peer: 'b' });
+  assert.equal(v?.peer, 'b');
+  const p = await callControl(path, { op: 'promote', epoch: 4 });
+  assert.deepEqual(p, { role: 'Primary', epoch: 4 });
+  await assert.rejects(callControl(path, { op: 'demote' }), /no demote in this test/);
+});
+
+test('the schema built from the table takes every operation and only its fields', async () => {
+  const minimal: Record<string, object> = { verify: { resync: true }, 'resolve-split-brain': { peer: 'b' } };
+  for (const op of CONTROL_OPS) {
+    const fields =
+      op.startsWith('snapshot-') && op !== 'snapshot-list' ? { name: 's1' } : (minimal[op] ?? {});
+    const reply = JSON.parse(await raw(`${JSON.stringify({ op, ...fields })}\n`)) as { error?: string };
+    assert.doesNotMatch(reply.error ?? '', /bad request/, op);
+    const extra = JSON.parse(await raw(`${JSON.stringify({ op, ...fields, extra: 1 })}\n`)) as {
+      error?: string;
+    };
+    assert.match(extra.error ?? '', /bad request/, `${op} with an unknown field`);
+  }
+});
+
+test('callers cannot send a request or read a reply the table does not have (type check)', () => {
+  const typeOnly = async () => {
+    // @ts-expect-error verify needs `resync`
+    await callControl(path, { op: 'verify' });
+    // @ts-expect-error status takes no fields
+    await callControl(path, { op: 'status', peer: 'b' });
+    // @ts-expect-error demote answers a role, not an epoch
+    (await callControl(path, { op: 'demote' })).epoch;
+    // @ts-expect-error a handler's reply must match its row
+    const wrong: Pick<ControlHandlers, 'shutdown'> = { shutdown: async () => ({ stopped: 'yes' }) };
+    return wrong;
+  };
+  assert.equal(typeof typeOnly, 'function');
 });
 
 test('a refusal comes back as a one-line UserError with the reason', async () => {
