@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { type Clock, systemClock } from '../lib/clock.ts';
 import { errorMessage } from '../lib/errors.ts';
 import { crunExecArgs } from './crun.ts';
 import type { HealthCheck, VserverDefinition } from './definition.ts';
@@ -8,16 +9,6 @@ import { containerState, mustDefinition, startContainer, stopContainer } from '.
 import { type ProbeResult, probeCommand, probeHost, probeHttp, probeTcp } from './probe.ts';
 import { decideRestart, pruneHistory } from './restart-policy.ts';
 import { cgroupsPath, crunRoot, readRuntime, recordEvent, rotateConsole, updateRuntime } from './store.ts';
-
-/** Time as the supervisor sees it: real in production, simulated where a test needs it. */
-export interface Clock {
-  now(): number;
-  sleep(ms: number): Promise<void>;
-}
-export const realClock: Clock = {
-  now: () => Date.now(),
-  sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
-};
 
 const PROBE_MAIN = fileURLToPath(new URL('./probe-main.ts', import.meta.url));
 const TICK_MS = 200;
@@ -91,7 +82,7 @@ function oomKills(name: string): number | undefined {
  * The per-vserver supervisor: watches the container, runs the health checks on their intervals,
  * reports OOM kills, rotates the console log, and applies the restart policy. Every transition is an event.
  */
-export async function supervise(name: string, clock: Clock = realClock): Promise<void> {
+export async function supervise(name: string, clock: Clock = systemClock): Promise<void> {
   const def = mustDefinition(name);
   const policy = {
     policy: def.restart.policy,
