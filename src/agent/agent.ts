@@ -8,7 +8,7 @@
  * Time for fencing is this process's monotonic clock; wall-clock time only labels reports and events.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { join } from 'node:path';
 import { type FoundVserver, planAdoption } from '../cluster/adoption.ts';
@@ -22,6 +22,7 @@ import {
   timingOf,
   type VserverSpec,
   votingNodes,
+  withoutRemoved,
   withRetired,
 } from '../cluster/config.ts';
 import { emptyState, step } from '../cluster/manager.ts';
@@ -38,6 +39,7 @@ import { ActionExecutor } from './executor.ts';
 import { AGENT_FORMATS, clusterGate, decideFormat, type FormatDecision, formatsOf } from './format.ts';
 import { GuardClient, monotonicMs, spawnGuard } from './guard.ts';
 import { leaderMove } from './leader-placement.ts';
+import { initialClusterForJoin, promoteWhenCaughtUp } from './membership/join.ts';
 import { type MeshHandle, startMesh } from './mesh/start.ts';
 import { observeCluster } from './observation.ts';
 import {
@@ -47,7 +49,8 @@ import {
   type ReplicaReport,
   type VserverReport,
 } from './records.ts';
-import { replicaRoleOf } from './resources/replica-plan.ts';
+import { followPeers, releaseAllReplicas } from './resources/replica-peers.ts';
+import { replicaPlan, replicaRoleOf } from './resources/replica-plan.ts';
 import {
   createNodeResources,
   type NodeResources,
@@ -84,6 +87,11 @@ export interface AgentOptions {
   configFile: string;
   node: string;
   stateDir: string;
+  /**
+   * This node joins a running cluster (`cvserver node add` made its etcd member a learner): a member
+   * without data starts with the cluster's current members and `--initial-cluster-state existing`.
+   */
+  join?: boolean;
 }
 
 export interface AgentPaths {
@@ -152,6 +160,8 @@ export class Agent {
   /** The bootstrap spec (from the file); `spec` is the applied one once read from the store. */
   readonly boot: ClusterSpec;
   spec: ClusterSpec;
+  /** The stored spec as applied, the nodes `node remove` took out still in it (src/agent/membership/). */
+  stored: ClusterSpec;
   #specRevision = -1;
   readonly timing: Timing;
   readonly me: NodeSpec;
@@ -221,6 +231,7 @@ export class Agent {
       );
     this.me = me;
     this.spec = this.#lastApplied() ?? this.boot;
+    this.stored = this.spec;
     this.timing = timingOf(this.boot);
     this.log = createLogger('agent', { node: o.node });
     // The worker is loaded only while there is work, and warmed by any change in the cluster (below).
@@ -330,12 +341,12 @@ export class Agent {
       record: (text) => this.#event('agent', text),
       leaseAlive: (peer) => (this.snapshot ? this.snapshot.nodes[peer] !== undefined : undefined),
     });
-    if (this.boot.etcd.endpoints.length === 0) this.#startMember();
     const client = new EtcdClient({
       endpoints: etcdEndpoints(this.boot, this.o.node),
       ...creds,
       timeoutMs: this.#ms(this.timing.renewTimeout),
     });
+    if (this.boot.etcd.endpoints.length === 0) await this.#startMember(client);
     this.store = new ClusterStore(client, this.boot.cluster, this.o.node);
     await this.#refuseUnknownFormat(); // rolling upgrade: a format this agent does not know (format.ts)
     // An earlier agent's lease, renewed before anything slow: the guard's deadline is running.
@@ -399,7 +410,7 @@ export class Agent {
     }
   }
 
-  #startMember(): void {
+  async #startMember(client: EtcdClient): Promise<void> {
     const spec = this.boot;
     const addr = this.me.addresses[0]!;
     const tls = {
@@ -408,15 +419,34 @@ export class Agent {
       key: join(spec.tls_dir, `${this.o.node}.key`),
     };
     const peer = (n: NodeSpec) => `https://${n.addresses[0]}:${spec.etcd.peer_port}`;
+    let initialCluster = votingNodes(spec).map((name) => ({
+      name,
+      peerUrl: peer(spec.nodes.find((n) => n.name === name)!),
+    }));
+    // Joining (docs/agent.md, membership): the members the cluster has now, asked of the others.
+    const joining = !!this.o.join && !existsSync(join(this.paths.etcdDir, 'member'));
+    if (joining) {
+      const found = await initialClusterForJoin(
+        client,
+        this.o.node,
+        peer(this.me),
+        () => this.#stopping,
+        (what) => this.#note(what),
+      );
+      if (!found) return;
+      initialCluster = found;
+      this.#event(
+        'agent',
+        `joining the cluster: etcd member starts beside ${found.map((m) => m.name).join(', ')}`,
+      );
+    }
     this.#member = new EtcdMember({
       name: this.o.node,
       dataDir: this.paths.etcdDir,
       peerUrl: peer(this.me),
       clientUrls: [`https://${addr}:${spec.etcd.client_port}`, `https://127.0.0.1:${spec.etcd.client_port}`],
-      initialCluster: votingNodes(spec).map((name) => ({
-        name,
-        peerUrl: peer(spec.nodes.find((n) => n.name === name)!),
-      })),
+      initialCluster,
+      join: joining,
       tls,
       logFile: this.paths.etcdLog,
       clusterToken: `cvserver-${spec.cluster}`,
@@ -425,6 +455,14 @@ export class Agent {
       logger: this.log,
     });
     this.#member.start();
+    // A learner until it has caught up: then a voter (after a `node add`, or an agent restarted meanwhile).
+    void promoteWhenCaughtUp(
+      client,
+      peer(this.me),
+      () => this.#stopping,
+      (what) => this.#note(what),
+      () => this.#event('agent', `etcd member ${this.o.node} promoted from learner to voter`),
+    );
   }
 
   /**
@@ -543,6 +581,8 @@ export class Agent {
   /** One round of the loop (the lease has its own). */
   async round(): Promise<void> {
     const snapshot = await this.#read(this.#ms(this.timing.renewTimeout));
+    const removed = snapshot?.config?.removed[this.o.node];
+    if (removed) await this.#standDown(removed.by);
     // The gate (format.ts): no assignments and no manager step from a cluster this agent cannot read.
     const acting = snapshot ? await this.#gate(snapshot) : this.#refusal === '';
     const events: NodeEvent[] = [];
@@ -590,6 +630,30 @@ export class Agent {
     }
     const d = this.#formatDecision(snap);
     if (d.kind === 'refuse') await this.#exitRefused(d.reason);
+  }
+
+  /**
+   * This node was removed from the cluster (`cvserver node remove`, which moved its vservers off
+   * first): whatever still runs here stops, its replicas go down (their data stays on disk), its lease
+   * is revoked, its etcd member stops, and the agent exits. It never acts on the cluster again: it
+   * joins only as a new member (`node add`, a fresh state dir, `--initial-cluster-state existing`).
+   */
+  async #standDown(by: string): Promise<never> {
+    const reason = `${this.o.node} was removed from the cluster by ${by}`;
+    this.#event('agent', `${reason}: its agent stands down (vservers stopped, volumes down, lease revoked)`);
+    for (const [v, x] of Object.entries(this.local.vservers))
+      if (isActive(x.status) && this.stored.vservers[v])
+        await this.#inline.stop(this.stored.vservers[v], false, reason).catch(() => undefined);
+    await releaseAllReplicas(this.o.stateDir, this.log).catch((err: unknown) =>
+      this.log.error({ err: errorMessage(err) }, 'volumes not all down'),
+    );
+    if (this.#lease) await this.store.client.leaseRevoke(this.#lease).catch(() => undefined);
+    rmSync(this.paths.leaseFile, { force: true });
+    await this.#flushEvents();
+    await this.stop();
+    throw new UserError(
+      `${reason}: this agent exits (to join again: cvserver node add ${this.o.node} --address ${this.me.addresses.join(',')} on a node of the cluster, then start this agent with an empty state dir and --initial-cluster-state existing)`,
+    );
   }
 
   async #exitRefused(reason: string): Promise<never> {
@@ -764,8 +828,9 @@ export class Agent {
     const c = snap.config;
     if (!c || c.modRevision === this.#specRevision) return;
     try {
-      const spec = withRetired(parseClusterConfig(c.yaml, `${c.file} (applied)`), c.retired);
-      this.spec = spec;
+      const stored = withRetired(parseClusterConfig(c.yaml, `${c.file} (applied)`), c.retired);
+      this.stored = stored;
+      this.spec = withoutRemoved(stored, Object.keys(c.removed));
       this.#specRevision = c.modRevision;
       writeFileAtomic(this.paths.appliedCopy, c.yaml, 0o600);
       this.#ensured.clear();
@@ -832,12 +897,28 @@ export class Agent {
     if (!this.snapshot?.config) return;
     for (const v of Object.values(this.spec.vservers)) {
       const role = replicaRoleOf(v, this.spec, this.o.node);
-      if (!role || this.executor.busy(v.name) || isActive(this.local.vservers[v.name]?.status)) continue;
-      const key = JSON.stringify(v.volume);
+      if (!role || this.executor.busy(v.name)) continue;
+      // The peers as planned: a node added or removed changes them (membership), volume or not.
+      const key = JSON.stringify([v.volume, replicaPlan(v, this.spec, this.o.node, '').replication.peers]);
+      if (isActive(this.local.vservers[v.name]?.status)) {
+        // Running here: only its peers follow the cluster, in the running daemon (never a down/up).
+        if (this.#ensured.get(v.name) === key) continue;
+        this.executor.upkeep(v.name, async () => {
+          try {
+            await followPeers(this.o.stateDir, v, this.#replicaContext(v.name), this.log);
+            this.#ensured.set(v.name, key);
+          } catch (err) {
+            this.#note(`${v.name}: replica peers not updated: ${errorMessage(err)}`);
+          }
+        });
+        continue;
+      }
       if (this.#ensured.get(v.name) === key && !this.#replicas[v.name]?.failed) continue;
       this.executor.upkeep(v.name, async () => {
         try {
           await this.resources.ensureReplica(v, this.#replicaContext(v.name));
+          // A daemon that was already up gets the new peers now, not at its next restart.
+          await followPeers(this.o.stateDir, v, this.#replicaContext(v.name), this.log);
           this.#ensured.set(v.name, key);
           this.#replicasAt = 0;
         } catch (err) {

@@ -10,6 +10,7 @@ import { callRpc, serveRpc } from '../lib/unix-rpc.ts';
 import type { Agent } from './agent.ts';
 import { failoversFrom } from './failovers.ts';
 import { SCOPES, tokensOf } from './http/tokens.ts';
+import { addNode, removeNode } from './membership/change.ts';
 import { RECORD_VERSION } from './records.ts';
 import { type ClusterStatus, clusterStatus, meshReportOf } from './status.ts';
 import { type VolumesAnswer, volumesOf } from './volumes.ts';
@@ -24,6 +25,15 @@ export const agentRequestSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('clear'), vserver: z.string(), by: operator }),
   z.strictObject({ op: z.literal('standby'), node: z.string(), on: z.boolean(), by: operator }),
   z.strictObject({ op: z.literal('maintenance'), on: z.boolean(), by: operator }),
+  /** Membership (src/agent/membership/): `commit` false only checks and plans. */
+  z.strictObject({ op: z.literal('node-remove'), node: z.string(), commit: z.boolean(), by: operator }),
+  z.strictObject({
+    op: z.literal('node-add'),
+    node: z.string(),
+    addresses: z.array(z.string()).min(1).max(8),
+    role: z.enum(['full', 'witness']),
+    by: operator,
+  }),
   z.strictObject({ op: z.literal('apply'), yaml: z.string(), file: z.string(), dryRun: z.boolean() }),
   z.strictObject({
     op: z.literal('events'),
@@ -154,6 +164,10 @@ export async function handleAgentRequest(agent: Agent, req: AgentRequest): Promi
       );
       return { maintenance: req.on };
     }
+    case 'node-remove':
+      return removeNode(agent, req.node, who(agent, req.by), req.commit);
+    case 'node-add':
+      return addNode(agent, req.node, req.addresses, req.role, who(agent, req.by));
     case 'apply':
       return apply(agent, req.yaml, req.file, req.dryRun);
     case 'events':
@@ -235,7 +249,7 @@ function who(agent: Agent, user: string | undefined): string {
 async function apply(agent: Agent, yaml: string, file: string, dryRun: boolean): Promise<ApplyResult> {
   const next = parseClusterConfig(yaml, file);
   const cur = agent.boot;
-  refuseRestartOnly(cur, next, file);
+  refuseRestartOnly(cur, next, file, agent.snapshot?.config ? agent.stored : undefined);
   const before = agent.snapshot?.config ? agent.spec : undefined;
   const names = (s: ClusterSpec | undefined) => new Set(Object.keys(s?.vservers ?? {}));
   const retiredBefore = new Set(Object.keys(agent.snapshot?.config?.retired ?? {}));
@@ -258,17 +272,33 @@ async function apply(agent: Agent, yaml: string, file: string, dryRun: boolean):
   for (const v of names(next)) delete retired[v];
   if (!dryRun)
     await agent.store.putConfig(
-      { version: RECORD_VERSION, yaml, file, appliedAt: Date.now(), appliedBy: agent.o.node, retired },
+      {
+        version: RECORD_VERSION,
+        yaml,
+        file,
+        appliedAt: Date.now(),
+        appliedBy: agent.o.node,
+        retired,
+        // Membership is changed by `node add|remove` only (src/agent/membership/).
+        removed: agent.snapshot?.config?.removed ?? {},
+      },
       2000,
     );
   return { stored: !dryRun, summary: describeSpec(next), added, removed, changed };
 }
 
-/** Nodes, etcd, credentials and timing are read by the agents at start: `apply` cannot change them. */
-function refuseRestartOnly(cur: ClusterSpec, next: ClusterSpec, file: string): void {
+/**
+ * Nodes, etcd, credentials and timing are read by the agents at start: `apply` cannot change them.
+ * The nodes are those stored (`node add` may have appended one the agents' own files lack).
+ */
+function refuseRestartOnly(cur: ClusterSpec, next: ClusterSpec, file: string, stored?: ClusterSpec): void {
+  if (stored && JSON.stringify(stored.nodes) !== JSON.stringify(next.nodes))
+    throw new UserError(
+      `${file}: nodes: differ from the cluster's (cvserver node add|remove change them: copy the nodes from cvserver status)`,
+    );
   const fields: [string, unknown, unknown][] = [
     ['cluster', cur.cluster, next.cluster],
-    ['nodes', cur.nodes, next.nodes],
+    ...(stored ? [] : [['nodes', cur.nodes, next.nodes] as [string, unknown, unknown]]),
     ['etcd', cur.etcd, next.etcd],
     ['timing', cur.timing, next.timing],
     ['membership', cur.membership, next.membership],

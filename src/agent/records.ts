@@ -94,6 +94,11 @@ export const configRecordSchema = z.object({
       z.custom<VserverSpec>((v) => typeof v === 'object' && v !== null),
     )
     .default({}),
+  /**
+   * Nodes taken out by `cvserver node remove` (by whom, when): their entries stay in the yaml, but
+   * nothing is placed on them, their replicas leave every volume's peers, and their agents stand down.
+   */
+  removed: z.record(z.string(), z.object({ at: z.number(), by: z.string() })).default({}),
 });
 export type ConfigRecord = z.infer<typeof configRecordSchema>;
 

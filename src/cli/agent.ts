@@ -26,8 +26,22 @@ export function registerAgentCommands(program: Command): void {
     )
     .requiredOption('--config <file>', 'cluster.yaml (nodes, etcd, timing, credentials)')
     .option('--node <name>', "this node's name in cluster.yaml", hostname())
-    .action(async (o: { config: string; node: string }) => {
-      const a = new Agent({ configFile: resolve(o.config), node: o.node, stateDir: stateDir() });
+    .option(
+      '--initial-cluster-state <state>',
+      'existing: this node joins a running cluster (after `cvserver node add` on one of its nodes); new: it is one of the nodes that start the cluster',
+      'new',
+    )
+    .action(async (o: { config: string; node: string; initialClusterState: string }) => {
+      if (o.initialClusterState !== 'new' && o.initialClusterState !== 'existing')
+        throw new UserError(
+          `--initial-cluster-state: expected new or existing, got "${o.initialClusterState}"`,
+        );
+      const a = new Agent({
+        configFile: resolve(o.config),
+        node: o.node,
+        stateDir: stateDir(),
+        join: o.initialClusterState === 'existing',
+      });
       const stop = () => {
         a.log.info({ event: 'agent-stop' }, 'stopping (the guard keeps fencing on the last deadline)');
         void a.stop().then(() => process.exit(0));

@@ -3,13 +3,19 @@
  * of the cluster. Each is a setting stored in etcd with who set it, and an event in the cluster's log.
  */
 import type { Command } from 'commander';
-import type { ClusterStatus } from '../agent/status.ts';
 import { UserError } from '../lib/errors.ts';
 import { askAgent, operatorName } from './agent-client.ts';
+import { registerMembershipCommands } from './node-membership.ts';
 import { emit } from './output.ts';
+import { waitMovedOff } from './wait-moved.ts';
 
 export function registerOperatorCommands(program: Command): void {
-  const node = program.command('node').description("a node's standby (its vservers move off it)");
+  const node = program
+    .command('node')
+    .description(
+      "a node's standby (its vservers move off it), and nodes added to or removed from the cluster",
+    );
+  registerMembershipCommands(node);
 
   node
     .command('standby <node>')
@@ -31,41 +37,13 @@ export function registerOperatorCommands(program: Command): void {
             `follow with: cvserver status, cvserver events --follow; undo with: cvserver node unstandby ${name}`,
           ].join('\n'),
         );
-      const began = Date.now();
-      let last = '';
-      // Done when every vserver that ran there runs healthy elsewhere (one being moved has no node
-      // for a moment: it is stopped there before it starts on the next).
-      let moving: string[] | undefined;
-      for (;;) {
-        const s = (await askAgent({ op: 'status', brief: true })) as ClusterStatus;
-        moving ??= s.vservers.filter((v) => v.node === name).map((v) => v.name);
-        const left = s.vservers.filter(
-          (v) =>
-            moving!.includes(v.name) &&
-            v.desired === 'started' &&
-            (v.node === name || v.node === null || v.status !== 'healthy'),
-        );
-        const now = left
-          .map((v) => `${v.name} ${v.status}${v.node && v.node !== name ? ` on ${v.node}` : ''}`)
-          .join(', ');
-        if (!o.json && now !== last)
-          process.stderr.write(
-            `${((Date.now() - began) / 1000).toFixed(1)}s still to move: ${now || 'nothing'}\n`,
-          );
-        last = now;
-        if (left.length === 0)
-          return emit(
-            !!o.json,
-            { node: name, standby: true, moved: moving, seconds: (Date.now() - began) / 1000 },
-            () =>
-              `${name} is in standby and runs no vserver${moving!.length ? ` (moved ${moving!.join(', ')} in ${((Date.now() - began) / 1000).toFixed(1)} s)` : ''}`,
-          );
-        if (Date.now() - began > timeoutS * 1000)
-          throw new UserError(
-            `still to move after ${o.timeout} s: ${now} (is there a node to move to? see cvserver events); ${name} stays in standby`,
-          );
-        await new Promise((r) => setTimeout(r, 250));
-      }
+      const { moved, seconds } = await waitMovedOff(name, timeoutS, !!o.json);
+      return emit(
+        !!o.json,
+        { node: name, standby: true, moved, seconds },
+        () =>
+          `${name} is in standby and runs no vserver${moved.length ? ` (moved ${moved.join(', ')} in ${seconds.toFixed(1)} s)` : ''}`,
+      );
     });
 
   node

@@ -315,6 +315,27 @@ export function withRetired(spec: ClusterSpec, retired: Record<string, VserverSp
   return { ...spec, vservers };
 }
 
+/**
+ * The spec without the nodes `cvserver node remove` took out: gone from the nodes, from every volume's
+ * replicas and from the preferred placements (their entries stay in the stored yaml for a later add).
+ */
+export function withoutRemoved(spec: ClusterSpec, removed: Iterable<string>): ClusterSpec {
+  const gone = new Set(removed);
+  if (gone.size === 0) return spec;
+  const keep = (n: string) => !gone.has(n);
+  const vservers = Object.fromEntries(
+    Object.entries(spec.vservers).map(([name, v]) => [
+      name,
+      {
+        ...v,
+        volume: { ...v.volume, replicas: v.volume.replicas.filter(keep) },
+        placement: { ...v.placement, preferred: v.placement.preferred.filter(keep) },
+      },
+    ]),
+  );
+  return { ...spec, nodes: spec.nodes.filter((n) => keep(n.name)), vservers };
+}
+
 /** One line per node and per vserver (plus the cluster and its timing), for a human summary. */
 export function describeSpec(spec: ClusterSpec): string[] {
   const t = timingOf(spec);

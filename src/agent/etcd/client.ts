@@ -3,10 +3,12 @@ import type { TLSSocket } from 'node:tls';
 import { errnoCode, errorMessage } from '../../lib/errors.ts';
 import {
   checkLeaseId,
+  checkMemberId,
   decodeDelete,
   decodeErrorBody,
   decodeGrant,
   decodeKeepAlive,
+  decodeMemberAdd,
   decodeMemberList,
   decodePut,
   decodeRange,
@@ -216,6 +218,37 @@ export class EtcdClient {
 
   async memberList(opts: CallOptions = {}): Promise<Member[]> {
     return decodeReply(await this.call('/v3/cluster/member/list', {}, true, opts), json(decodeMemberList));
+  }
+
+  /**
+   * Adds a member (etcd's MemberAdd) at these peer URLs; a learner does not vote (nor count for the
+   * quorum) until promoted. Not retried on another endpoint once sent: it is not idempotent.
+   */
+  async memberAdd(
+    peerUrls: string[],
+    isLearner: boolean,
+    opts: CallOptions = {},
+  ): Promise<{ member: Member; members: Member[] }> {
+    const body = { peerURLs: peerUrls, isLearner };
+    return decodeReply(await this.call('/v3/cluster/member/add', body, false, opts), json(decodeMemberAdd));
+  }
+
+  /** Removes a member (etcd's MemberRemove); its etcd process stops when it learns of it. */
+  async memberRemove(id: string, opts: CallOptions = {}): Promise<Member[]> {
+    const body = { ID: checkMemberId(id) };
+    return decodeReply(
+      await this.call('/v3/cluster/member/remove', body, false, opts),
+      json(decodeMemberList),
+    );
+  }
+
+  /** Makes a learner a voting member; etcd refuses while the learner is not in sync with the leader. */
+  async memberPromote(id: string, opts: CallOptions = {}): Promise<Member[]> {
+    const body = { ID: checkMemberId(id) };
+    return decodeReply(
+      await this.call('/v3/cluster/member/promote', body, false, opts),
+      json(decodeMemberList),
+    );
   }
 
   /** The status of one member, asked of that member only (no failover). */

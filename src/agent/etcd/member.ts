@@ -21,6 +21,8 @@ export interface EtcdMemberOptions {
   clientUrls: string[];
   /** Every voting member, this one included. */
   initialCluster: { name: string; peerUrl: string }[];
+  /** A member added to a running cluster (etcd MemberAdd): `--initial-cluster-state existing` from the start. */
+  join?: boolean;
   /** Paths of the PEM files: the cluster CA, this node's certificate and key (server and client usage). */
   tls: { ca: string; cert: string; key: string };
   /** etcd's stdout and stderr are appended here. */
@@ -198,7 +200,7 @@ export class EtcdMember {
       // setpriv execs etcd (same pid) with PR_SET_PDEATHSIG: the kernel kills it when the agent dies.
       child = spawn(
         'setpriv',
-        ['--pdeathsig', 'KILL', '--', o.binary ?? '/usr/bin/etcd', ...etcdArgs(o, existing)],
+        ['--pdeathsig', 'KILL', '--', o.binary ?? '/usr/bin/etcd', ...etcdArgs(o, existing || !!o.join)],
         {
           stdio: ['ignore', out, out],
         },

@@ -79,6 +79,11 @@ export function checkLeaseId(id: string): string {
   return id;
 }
 
+export function checkMemberId(id: string): string {
+  if (!DECIMAL.test(id)) throw new Error(`member ID must be a decimal integer string, got '${id}'`);
+  return id;
+}
+
 const RESULTS: Record<CompareOp, string> = { '=': 'EQUAL', '!=': 'NOT_EQUAL', '<': 'LESS', '>': 'GREATER' };
 
 export function encodeCompare(c: Compare): Record<string, unknown> {
@@ -189,6 +194,14 @@ const memberSchema = z
   .loose();
 const memberListSchema = z
   .object({ header: header.optional(), members: z.array(memberSchema).optional() })
+  .loose();
+/** MemberAdd's reply: the new member and the list with it (MemberRemove and MemberPromote: the list). */
+const memberAddSchema = z
+  .object({
+    header: header.optional(),
+    member: memberSchema.optional(),
+    members: z.array(memberSchema).optional(),
+  })
   .loose();
 const statusSchema = z
   .object({
@@ -322,14 +335,24 @@ export interface Member {
   isLearner: boolean;
 }
 
+type RawMember = z.infer<typeof memberSchema>;
+const toMember = (m: RawMember): Member => ({
+  id: m.ID ?? '0',
+  name: m.name ?? '',
+  peerUrls: m.peerURLs ?? [],
+  clientUrls: m.clientURLs ?? [],
+  isLearner: m.isLearner ?? false,
+});
+
 export function decodeMemberList(body: unknown): Member[] {
-  return (parse(memberListSchema, body, 'member list').members ?? []).map((m) => ({
-    id: m.ID ?? '0',
-    name: m.name ?? '',
-    peerUrls: m.peerURLs ?? [],
-    clientUrls: m.clientURLs ?? [],
-    isLearner: m.isLearner ?? false,
-  }));
+  return (parse(memberListSchema, body, 'member list').members ?? []).map(toMember);
+}
+
+/** The member MemberAdd made (a member not started yet has no name) and the cluster's members with it. */
+export function decodeMemberAdd(body: unknown): { member: Member; members: Member[] } {
+  const r = parse(memberAddSchema, body, 'member add');
+  if (!r.member) throw new MalformedReply('malformed member add reply: no member');
+  return { member: toMember(r.member), members: (r.members ?? []).map(toMember) };
 }
 
 export interface MemberStatus {
