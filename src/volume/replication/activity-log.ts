@@ -8,9 +8,9 @@
  * `ActivityLogFile` persists it in two alternating CRC-protected slots, so a torn write of one slot
  * leaves the other readable.
  */
-import { closeSync, fdatasync, fdatasyncSync, openSync, readSync, write, writeSync } from 'node:fs';
-import { promisify } from 'node:util';
+import { basename, dirname } from 'node:path';
 import { crc32 } from 'node:zlib';
+import { DirStateFiles, type SlotFile } from './state-files.ts';
 
 export const DEFAULT_AL_EXTENT_SIZE = 4 * 1024 * 1024;
 export const DEFAULT_AL_SLOTS = 127;
@@ -131,35 +131,34 @@ function slotBytes(slots: number): number {
 
 /** The on-disk activity log: two slots written alternately with fdatasync. */
 export class ActivityLogFile {
-  readonly file: string;
   readonly slots: number;
-  #fd: number;
+  #file: SlotFile;
   #seq: number;
 
-  private constructor(file: string, fd: number, slots: number, seq: number) {
-    this.file = file;
-    this.#fd = fd;
+  private constructor(file: SlotFile, slots: number, seq: number) {
+    this.#file = file;
     this.slots = slots;
     this.#seq = seq;
   }
 
-  /** Opens (creating if needed) and returns the newest valid content: the hot set at the last commit. */
+  /**
+   * Opens (creating if needed) a path or a slot file (state-files.ts) and returns the newest valid
+   * content: the hot set at the last commit.
+   */
   static open(
-    file: string,
+    where: string | SlotFile,
     slots = DEFAULT_AL_SLOTS,
   ): { log: ActivityLogFile; hot: number[]; extentSize?: number } {
-    const fd = openSync(file, 'a+');
-    closeSync(fd);
-    const rw = openSync(file, 'r+');
+    const file =
+      typeof where === 'string' ? new DirStateFiles(dirname(where)).openSlots(basename(where)) : where;
     const size = slotBytes(slots);
     let best: { seq: number; extentSize: number; hot: number[] } | undefined;
     for (let i = 0; i < 2; i++) {
-      const buf = Buffer.alloc(size);
-      const n = readSync(rw, buf, 0, size, i * size);
-      const slot = n === size ? decodeAlSlot(buf, slots) : undefined;
+      const buf = file.initial.subarray(i * size, (i + 1) * size);
+      const slot = buf.length === size ? decodeAlSlot(buf, slots) : undefined;
       if (slot && (!best || slot.seq > best.seq)) best = slot;
     }
-    const log = new ActivityLogFile(file, rw, slots, best?.seq ?? 0);
+    const log = new ActivityLogFile(file, slots, best?.seq ?? 0);
     return best ? { log, hot: best.hot, extentSize: best.extentSize } : { log, hot: [] };
   }
 
@@ -167,8 +166,7 @@ export class ActivityLogFile {
   commit(extentSize: number, hot: number[]): void {
     this.#seq++;
     const buf = encodeAlSlot(this.#seq, extentSize, hot, this.slots);
-    writeSync(this.#fd, buf, 0, buf.length, (this.#seq % 2) * buf.length);
-    fdatasyncSync(this.#fd);
+    this.#file.writeAtSync((this.#seq % 2) * buf.length, buf);
   }
 
   #running: Promise<void> | undefined;
@@ -194,8 +192,7 @@ export class ActivityLogFile {
         await before?.();
         this.#seq++;
         const buf = encodeAlSlot(this.#seq, extentSize, hot, this.slots);
-        await promisify(write)(this.#fd, buf, 0, buf.length, (this.#seq % 2) * buf.length);
-        await promisify(fdatasync)(this.#fd);
+        await this.#file.writeAt((this.#seq % 2) * buf.length, buf);
       })();
       this.#running = run;
       try {
@@ -214,6 +211,6 @@ export class ActivityLogFile {
   }
 
   close(): void {
-    closeSync(this.#fd);
+    this.#file.close();
   }
 }

@@ -3,9 +3,9 @@
  * Pure in-memory logic plus a small file format (header + bits + CRC) for clean shutdown and for
  * activity-log evictions.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
-import { open, rename } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
 import { crc32 } from 'node:zlib';
+import { DirStateFiles, type StateFiles } from './state-files.ts';
 
 export const DEFAULT_EXTENT_SIZE = 64 * 1024;
 const BITMAP_MAGIC = 0x43564246; // "CVBF"
@@ -148,63 +148,57 @@ export class DirtyBitmap {
   }
 }
 
-/** Durable write: temp file, fsync, rename (the directory fsync is left to the metadata write). */
 /**
- * The same, without blocking the event loop. The content is taken when the call starts; callers
- * must not run two saves of one file at once (the device chains them per peer).
+ * Durable save (temp file, fsync, rename) without blocking the event loop. The content is taken when
+ * the call starts; callers must not run two saves of one file at once (the device chains them per peer).
  */
-export async function saveBitmapAsync(file: string, bitmap: DirtyBitmap): Promise<void> {
+export async function saveBitmapTo(files: StateFiles, name: string, bitmap: DirtyBitmap): Promise<void> {
   const content = bitmap.serialize();
   bitmap.changedSincePersist = false;
-  const tmp = `${file}.tmp`;
   try {
-    const fh = await open(tmp, 'w');
-    try {
-      await fh.writeFile(content);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, file);
+    await files.replace(name, content);
   } catch (err) {
     bitmap.changedSincePersist = true;
     throw err;
   }
 }
 
-export function saveBitmap(file: string, bitmap: DirtyBitmap): void {
-  const tmp = `${file}.tmp`;
-  const fd = openSync(tmp, 'w');
-  try {
-    writeSync(fd, bitmap.serialize());
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, file);
-  bitmap.changedSincePersist = false;
-}
-
 /**
  * Loads a persisted bitmap. A missing or damaged file means we do not know what the peer misses:
  * the caller gets a bitmap with every extent dirty (safe: a full resync), and `trusted: false`.
  */
-export function loadBitmap(
-  file: string,
+export function loadBitmapFrom(
+  files: StateFiles,
+  name: string,
   size: number,
   extentSize = DEFAULT_EXTENT_SIZE,
 ): { bitmap: DirtyBitmap; trusted: boolean } {
-  let buf: Buffer | undefined;
-  try {
-    buf = readFileSync(file);
-  } catch {
-    buf = undefined;
-  }
+  const buf = files.read(name);
   const parsed = buf ? DirtyBitmap.deserialize(buf, size, extentSize) : undefined;
   if (parsed) return { bitmap: parsed, trusted: true };
   const all = new DirtyBitmap(size, extentSize);
   all.setAll();
   return { bitmap: all, trusted: false };
+}
+
+/** saveBitmapTo for a path. */
+export function saveBitmapAsync(file: string, bitmap: DirtyBitmap): Promise<void> {
+  return saveBitmapTo(new DirStateFiles(dirname(file)), basename(file), bitmap);
+}
+
+/** The same, synchronously (tests and tools). */
+export function saveBitmap(file: string, bitmap: DirtyBitmap): void {
+  new DirStateFiles(dirname(file)).replaceSync(basename(file), bitmap.serialize());
+  bitmap.changedSincePersist = false;
+}
+
+/** loadBitmapFrom for a path. */
+export function loadBitmap(
+  file: string,
+  size: number,
+  extentSize = DEFAULT_EXTENT_SIZE,
+): { bitmap: DirtyBitmap; trusted: boolean } {
+  return loadBitmapFrom(new DirStateFiles(dirname(file)), basename(file), size, extentSize);
 }
 
 /**

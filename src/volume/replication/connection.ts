@@ -1,5 +1,5 @@
 /**
- * One authenticated replication connection over a TCP socket: the handshake (auth.ts), then framed
+ * One authenticated replication connection over a byte stream (transport.ts, TCP in production): the handshake (auth.ts), then framed
  * messages (frame.ts, protocol.ts) in both directions. Any malformed, oversized, unauthenticated or
  * replayed input closes the connection with a logged reason; it never throws into the caller.
  *
@@ -9,7 +9,7 @@
  * the owner sees only the other messages.
  */
 import { randomBytes } from 'node:crypto';
-import type { Socket } from 'node:net';
+import { type Clock, systemClock, type TimerHandle } from '../../lib/clock.ts';
 import {
   clientProof,
   HANDSHAKE_KEY,
@@ -30,6 +30,7 @@ import {
 } from './frame.ts';
 import { type FramePool, POOLED_FRAME_MIN } from './frame-pool.ts';
 import { decodeMessage, encodeMessage, encodeMessageParts, type Message } from './protocol.ts';
+import type { Endpoint } from './transport.ts';
 import { forVersion, helloVersions, localVersions, negotiate, rangeText } from './version.ts';
 
 export interface ConnectionLog {
@@ -46,7 +47,7 @@ export const PEER_TIMEOUT_MS = Number(process.env.CVSERVER_PEER_TIMEOUT_MS ?? 60
 const PING_INTERVAL_MS = Math.max(50, Math.floor(PEER_TIMEOUT_MS / 4));
 
 export class Connection {
-  readonly socket: Socket;
+  readonly socket: Endpoint;
   readonly peerNode: string;
   /** The protocol version negotiated in the handshake: every frame carries it (version.ts). */
   readonly version: number;
@@ -66,11 +67,12 @@ export class Connection {
   epoch = 0;
   /** The reason the peer sent in an ERROR message before closing, if it did. */
   peerError: string | undefined;
-  #lastInput = Date.now();
-  #liveness: NodeJS.Timeout;
+  readonly #clock: Clock;
+  #lastInput: number;
+  #liveness: TimerHandle | undefined;
 
   constructor(
-    socket: Socket,
+    socket: Endpoint,
     peerNode: string,
     sendKey: Buffer,
     sendSeq: number,
@@ -78,8 +80,11 @@ export class Connection {
     leftover: Buffer[],
     version: number,
     pool?: FramePool,
+    clock: Clock = systemClock,
   ) {
     this.#pool = pool;
+    this.#clock = clock;
+    this.#lastInput = clock.now();
     this.socket = socket;
     this.peerNode = peerNode;
     this.version = version;
@@ -90,14 +95,23 @@ export class Connection {
     socket.on('close', () => this.close('socket closed'));
     socket.on('error', (err) => this.close(`socket error: ${err.message}`));
     for (const chunk of leftover) this.#input(chunk);
-    this.#liveness = setInterval(() => this.#checkLiveness(), PING_INTERVAL_MS);
-    this.#liveness.unref();
+    if (!this.#closed) this.#armLiveness();
+  }
+
+  /** The next liveness check (unref'd: a connection alone does not keep a process running). */
+  #armLiveness(): void {
+    this.#liveness = this.#clock.setTimer(() => this.#checkLiveness(), PING_INTERVAL_MS);
+    this.#liveness.unref?.();
   }
 
   #checkLiveness(): void {
-    const silent = Date.now() - this.#lastInput;
+    if (this.#closed) return;
+    const silent = this.#clock.now() - this.#lastInput;
     if (silent >= PEER_TIMEOUT_MS) this.close(`peer timeout: nothing received for ${silent} ms`);
-    else if (silent >= PING_INTERVAL_MS) this.send({ type: 'ping' });
+    else {
+      if (silent >= PING_INTERVAL_MS) this.send({ type: 'ping' });
+      this.#armLiveness();
+    }
   }
 
   get closed(): boolean {
@@ -160,7 +174,7 @@ export class Connection {
   close(reason: string): void {
     if (this.#closed) return;
     this.#closed = true;
-    clearInterval(this.#liveness);
+    this.#liveness?.cancel();
     // What was sent this tick (an ERROR with the reason, say) goes out before the socket closes.
     if (this.#corked) {
       this.#corked = false;
@@ -172,7 +186,7 @@ export class Connection {
 
   #input(chunk: Buffer): void {
     if (this.#closed) return;
-    this.#lastInput = Date.now();
+    this.#lastInput = this.#clock.now();
     this.bytesReceived += chunk.length;
     for (const r of this.#decoder.push(chunk)) {
       if (!r.ok) {
@@ -213,6 +227,8 @@ export interface HandshakeOptions {
   pool?: FramePool;
   /** The protocol versions this side speaks (default: `localVersions()`, version.ts). */
   versions?: VersionRange;
+  /** Timeouts and liveness (default: the system's). */
+  clock?: Clock;
 }
 
 /**
@@ -245,7 +261,7 @@ interface Received {
 }
 
 /** Reads handshake frames one at a time (before the session key exists). */
-function handshakeReader(socket: Socket, timeoutMs: number, frames: number) {
+function handshakeReader(socket: Endpoint, timeoutMs: number, frames: number, clock: Clock) {
   // Handshake messages are a few hundred bytes: an unauthenticated peer gets no bigger buffer.
   const decoder = new FrameDecoder(
     HANDSHAKE_MAC_KEY,
@@ -293,7 +309,7 @@ function handshakeReader(socket: Socket, timeoutMs: number, frames: number) {
   socket.on('data', onData);
   socket.on('close', onEnd);
   socket.on('error', onError);
-  const timer = setTimeout(() => fail(new Error('handshake timed out')), timeoutMs);
+  const timer = clock.setTimer(() => fail(new Error('handshake timed out')), timeoutMs);
   let seq = 0;
   return {
     decoder,
@@ -315,7 +331,7 @@ function handshakeReader(socket: Socket, timeoutMs: number, frames: number) {
     /** Stops reading handshake frames; bytes already buffered in the decoder are lost only on failure. */
     finish(): Buffer[] {
       done = true;
-      clearTimeout(timer);
+      timer.cancel();
       socket.off('data', onData);
       socket.off('close', onEnd);
       socket.off('error', onError);
@@ -329,8 +345,9 @@ function handshakeReader(socket: Socket, timeoutMs: number, frames: number) {
  * failure. Authenticated frames follow immediately, so the server must not send before AUTH (it
  * does not: it waits for the client's STATE).
  */
-export async function clientHandshake(socket: Socket, o: HandshakeOptions): Promise<Connection> {
-  const r = handshakeReader(socket, o.timeoutMs ?? HANDSHAKE_TIMEOUT_MS, 1);
+export async function clientHandshake(socket: Endpoint, o: HandshakeOptions): Promise<Connection> {
+  const clock = o.clock ?? systemClock;
+  const r = handshakeReader(socket, o.timeoutMs ?? HANDSHAKE_TIMEOUT_MS, 1, clock);
   try {
     const local = o.versions ?? localVersions();
     const clientNonce = randomBytes(NONCE_LENGTH);
@@ -367,7 +384,17 @@ export async function clientHandshake(socket: Socket, o: HandshakeOptions): Prom
       max: version,
     });
     skipSeq(decoder, 1);
-    return new Connection(socket, ch.node, keys.clientToServer, sendSeq, decoder, leftover, version, o.pool);
+    return new Connection(
+      socket,
+      ch.node,
+      keys.clientToServer,
+      sendSeq,
+      decoder,
+      leftover,
+      version,
+      o.pool,
+      clock,
+    );
   } catch (err) {
     r.finish();
     socket.destroy();
@@ -375,8 +402,9 @@ export async function clientHandshake(socket: Socket, o: HandshakeOptions): Prom
   }
 }
 
-export async function serverHandshake(socket: Socket, o: HandshakeOptions): Promise<Connection> {
-  const r = handshakeReader(socket, o.timeoutMs ?? HANDSHAKE_TIMEOUT_MS, 2);
+export async function serverHandshake(socket: Endpoint, o: HandshakeOptions): Promise<Connection> {
+  const clock = o.clock ?? systemClock;
+  const r = handshakeReader(socket, o.timeoutMs ?? HANDSHAKE_TIMEOUT_MS, 2, clock);
   try {
     const { message: hello, version: frameVersion } = await r.next();
     if (hello.type !== 'hello') throw new Error(`expected hello, got ${hello.type}`);
@@ -390,7 +418,7 @@ export async function serverHandshake(socket: Socket, o: HandshakeOptions): Prom
       r.send({ type: 'error', message: n.reason }, peer.max);
       await new Promise<void>((resolve) => {
         socket.end(resolve);
-        setTimeout(resolve, 1000).unref();
+        clock.setTimer(resolve, 1000).unref?.();
       });
       throw new HandshakeRefused(n.reason);
     }
@@ -435,6 +463,7 @@ export async function serverHandshake(socket: Socket, o: HandshakeOptions): Prom
       leftover,
       n.version,
       o.pool,
+      clock,
     );
   } catch (err) {
     r.finish();

@@ -4,12 +4,14 @@
  * Reconnects with exponential backoff unless stopped or parked (split-brain, unrelated data). When the
  * connection drops, every pending request fails with `PeerGone` (the caller marks its bitmap).
  */
-import { connect } from 'node:net';
+import { type Clock, systemClock, type TimerHandle } from '../../lib/clock.ts';
 import { type Connection, type ConnectionLog, clientHandshake, HandshakeRefused } from './connection.ts';
 import type { VersionRange } from './frame.ts';
 import { type DiskStateSource, stateSource } from './peer-report.ts';
 import type { AckStatusCode, Message, PeerState } from './protocol.ts';
 import type { ConnectionState } from './role.ts';
+import { tcpTransport } from './tcp-transport.ts';
+import type { Transport } from './transport.ts';
 import { localVersions } from './version.ts';
 
 export class PeerGone extends Error {
@@ -41,7 +43,13 @@ export interface PeerLinkOptions {
   onDisconnected: (link: PeerLink, reason: string) => void;
   /** A later STATE on the same connection (the peer's answer, or a change it pushed). */
   onStateChanged?: (link: PeerLink, peerState: PeerState) => void;
+  /** A connection attempt failed or a connection was lost (`failures` grew). */
+  onFailure?: (link: PeerLink) => void;
   now?: () => number;
+  /** Reconnect backoff and the connection's timeouts (default: the system's). */
+  clock?: Clock;
+  /** How to reach the peer (default: TCP). */
+  transport?: Transport;
   /** The protocol versions this side speaks (default: `localVersions()`, version.ts). */
   versions?: VersionRange;
   minBackoffMs?: number;
@@ -70,7 +78,8 @@ export class PeerLink {
   #pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
   #stopped = true;
   #parked = false;
-  #timer: NodeJS.Timeout | undefined;
+  #timer: TimerHandle | undefined;
+  readonly #clock: Clock;
   #backoff: number;
   /** Totals over all connections (bytes on the wire, frames included). */
   bytesSentTotal = 0;
@@ -78,13 +87,14 @@ export class PeerLink {
 
   constructor(o: PeerLinkOptions) {
     this.o = o;
+    this.#clock = o.clock ?? systemClock;
     this.#versions = o.versions ?? localVersions();
     this.#backoff = o.minBackoffMs ?? 100;
     this.peerStateAt = this.#now();
   }
 
   #now(): number {
-    return (this.o.now ?? Date.now)();
+    return this.o.now ? this.o.now() : this.#clock.now();
   }
 
   #learn(st: PeerState | undefined, source: DiskStateSource): void {
@@ -109,7 +119,7 @@ export class PeerLink {
 
   stop(): void {
     this.#stopped = true;
-    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer?.cancel();
     this.#timer = undefined;
     this.#conn?.close('link stopped');
     this.state = 'StandAlone';
@@ -180,8 +190,7 @@ export class PeerLink {
     this.#timer = undefined;
     if (this.#stopped || this.#parked) return;
     this.state = 'Connecting';
-    const socket = connect({ host: this.o.peer.host, port: this.o.peer.port });
-    socket.setNoDelay(true);
+    const socket = (this.o.transport ?? tcpTransport).connect(this.o.peer.host, this.o.peer.port);
     socket.on('error', () => undefined);
     socket.once('connect', () => {
       this.state = 'Handshaking';
@@ -190,6 +199,7 @@ export class PeerLink {
         volumeUuid: this.o.volumeUuid,
         secret: this.o.secret,
         versions: this.#versions,
+        clock: this.#clock,
       }).then(
         (conn) => this.#established(conn),
         (err: Error) => {
@@ -209,10 +219,11 @@ export class PeerLink {
 
   #retry(): void {
     this.failures++;
+    this.o.onFailure?.(this);
     if (this.#stopped || this.#parked || this.#timer) return;
     const delay = this.#backoff;
     this.#backoff = Math.min(this.#backoff * 2, this.o.maxBackoffMs ?? 5000);
-    this.#timer = setTimeout(() => this.#dial(), delay);
+    this.#timer = this.#clock.setTimer(() => this.#dial(), delay);
   }
 
   #established(conn: Connection): void {

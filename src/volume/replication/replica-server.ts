@@ -12,7 +12,7 @@
  * Outdated when the device demotes, a new epoch) is pushed to each connected primary as it happens.
  */
 import { createHash } from 'node:crypto';
-import { createServer, type Server, type Socket } from 'node:net';
+import { type Clock, systemClock } from '../../lib/clock.ts';
 import type { BlockDevice } from '../block-device.ts';
 import { ApplyQueue } from './apply-queue.ts';
 import { type Connection, type ConnectionLog, HandshakeRefused, serverHandshake } from './connection.ts';
@@ -22,6 +22,8 @@ import { adoptSourceGeneration } from './generation.ts';
 import { stateKey } from './peer-report.ts';
 import { AckStatus, type AckStatusCode, type Message, type PeerState } from './protocol.ts';
 import type { ReplicaMeta, ReplicaStore } from './replica-store.ts';
+import { tcpTransport } from './tcp-transport.ts';
+import type { Endpoint, Listener, Transport } from './transport.ts';
 import { localVersions } from './version.ts';
 
 export const MAX_DIGEST_SPAN = 256 * 1024 * 1024;
@@ -60,6 +62,10 @@ export interface ReplicaServerOptions {
   /** The protocol versions this server speaks (default: `localVersions()`, version.ts). */
   versions?: VersionRange;
   log: ConnectionLog;
+  /** Handshake timeouts and connection liveness (default: the system's). */
+  clock?: Clock;
+  /** Where it listens (default: TCP). */
+  transport?: Transport;
 }
 
 export interface ReplicaServerStatus {
@@ -77,10 +83,10 @@ export interface ReplicaServerStatus {
 
 export class ReplicaServer {
   readonly o: ReplicaServerOptions;
-  #server: Server | undefined;
+  #server: Listener | undefined;
   #conns = new Set<Connection>();
   #introduced = new WeakSet<Connection>();
-  #sockets = new Set<Socket>();
+  #sockets = new Set<Endpoint>();
   #writesApplied = 0;
   #refused = 0;
   #closedForBadInput = 0;
@@ -111,18 +117,9 @@ export class ReplicaServer {
   }
 
   async listen(): Promise<number> {
-    const server = createServer((socket) => this.#accept(socket));
-    this.#server = server;
-    server.on('error', (err) => this.o.log.warn({ err: err.message }, 'replica server error'));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.o.port, this.o.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    const addr = server.address();
-    return typeof addr === 'object' && addr ? addr.port : this.o.port;
+    const transport = this.o.transport ?? tcpTransport;
+    this.#server = await transport.listen(this.o.host, this.o.port, (socket) => this.#accept(socket));
+    return this.#server.port;
   }
 
   status(): ReplicaServerStatus {
@@ -146,16 +143,16 @@ export class ReplicaServer {
     this.#unsubscribe();
     for (const c of this.#conns) c.close('server closing');
     for (const s of this.#sockets) s.destroy();
-    await new Promise<void>((resolve) => (this.#server ? this.#server.close(() => resolve()) : resolve()));
+    await this.#server?.close();
     await this.#queue.idle();
   }
 
-  #accept(socket: Socket): void {
+  #accept(socket: Endpoint): void {
     this.#sockets.add(socket);
     socket.on('close', () => this.#sockets.delete(socket));
     socket.on('error', () => undefined);
-    socket.setNoDelay(true);
     serverHandshake(socket, {
+      clock: this.o.clock ?? systemClock,
       node: this.o.node,
       volumeUuid: this.o.volumeUuid,
       secret: this.o.secret,
@@ -179,7 +176,7 @@ export class ReplicaServer {
           this.#lastVersionRefusal = {
             remote: `${socket.remoteAddress}:${socket.remotePort}`,
             reason: err.message,
-            at: new Date().toISOString(),
+            at: new Date((this.o.clock ?? systemClock).now()).toISOString(),
           };
         this.o.log.warn(
           { remote: socket.remoteAddress, reason: err.message },

@@ -6,18 +6,7 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import {
-  appendFileSync,
-  closeSync,
-  existsSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  rmSync,
-  writeSync,
-} from 'node:fs';
-import { join } from 'node:path';
+import { type Clock, systemClock } from '../../lib/clock.ts';
 import { type BlockDevice, DeviceError } from '../block-device.ts';
 import {
   ActivityLogFile,
@@ -31,8 +20,8 @@ import {
   DEFAULT_EXTENT_SIZE,
   DirtyBitmap,
   ExtentSet,
-  loadBitmap,
-  saveBitmapAsync,
+  loadBitmapFrom,
+  saveBitmapTo,
 } from './bitmap.ts';
 import type { ConnectionLog } from './connection.ts';
 import {
@@ -58,6 +47,9 @@ import {
   quorum,
   type ReplicaRoleState,
 } from './role.ts';
+import { encodeSavedBlock, savedBlocksName } from './saved-blocks.ts';
+import { DirStateFiles, type StateFiles } from './state-files.ts';
+import type { Transport } from './transport.ts';
 
 export interface ReplicationConfig {
   node: string;
@@ -74,6 +66,14 @@ export interface ReplicationConfig {
   alExtentSize?: number;
   alSlots?: number;
   now?: () => number;
+  /** Time and timers (default: the system's; the simulation's ManualClock in test/sim). */
+  clock?: Clock;
+  /** How peers are reached (default: TCP). */
+  transport?: Transport;
+  /** Where the engine's own files live (default: `stateDir` on disk). */
+  files?: StateFiles;
+  /** Random bytes for generation ids (default: crypto; seeded in the simulation). */
+  random?: (n: number) => Buffer;
 }
 
 export interface ResyncProgress {
@@ -192,6 +192,10 @@ export class ReplicatedDevice implements BlockDevice {
   #closed = false;
   /** Peers the operator chose to discard in a split-brain (next handshake resolves in our favour). */
   #forceSurvivor = new Set<string>();
+  readonly #clock: Clock;
+  readonly #files: StateFiles;
+  /** Resync holds waiting for application writes in their extents to finish. */
+  #writeWaiters: Array<() => void> = [];
 
   constructor(local: BlockDevice, store: ReplicaStore, c: ReplicationConfig, log: ConnectionLog) {
     this.local = local;
@@ -200,15 +204,12 @@ export class ReplicatedDevice implements BlockDevice {
     this.c = c;
     this.log = log;
     this.#extentSize = c.extentSize ?? DEFAULT_EXTENT_SIZE;
-    mkdirSync(c.stateDir, { recursive: true });
-    try {
-      this.#ownGeneration = readFileSync(join(c.stateDir, 'own-generation'), 'utf8').trim() || undefined;
-    } catch {
-      this.#ownGeneration = undefined;
-    }
+    this.#clock = c.clock ?? systemClock;
+    this.#files = c.files ?? new DirStateFiles(c.stateDir);
+    this.#ownGeneration = this.#files.read('own-generation')?.toString('utf8').trim() || undefined;
     const meta = store.load();
     const { log: alFile, hot } = ActivityLogFile.open(
-      join(c.stateDir, 'activity-log'),
+      this.#files.openSlots('activity-log'),
       c.alSlots ?? DEFAULT_AL_SLOTS,
     );
     this.#alFile = alFile;
@@ -266,7 +267,7 @@ export class ReplicatedDevice implements BlockDevice {
     this.#fenced = false;
     this.#epoch = epoch;
     this.#rotated = false;
-    this.#promotedAt = (this.c.now ?? Date.now)();
+    this.#promotedAt = Math.floor(this.#now()); // an integer on the wire, whatever the clock
     for (const p of this.#peers) {
       p.link.epoch = epoch;
       // Re-run the handshake decision now that we are primary.
@@ -385,6 +386,7 @@ export class ReplicatedDevice implements BlockDevice {
         await this.#admit();
       } finally {
         for (let e = range[0]; e <= range[1]; e++) this.#writing.set(e, (this.#writing.get(e) ?? 1) - 1);
+        for (const w of this.#writeWaiters.splice(0)) w();
       }
     } finally {
       this.#al.complete(offset, data.length);
@@ -539,7 +541,7 @@ export class ReplicatedDevice implements BlockDevice {
         tiebreaker: p.link.o.peer.tiebreaker ?? false,
         connection: p.link.state,
         diskState: p.link.peerState?.diskState,
-        ...diskStateReport(p.link.peerStateSource, p.link.peerStateAt, (this.c.now ?? Date.now)()),
+        ...diskStateReport(p.link.peerStateSource, p.link.peerStateAt, this.#now()),
         role: p.link.peerState?.role,
         durableWrites:
           p.link.peerState && !p.link.o.peer.tiebreaker ? !!p.link.peerState.durableWrites : undefined,
@@ -579,14 +581,7 @@ export class ReplicatedDevice implements BlockDevice {
    */
   #rememberOwnGeneration(current: string): void {
     this.#ownGeneration = current;
-    const file = join(this.c.stateDir, 'own-generation');
-    const fd = openSync(file, 'w');
-    try {
-      writeSync(fd, `${current}\n`);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    this.#files.replaceSync('own-generation', Buffer.from(`${current}\n`));
   }
 
   /**
@@ -626,7 +621,7 @@ export class ReplicatedDevice implements BlockDevice {
     if (peer.node === this.c.node) throw new Error(`${peer.node} is this node`);
     if (this.#peers.some((p) => p.link.node === peer.node))
       throw new Error(`peer ${peer.node} is already known`);
-    rmSync(this.#bitmapFile(peer.node), { force: true });
+    this.#files.remove(this.#bitmapFile(peer.node));
     const p = this.#newPeer(peer, false);
     this.#peers.push(p);
     if (this.#role === 'Primary') p.link.start();
@@ -642,7 +637,7 @@ export class ReplicatedDevice implements BlockDevice {
     p.link.stop();
     this.#peers = this.#peers.filter((x) => x !== p);
     await p.saving;
-    rmSync(this.#bitmapFile(node), { force: true });
+    this.#files.remove(this.#bitmapFile(node));
     this.#wake();
   }
 
@@ -657,8 +652,8 @@ export class ReplicatedDevice implements BlockDevice {
   #newPeer(peer: PeerAddress, primaryOpen: boolean | undefined): PeerData {
     const file = this.#bitmapFile(peer.node);
     const bitmap =
-      existsSync(file) || primaryOpen
-        ? loadBitmap(file, this.size, this.#extentSize).bitmap
+      this.#files.read(file) !== undefined || primaryOpen
+        ? loadBitmapFrom(this.#files, file, this.size, this.#extentSize).bitmap
         : new DirtyBitmap(this.size, this.#extentSize);
     // After a crash as primary, every extent the activity log held may have missed any peer.
     if (primaryOpen) for (const r of this.#crashRanges) bitmap.markRange(r.offset, r.length);
@@ -681,7 +676,10 @@ export class ReplicatedDevice implements BlockDevice {
         onConnected: (_link, st) => this.#onConnected(data, st),
         onDisconnected: () => this.#onDisconnected(data),
         onStateChanged: (_link, st) => this.#onPeerStateChanged(st),
+        onFailure: () => this.#wake(),
         ...(this.c.now ? { now: this.c.now } : {}),
+        clock: this.#clock,
+        ...(this.c.transport ? { transport: this.c.transport } : {}),
       }),
     };
     return data;
@@ -694,7 +692,7 @@ export class ReplicatedDevice implements BlockDevice {
   }
 
   #bitmapFile(node: string): string {
-    return join(this.c.stateDir, `bitmap-${node.replace(/[^A-Za-z0-9_.-]/g, '_')}`);
+    return `bitmap-${node.replace(/[^A-Za-z0-9_.-]/g, '_')}`;
   }
 
   #receivesWrites(p: PeerData): boolean {
@@ -761,9 +759,22 @@ export class ReplicatedDevice implements BlockDevice {
     for (const w of this.#stateWaiters.splice(0)) w();
   }
 
+  /** Waits until `cond` holds (checked at every state change) or `ms` have passed. */
   async #waitFor(cond: () => boolean, ms: number): Promise<void> {
-    const end = Date.now() + ms;
-    while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    const end = this.#clock.now() + ms;
+    while (!cond() && this.#clock.now() < end) {
+      await new Promise<void>((resolve) => {
+        const timer = this.#clock.setTimer(resolve, end - this.#clock.now());
+        this.#stateWaiters.push(() => {
+          timer.cancel();
+          resolve();
+        });
+      });
+    }
+  }
+
+  #now(): number {
+    return this.c.now ? this.c.now() : this.#clock.now();
   }
 
   async #persistForEviction(): Promise<void> {
@@ -781,7 +792,7 @@ export class ReplicatedDevice implements BlockDevice {
 
   /** Saves a peer's bitmap without blocking; saves of one peer run in order (latest content last). */
   #saveBitmap(p: PeerData): Promise<void> {
-    const job = p.saving.then(() => saveBitmapAsync(this.#bitmapFile(p.link.node), p.bitmap));
+    const job = p.saving.then(() => saveBitmapTo(this.#files, this.#bitmapFile(p.link.node), p.bitmap));
     p.saving = job.catch(() => undefined);
     return job;
   }
@@ -838,7 +849,7 @@ export class ReplicatedDevice implements BlockDevice {
     );
     if (allInSync) return;
     const meta = this.store.load();
-    const generation = startNewGeneration(meta.generation, randomGenerationId(randomBytes));
+    const generation = startNewGeneration(meta.generation, randomGenerationId(this.c.random ?? randomBytes));
     this.store.save({ ...meta, generation });
     this.#rememberOwnGeneration(generation.current);
     this.#rotated = true;
@@ -1028,21 +1039,16 @@ export class ReplicatedDevice implements BlockDevice {
 
   async #saveDiverging(p: PeerData): Promise<{ savedTo: string; bytesSaved: number }> {
     const v = await this.verify(p.link.node);
-    const file = join(
-      this.c.stateDir,
-      `discarded-${p.link.node}-${new Date().toISOString().replace(/[:.]/g, '-')}.bin`,
-    );
+    const name = savedBlocksName(p.link.node, this.#now());
+    const file = this.#files.path(name);
     let bytesSaved = 0;
     for (const r of v.mismatches) {
       for (let at = r.offset; at < r.offset + r.length; at += this.#extentSize) {
         const len = Math.min(this.#extentSize, r.offset + r.length - at);
         const data = await p.link.read(at, len);
         if (!data) throw new Error(`could not read diverging block at ${at} from ${p.link.node}`);
-        // Record: offset (u64), length (u32), data. Appended synchronously: small, and must be durable-ish before overwrite.
-        const head = Buffer.alloc(12);
-        head.writeBigUInt64BE(BigInt(at), 0);
-        head.writeUInt32BE(len, 8);
-        appendFileSync(file, Buffer.concat([head, data]));
+        // Appended synchronously: small, and must be on disk before the block is overwritten.
+        this.#files.appendSync(name, encodeSavedBlock(at, data));
         bytesSaved += len;
         p.bitmap.markRange(at, len);
       }
@@ -1066,7 +1072,7 @@ export class ReplicatedDevice implements BlockDevice {
   }
 
   async #resync(p: PeerData): Promise<void> {
-    const now = this.c.now ?? Date.now;
+    const now = () => this.#now();
     const startedAt = now();
     const progress: ResyncProgress & { startedAt: number } = {
       totalBytes: p.bitmap.dirtyBytes,
@@ -1115,7 +1121,7 @@ export class ReplicatedDevice implements BlockDevice {
           const ahead = sent / rate - (now() - pace.at) / 1000;
           if (ahead <= 0) break;
           // In slices, so that a raised cap takes effect within a fraction of a second.
-          await new Promise((res) => setTimeout(res, Math.min(ahead * 1000, 250)));
+          await this.#clock.sleep(Math.min(ahead * 1000, 250));
         }
         // Application writes first: yield when they are waiting.
         if (this.#writing.size > 0 && [...this.#writing.values()].some((n) => n > 0))
@@ -1188,7 +1194,8 @@ export class ReplicatedDevice implements BlockDevice {
     });
     for (let e = first; e <= last; e++) this.#locked.set(e, lock);
     try {
-      while (this.#anyWriting(first, last)) await new Promise((res) => setTimeout(res, 1));
+      while (this.#anyWriting(first, last))
+        await new Promise<void>((resolve) => this.#writeWaiters.push(resolve));
       return await fn();
     } finally {
       for (let e = first; e <= last; e++) this.#locked.delete(e);

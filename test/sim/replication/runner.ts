@@ -1,0 +1,55 @@
+/** Runs seeds one after the other and reports (the CLI runner and the unit test share it). */
+import { configFor, type SimResult, Simulation } from './simulation.ts';
+
+export interface RunSummary {
+  seeds: number;
+  steps: number;
+  ms: number;
+  faults: Record<string, number>;
+  failed: SimResult | undefined;
+}
+
+export function describeFailure(r: SimResult, lastSteps = 40): string {
+  const c = r.config;
+  return [
+    `SIMULATION FAILED: seed ${c.seed} (replay: CVSERVER_SIM_SEED=${c.seed} scripts/node test/sim/replication/run.ts --steps ${c.steps})`,
+    `  ${r.violation!.kind}: ${r.violation!.detail}`,
+    `  config: ${c.replicas} replicas${c.tiebreaker ? ' + tiebreaker' : ''}, quorum ${c.quorum}, durable writes ${c.durableWrites}; failed at step ${r.steps}, ${r.simulatedMs.toFixed(0)} ms simulated`,
+    `  last steps:`,
+    ...r.trace.slice(-lastSteps).map((s) => `    ${s}`),
+    ...(r.log.length ? ['  last engine log lines:', ...r.log.slice(-25).map((s) => `    ${s}`)] : []),
+  ].join('\n');
+}
+
+export async function runSeeds(
+  seeds: number[],
+  steps: number,
+  o: { verbose?: boolean; print?: (s: string) => void } = {},
+): Promise<RunSummary> {
+  const started = performance.now();
+  const faults: Record<string, number> = {};
+  let total = 0;
+  let failed: SimResult | undefined;
+  for (const seed of seeds) {
+    const cfg = { ...configFor(seed, steps), ...(o.verbose ? { verbose: true } : {}) };
+    const r = await new Simulation(cfg).run();
+    total += r.steps;
+    for (const [k, v] of Object.entries(r.faults)) faults[k] = (faults[k] ?? 0) + v;
+    if (r.violation) {
+      failed = r;
+      o.print?.(describeFailure(r));
+      break;
+    }
+  }
+  const ms = performance.now() - started;
+  o.print?.(
+    `${failed ? 'stopped after' : 'passed'}: ${seeds.length === 1 ? `seed ${seeds[0]}` : `${seeds.length} seeds`}, ${total} steps in ${(ms / 1000).toFixed(1)} s (${Math.round(total / (ms / 1000))} steps/s)`,
+  );
+  o.print?.(
+    `faults: ${Object.entries(faults)
+      .sort()
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}`,
+  );
+  return { seeds: seeds.length, steps: total, ms, faults, failed };
+}

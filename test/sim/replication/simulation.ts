@@ -1,0 +1,424 @@
+/**
+ * A seeded simulation of one replicated volume: 2 or 3 replicas and optionally a diskless
+ * tiebreaker, each the real engine (ReplicatedDevice + ReplicaServer) on the memory network, memory
+ * disks and one ManualClock. An "agent" promotes as the node agent would (a rising epoch, the nodes
+ * it knows to be down passed as absent, only a replica it knew to be in sync with the last primary,
+ * never while another primary runs); the application writes and flushes; faults are drawn from the
+ * seed. After every step the checker (checker.ts) asserts the invariants; the first violation ends
+ * the run with the seed and the trace.
+ */
+import { ManualClock } from '../../../src/lib/clock.ts';
+import { mulberry32 } from '../../../src/sim/prng.ts';
+import type { ConnectionLog } from '../../../src/volume/replication/connection.ts';
+import type { QuorumPolicy } from '../../../src/volume/replication/role.ts';
+import { check, type Violation } from './checker.ts';
+import { MemoryNetwork } from './memory-network.ts';
+import { BLOCK, blockData, Model } from './model.ts';
+import { type ClusterShape, SimNode } from './sim-node.ts';
+
+export interface SimConfig {
+  seed: number;
+  steps: number;
+  replicas: 2 | 3;
+  tiebreaker: boolean;
+  quorum: QuorumPolicy;
+  durableWrites: boolean;
+  /** Keep the engine's log lines (the last ones are printed with a failure). */
+  verbose?: boolean;
+}
+
+export interface SimResult {
+  config: SimConfig;
+  steps: number;
+  simulatedMs: number;
+  violation: Violation | undefined;
+  trace: string[];
+  log: string[];
+  faults: Record<string, number>;
+}
+
+/** The configuration a seed runs with (topology and policies are drawn from it too). */
+export function configFor(seed: number, steps: number): SimConfig {
+  const r = mulberry32(seed ^ 0x5bd1e995);
+  const replicas = r() < 0.5 ? 2 : 3;
+  return {
+    seed,
+    steps,
+    replicas,
+    // Two replicas need a tiebreaker to survive one failure; three may have one too.
+    tiebreaker: replicas === 2 ? r() < 0.85 : r() < 0.3,
+    quorum: r() < 0.75 ? 'suspend-io' : 'io-error',
+    durableWrites: r() < 0.5,
+  };
+}
+
+const BLOCKS = 48;
+const PROMOTE_WAIT_MS = 3000;
+const DEMOTE_LIMIT_MS = 10_000;
+
+export class Simulation {
+  readonly cfg: SimConfig;
+  readonly clock = new ManualClock(1_700_000_000_000);
+  readonly pick: () => number;
+  readonly net: MemoryNetwork;
+  readonly nodes: SimNode[] = [];
+  readonly shape: ClusterShape;
+  readonly model = new Model(BLOCKS);
+  readonly trace: string[] = [];
+  readonly log: string[] = [];
+  readonly faults: Record<string, number> = {};
+  #genRandom: () => number;
+  step = 0;
+  /** The primary the agent promoted and has not stopped (the application writes to it). */
+  primary: SimNode | undefined;
+  /** The agent's view: replicas in sync with the last primary at its last report. */
+  inSync = new Set<string>();
+  epoch = 0;
+  busy = false;
+  failure: Violation | undefined;
+
+  constructor(cfg: SimConfig) {
+    this.cfg = cfg;
+    this.pick = mulberry32(cfg.seed);
+    this.net = new MemoryNetwork(this.clock, mulberry32(cfg.seed ^ 0x1234567));
+    this.#genRandom = mulberry32(cfg.seed ^ 0x7654321);
+    const diskRandom = mulberry32(cfg.seed ^ 0x2468ace);
+    const names = ['n1', 'n2', 'n3'].slice(0, cfg.replicas);
+    this.shape = {
+      volumeUuid: 'simvol',
+      secret: Buffer.from('simulation secret'),
+      size: BLOCKS * BLOCK,
+      quorum: cfg.quorum,
+      afterSplitBrain: 'disconnect',
+      durableWrites: cfg.durableWrites,
+      nodes: [
+        ...names.map((name) => ({ name, tiebreaker: false })),
+        ...(cfg.tiebreaker ? [{ name: 'tb', tiebreaker: true }] : []),
+      ],
+    };
+    for (const n of this.shape.nodes)
+      this.nodes.push(new SimNode(n.name, n.tiebreaker, this.shape, this.clock, diskRandom));
+    for (const n of names) this.inSync.add(n);
+  }
+
+  #randomBytes = (n: number): Buffer => {
+    const b = Buffer.alloc(n);
+    for (let i = 0; i < n; i++) b[i] = Math.floor(this.#genRandom() * 256);
+    return b;
+  };
+
+  #logger = (node: string): ConnectionLog => {
+    const line = (level: string) => (obj: object, msg: string) => {
+      if (!this.cfg.verbose && level === 'info') return;
+      this.log.push(
+        `${(this.clock.now() - 1_700_000_000_000).toFixed(1)} ${node} ${level} ${msg} ${JSON.stringify(obj)}`,
+      );
+      if (this.log.length > 400) this.log.splice(0, 200);
+    };
+    return { info: line('info'), warn: line('warn') };
+  };
+
+  count(kind: string): void {
+    this.faults[kind] = (this.faults[kind] ?? 0) + 1;
+  }
+
+  note(s: string): void {
+    this.trace.push(`#${this.step} t=${(this.clock.now() - 1_700_000_000_000).toFixed(1)}ms ${s}`);
+  }
+
+  rand(n: number): number {
+    return Math.floor(this.pick() * n);
+  }
+
+  get dataNodes(): SimNode[] {
+    return this.nodes.filter((n) => !n.tiebreaker);
+  }
+
+  /** Lets every ready microtask and immediate run (no real I/O or timers exist, so this is deterministic). */
+  async drain(): Promise<void> {
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+
+  /** Moves simulated time forward, firing due timers one by one. */
+  async advance(ms: number): Promise<void> {
+    const until = this.clock.now() + ms;
+    for (let due = this.clock.nextDue(); due !== undefined && due <= until; due = this.clock.nextDue()) {
+      this.clock.runNext();
+      await this.drain();
+      if (this.failure) return;
+    }
+    this.clock.advance(until - this.clock.now());
+    await this.drain();
+  }
+
+  async start(node: SimNode): Promise<void> {
+    this.net.rebooted(node.name);
+    await node.start(this.shape, this.clock, this.net, this.#randomBytes, this.#logger);
+  }
+
+  crash(node: SimNode): void {
+    const lost = node.crash(this.net);
+    this.model.crashed(node.name);
+    this.note(`crash ${node.name} (unsynced sectors lost: ${lost})`);
+    if (this.primary === node) {
+      // Writes in flight on it may or may not have reached the others.
+      for (const b of this.model.inflight) this.model.uncertain.add(b);
+      this.model.inflight.clear();
+      this.primary = undefined;
+    }
+  }
+
+  // ---- the application
+
+  write(): void {
+    const p = this.primary;
+    if (!p?.proc?.device || this.model.inflight.size >= 6) return;
+    const free = [...Array(BLOCKS).keys()].filter((b) => !this.model.inflight.has(b));
+    const block = free[this.rand(free.length)]!;
+    const stamp = ++this.model.stamp;
+    const data = blockData(stamp, block, this.epoch);
+    const device = p.proc.device;
+    this.model.inflight.add(block);
+    this.note(`write block ${block} stamp ${stamp} on ${p.name}`);
+    device.write(block * BLOCK, data).then(
+      () => {
+        if (p.proc?.device !== device) return; // its machine died meanwhile: never acknowledged
+        this.model.inflight.delete(block);
+        this.model.uncertain.delete(block);
+        const holders = new Set(
+          this.dataNodes
+            .filter((n) => n.disk!.current.subarray(block * BLOCK, (block + 1) * BLOCK).equals(data))
+            .map((n) => n.name),
+        );
+        this.model.acked.set(block, {
+          stamp,
+          data,
+          flushed: false,
+          holders,
+          writer: p.name,
+          crashedSince: new Set(),
+          ackedAtStep: this.step,
+        });
+      },
+      (err: Error) => {
+        if (p.proc?.device !== device) return;
+        this.model.inflight.delete(block);
+        this.model.uncertain.add(block);
+        this.note(`write stamp ${stamp} failed: ${err.message}`);
+      },
+    );
+  }
+
+  flush(): void {
+    const p = this.primary;
+    if (!p?.proc?.device) return;
+    const device = p.proc.device;
+    // A flush covers the writes acknowledged before it starts.
+    const covered = [...this.model.acked.values()].filter((w) => !w.flushed);
+    this.note(`flush on ${p.name} (${covered.length} writes)`);
+    device.flush().then(
+      () => {
+        if (p.proc?.device !== device) return;
+        for (const w of covered) w.flushed = true;
+      },
+      () => undefined,
+    );
+  }
+
+  // ---- the agent
+
+  /** The agent's report of the primary: which replicas are in sync with it. */
+  report(): void {
+    const p = this.primary;
+    if (!p?.proc?.device || p.proc.device.role !== 'Primary') return;
+    const st = p.proc.device.status();
+    if (st.fenced) return;
+    const inSync = new Set([p.name]);
+    for (const peer of st.peers) {
+      const n = this.nodes.find((x) => x.name === peer.node)!;
+      if (!n.tiebreaker && n.up && peer.connection === 'Connected' && peer.outOfSyncBytes === 0)
+        inSync.add(peer.node);
+    }
+    this.inSync = inSync;
+  }
+
+  /** Promotes a replica the agent may choose, if there is none running. */
+  async promote(force?: SimNode): Promise<void> {
+    if (this.primary || this.busy) return;
+    const candidates = force ? [force] : this.dataNodes.filter((n) => n.up && this.inSync.has(n.name));
+    const target = candidates[this.rand(candidates.length)];
+    if (!target?.proc?.device) return;
+    const device = target.proc.device;
+    const epoch = ++this.epoch;
+    const absent = this.nodes.filter((n) => !n.up).map((n) => n.name);
+    this.note(`promote ${target.name} epoch ${epoch} absent [${absent.join(',')}]`);
+    this.busy = true;
+    const r = await this.#within(device.promote(epoch, PROMOTE_WAIT_MS, false, absent), PROMOTE_WAIT_MS * 3);
+    this.busy = false;
+    if (target.proc?.device !== device) return;
+    if (r === undefined) {
+      this.note(`promote ${target.name} did not answer`);
+      return;
+    }
+    if (r.ok) {
+      this.primary = target;
+      this.note(`${target.name} is primary (epoch ${epoch})`);
+    } else this.note(`promote ${target.name} refused: ${r.reason}`);
+  }
+
+  /** A planned move or a self-fence: the application stops, the primary demotes (or is killed). */
+  async stopPrimary(why: string): Promise<void> {
+    const p = this.primary;
+    if (!p?.proc?.device || this.busy) return;
+    const device = p.proc.device;
+    this.note(`stop primary ${p.name} (${why})`);
+    this.busy = true;
+    const done = await this.#within(
+      device.demote().then(() => true),
+      DEMOTE_LIMIT_MS,
+    );
+    this.busy = false;
+    if (p.proc?.device !== device) return;
+    for (const b of this.model.inflight) this.model.uncertain.add(b);
+    this.model.inflight.clear();
+    if (!done) {
+      this.count('guard-kill');
+      this.note(`demote of ${p.name} hung: the guard kills it`);
+      this.crash(p);
+    }
+    this.primary = undefined;
+  }
+
+  /** Runs the simulation until `p` settles or `ms` pass (undefined then). */
+  async #within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+    let result: { v: T } | undefined;
+    let failed: unknown;
+    p.then(
+      (v) => {
+        result = { v };
+      },
+      (e) => {
+        failed = e;
+      },
+    );
+    const end = this.clock.now() + ms;
+    while (!result && failed === undefined && this.clock.now() < end && !this.failure) {
+      const due = this.clock.nextDue();
+      if (due === undefined || due > end) {
+        await this.advance(end - this.clock.now());
+        break;
+      }
+      await this.advance(Math.max(0, due - this.clock.now()));
+    }
+    if (failed !== undefined) throw failed;
+    return result?.v;
+  }
+
+  // ---- faults
+
+  async act(): Promise<void> {
+    const r = this.pick() * 100;
+    const alive = this.nodes.filter((n) => n.up);
+    const down = this.nodes.filter((n) => !n.up);
+    if (r < 40) this.write();
+    else if (r < 50) this.flush();
+    else if (r < 53 && alive.length > 0) {
+      const n = alive[this.rand(alive.length)]!;
+      this.count(
+        this.primary === n ? 'crash-primary' : n.tiebreaker ? 'crash-tiebreaker' : 'crash-secondary',
+      );
+      this.crash(n);
+    } else if (r < 54.5 && this.primary?.up) {
+      this.count('crash-primary');
+      this.crash(this.primary);
+    } else if (r < 60 && down.length > 0) {
+      const n = down[this.rand(down.length)]!;
+      this.count('restart');
+      this.note(`restart ${n.name}`);
+      await this.start(n);
+    } else if (r < 63 && alive.length >= 2) {
+      const a = alive[this.rand(alive.length)]!;
+      const others = alive.filter((x) => x !== a);
+      const b = others[this.rand(others.length)]!;
+      this.count('link-cut');
+      this.note(`cut ${a.name}-${b.name}`);
+      this.net.cut(a.name, b.name);
+    } else if (r < 65 && !this.net.partitioned) {
+      const side = this.nodes.filter(() => this.pick() < 0.5).map((n) => n.name);
+      const rest = this.nodes.map((n) => n.name).filter((n) => !side.includes(n));
+      if (side.length === 0 || rest.length === 0) return;
+      this.count('partition');
+      this.note(`partition [${side.join(',')}] | [${rest.join(',')}]`);
+      this.net.partition(side, rest);
+      // The primary's agent, cut from the majority of the cluster, fences it after its lease.
+      if (this.primary && side.includes(this.primary.name) === side.length < rest.length)
+        await this.stopPrimary('self-fence: cut from the cluster');
+    } else if (r < 69 && this.net.partitioned) {
+      this.count('heal');
+      this.note('heal');
+      this.net.heal();
+    } else if (r < 70.5 && this.primary) {
+      this.count('planned-move');
+      await this.stopPrimary('planned move');
+    } else if (r < 72 && this.primary) {
+      this.count('verify');
+      const peers = this.dataNodes.filter((n) => n !== this.primary && n.up);
+      const peer = peers[this.rand(peers.length)];
+      if (peer && this.primary.proc?.device) {
+        this.note(`verify ${this.primary.name} against ${peer.name}`);
+        void this.primary.proc.device.verify(peer.name).catch(() => undefined);
+      }
+    } else if (!this.primary && r < 85) {
+      await this.promote();
+    }
+  }
+
+  async run(): Promise<SimResult> {
+    const onUnhandled = (err: unknown) => {
+      this.failure ??= { kind: 'unhandled rejection', detail: String((err as Error)?.stack ?? err) };
+    };
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      for (const n of this.nodes) await this.start(n);
+      await this.promote();
+      for (this.step = 1; this.step <= this.cfg.steps && !this.failure; this.step++) {
+        await this.act();
+        const long = this.pick() < 0.05;
+        await this.advance(long ? 500 + this.pick() * 7000 : this.pick() * 40);
+        this.report();
+        this.failure ??= check(this);
+      }
+      if (!this.failure) await this.settle();
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      for (const n of this.nodes) n.crash(this.net);
+    }
+    return {
+      config: this.cfg,
+      steps: Math.min(this.step, this.cfg.steps),
+      simulatedMs: this.clock.now() - 1_700_000_000_000,
+      violation: this.failure,
+      trace: this.trace,
+      log: this.log,
+      faults: this.faults,
+    };
+  }
+
+  /** The end: every fault repaired; the replicas must converge to identical data. */
+  async settle(): Promise<void> {
+    this.note('settle: heal, restart all, promote');
+    this.net.heal();
+    for (const n of this.nodes) if (!n.up) await this.start(n);
+    for (let i = 0; i < 5 && !this.primary; i++) {
+      await this.advance(2000);
+      await this.promote();
+    }
+    await this.advance(30_000);
+    this.flush();
+    await this.advance(5_000);
+    this.report();
+    this.failure ??= check(this);
+    if (this.failure) return;
+    this.failure = check(this, { converged: true });
+  }
+}
