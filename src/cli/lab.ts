@@ -174,9 +174,14 @@ export function registerLabCommands(program: Command): void {
       '--agent-only',
       'start only its main process, killing and clearing nothing (as a service manager restarts a dead agent)',
     )
+    .option(
+      '--join',
+      'as a new machine joining the running cluster (after cvserver node add): its state dir emptied, its agent started with --initial-cluster-state existing',
+    )
     .option('--json', 'machine-readable output')
-    .action(async (node: string, o: Where & { json?: boolean; agentOnly?: boolean }) => {
-      const r = await labStart(mustLab(o.name, o.dir), node, { agentOnly: !!o.agentOnly });
+    .action(async (node: string, o: Where & { json?: boolean; agentOnly?: boolean; join?: boolean }) => {
+      if (o.join && o.agentOnly) throw new UserError('lab start: --join or --agent-only, not both');
+      const r = await labStart(mustLab(o.name, o.dir), node, { agentOnly: !!o.agentOnly, join: !!o.join });
       emit(!!o.json, r, () =>
         r.alreadyRunning
           ? `node ${node}: already running (pid ${r.pid}); links up`

@@ -3,7 +3,7 @@
  * heal, start, exec, status, down. Each works from lab.json alone, so from a fresh process.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { UserError } from '../lib/errors.ts';
@@ -117,20 +117,39 @@ export interface BootReport {
   pid: number;
 }
 
-/** The node boots: leftovers killed, stale mounts and loop devices cleared, links up, main process started. */
-async function bootNode(lab: Lab, node: LabNode, root: string): Promise<BootReport> {
+/**
+ * The node boots: leftovers killed, stale mounts and loop devices cleared, links up, main process
+ * started. `joining`: as a new machine joining the running cluster (after `cvserver node add`): its
+ * state dir emptied (its log kept) and its agent started with `--initial-cluster-state existing`.
+ */
+async function bootNode(lab: Lab, node: LabNode, root: string, joining = false): Promise<BootReport> {
   if (!netnsExists(node.namespace))
     throw new UserError(
       `node ${node.name}: namespace ${node.namespace} is missing (run cvserver lab up to repair)`,
     );
   const killed = await killNodeProcesses(node);
   const cleanup = cleanupStorage(node.stateDir);
+  if (joining) emptyStateDir(node);
   setNodeLinks(lab, node, true);
-  const { pid, pidStart } = spawnNode(lab, node, root);
+  const { pid, pidStart } = spawnNode(
+    lab,
+    node,
+    root,
+    joining ? ['--initial-cluster-state', 'existing'] : [],
+  );
   node.pid = pid;
   node.pidStart = pidStart;
   writeLab(lab);
   return { node: node.name, killed, cleanup, pid };
+}
+
+/** A new machine's disk: nothing of an earlier life of the node but its log (mounts already cleared). */
+function emptyStateDir(node: LabNode): void {
+  if (mountsUnder(node.stateDir).length > 0)
+    throw new UserError(`node ${node.name}: ${node.stateDir} still has mounts: not emptied`);
+  for (const entry of readdirSync(node.stateDir))
+    if (join(node.stateDir, entry) !== agentLog(node))
+      rmSync(join(node.stateDir, entry), { recursive: true, force: true });
 }
 
 export interface StartReport extends Partial<BootReport> {
@@ -142,7 +161,7 @@ export interface StartReport extends Partial<BootReport> {
 export async function labStart(
   lab: Lab,
   name: string,
-  o: { agentOnly?: boolean } = {},
+  o: { agentOnly?: boolean; join?: boolean } = {},
   root = ROOT,
 ): Promise<StartReport> {
   requireRoot();
@@ -158,7 +177,7 @@ export async function labStart(
     await checkStarted(lab, [node]);
     return { node: name, alreadyRunning: false, pid };
   }
-  const report = await bootNode(lab, node, root);
+  const report = await bootNode(lab, node, root, !!o.join);
   await checkStarted(lab, [node]);
   return { ...report, alreadyRunning: false };
 }

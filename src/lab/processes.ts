@@ -259,9 +259,10 @@ export function nodeEnv(lab: Lab, node: LabNode, root: string): NodeJS.ProcessEn
   };
 }
 
-export function spawnNode(lab: Lab, node: LabNode, root: string): StartedNode {
+/** `extraArgs`: appended to the node's command (e.g. a node joining a running cluster). */
+export function spawnNode(lab: Lab, node: LabNode, root: string, extraArgs: string[] = []): StartedNode {
   mkdirSync(node.stateDir, { recursive: true });
-  const cmd = nodeCommandLine(lab, node, root);
+  const cmd = [...nodeCommandLine(lab, node, root), ...extraArgs];
   const log = openSync(agentLog(node), 'a');
   try {
     const child = spawn('nsenter', [`--net=${netnsPath(node.namespace)}`, ...cmd], {
