@@ -28,6 +28,7 @@ import {
 import { emptyState, step } from '../cluster/manager.ts';
 import { emptyLocal, isActive, type NodeEvent, type NodeLocal, nodeStep } from '../cluster/node.ts';
 import type { ManagerState, Report } from '../cluster/types.ts';
+import { type Clock, monotonicClock, systemClock, type TimerHandle } from '../lib/clock.ts';
 import { errorMessage, UserError } from '../lib/errors.ts';
 import { readJsonOr, writeFileAtomic, writeJsonAtomic } from '../lib/json-file.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
@@ -37,7 +38,7 @@ import { EtcdClient } from './etcd/client.ts';
 import { EtcdMember } from './etcd/member.ts';
 import { ActionExecutor } from './executor.ts';
 import { AGENT_FORMATS, clusterGate, decideFormat, type FormatDecision, formatsOf } from './format.ts';
-import { GuardClient, monotonicMs, spawnGuard } from './guard.ts';
+import { GuardClient, spawnGuard } from './guard.ts';
 import { leaderMove } from './leader-placement.ts';
 import { initialClusterForJoin, promoteWhenCaughtUp } from './membership/join.ts';
 import { type MeshHandle, startMesh } from './mesh/start.ts';
@@ -119,10 +120,15 @@ export function agentPaths(stateDir: string): AgentPaths {
   };
 }
 
-/** Seconds on the monotonic clock (the same clock the guard reads, in ms). */
-export function monoSeconds(): number {
-  return monotonicMs() / 1000;
+/**
+ * The agent's time: `wall` for what other nodes compare (records, the manager's step), `monotonic`
+ * (the clock the guard reads) for the lease, fencing and the loop's periods. A simulation passes its own.
+ */
+export interface AgentClocks {
+  wall: Clock;
+  monotonic: Clock;
 }
+const SYSTEM_CLOCKS: AgentClocks = { wall: systemClock, monotonic: monotonicClock };
 
 /** The volume's UUID: the same on every replica, derived from the cluster's and the vserver's names. */
 export function volumeUuid(cluster: string, vserver: string): string {
@@ -200,8 +206,9 @@ export class Agent {
   #roundError = '';
   #wallOffset: number;
   #wake: (() => void) | undefined;
-  #fenceTimer: NodeJS.Timeout | undefined;
-  readonly #startedAt = Date.now();
+  #fenceTimer: TimerHandle | undefined;
+  readonly #clocks: AgentClocks;
+  readonly #startedAt = Date.now(); // uptime shown in `status`
   #trimmedAt = 0;
   #guardSent = '';
   #watch: { close(): void } | undefined;
@@ -220,8 +227,9 @@ export class Agent {
   /** The cluster's format, unknown to this agent, found before it ever acted: it exits. */
   #refusedAtStart = '';
 
-  constructor(o: AgentOptions) {
+  constructor(o: AgentOptions, clocks: AgentClocks = SYSTEM_CLOCKS) {
     this.o = o;
+    this.#clocks = clocks;
     this.paths = agentPaths(o.stateDir);
     this.boot = parseClusterConfig(readFileSync(o.configFile, 'utf8'), o.configFile);
     const me = this.boot.nodes.find((n) => n.name === o.node);
@@ -260,12 +268,22 @@ export class Agent {
       event: (text) => this.#event('agent', text),
       log: this.log,
     }); // scheduled backups
-    this.#wallOffset = Date.now() / 1000 - monoSeconds();
+    this.#wallOffset = this.#now() / 1000 - this.#monoSeconds();
     // A replica notices a dead peer (no RST after a power cut) only by silence. The cluster moves a
     // vserver once the old node's lease has ended, and the new primary may not be promoted while it
     // still thinks the old one is connected: so its volume daemons give up on a silent peer within
     // the lease TTL (unless set by the operator).
     process.env.CVSERVER_PEER_TIMEOUT_MS ??= String(Math.round(this.timing.leaseTtl * 800));
+  }
+
+  /** Wall time, ms: what other nodes compare (records, the manager's step). */
+  #now(): number {
+    return this.#clocks.wall.now();
+  }
+
+  /** Seconds on the monotonic clock (the guard's deadlines are in its ms). */
+  #monoSeconds(): number {
+    return this.#clocks.monotonic.now() / 1000;
   }
 
   #lastApplied(): ClusterSpec | undefined {
@@ -339,6 +357,7 @@ export class Agent {
       stateDir: this.o.stateDir,
       log: this.log,
       record: (text) => this.#event('agent', text),
+      clock: this.#clocks.monotonic,
       leaseAlive: (peer) => (this.snapshot ? this.snapshot.nodes[peer] !== undefined : undefined),
     });
     const client = new EtcdClient({
@@ -347,7 +366,7 @@ export class Agent {
       timeoutMs: this.#ms(this.timing.renewTimeout),
     });
     if (this.boot.etcd.endpoints.length === 0) await this.#startMember(client);
-    this.store = new ClusterStore(client, this.boot.cluster, this.o.node);
+    this.store = new ClusterStore(client, this.boot.cluster, this.o.node, this.#clocks.wall);
     await this.#refuseUnknownFormat(); // rolling upgrade: a format this agent does not know (format.ts)
     // An earlier agent's lease, renewed before anything slow: the guard's deadline is running.
     const continued = await this.#continueLease();
@@ -373,7 +392,7 @@ export class Agent {
     this.#event('agent', `agent ${AGENT_VERSION} started (pid ${process.pid})`);
     while (!this.#stopping) {
       serviceManager.watchdog(agentStatusLine(this.local, this.#lastError)); // systemd: a hung loop stops these
-      const began = monoSeconds();
+      const began = this.#monoSeconds();
       try {
         this.#roundError = '';
         await this.round();
@@ -390,20 +409,22 @@ export class Agent {
       );
       // Just started, not healthy yet: its first passing check ends a failover or a migration, so it
       // is looked for often, for a while (the check's state is a file the supervisor writes).
-      const fresh = settling.some((x) => x.status === 'running' && monoSeconds() - x.since < SETTLE_FAST_S);
+      const fresh = settling.some(
+        (x) => x.status === 'running' && this.#monoSeconds() - x.since < SETTLE_FAST_S,
+      );
       const period = fresh
         ? Math.min(this.timing.loopInterval, SETTLE_FAST_PERIOD_S)
         : settling.length
           ? this.timing.loopInterval
           : Math.max(this.timing.loopInterval, ROUND_PERIOD_S);
-      const wait = this.#dirty ? 0 : Math.max(0, period - (monoSeconds() - began));
+      const wait = this.#dirty ? 0 : Math.max(0, period - (this.#monoSeconds() - began));
       this.#dirty = false;
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, wait * 1000);
+        const t = this.#clocks.monotonic.setTimer(resolve, wait * 1000);
         // An action that finished wakes the loop early (a start's outcome is reported at once).
         this.#wake = () => {
-          clearTimeout(t);
-          setTimeout(resolve, 20);
+          t.cancel();
+          this.#clocks.monotonic.setTimer(resolve, 20);
         };
       });
       this.#wake = undefined;
@@ -482,9 +503,9 @@ export class Agent {
     // The local etcd member is only starting: the client goes to the other members meanwhile, and
     // its first connections (TLS) can be slow on a loaded machine. Worth trying for as long as the
     // lease could still be valid: at most a TTL from now.
-    const until = monoSeconds() + this.timing.leaseTtl;
-    while (monoSeconds() < until) {
-      const sentAt = monoSeconds();
+    const until = this.#monoSeconds() + this.timing.leaseTtl;
+    while (this.#monoSeconds() < until) {
+      const sentAt = this.#monoSeconds();
       try {
         const ttl = (
           await this.store.client.leaseKeepAlive(lease, {
@@ -499,7 +520,7 @@ export class Agent {
         return sentAt;
       } catch (err) {
         this.#note(`renewal of the earlier lease failed: ${errorMessage(err)}`);
-        await new Promise((r) => setTimeout(r, 100));
+        await this.#clocks.monotonic.sleep(100);
       }
     }
     rmSync(this.paths.leaseFile, { force: true });
@@ -528,7 +549,7 @@ export class Agent {
     const table = leaseValid
       ? ((await this.#read(this.#ms(this.timing.renewTimeout)))?.state?.table ?? null)
       : null;
-    const plan = planAdoption(this.o.node, found, table, leaseValid, monoSeconds());
+    const plan = planAdoption(this.o.node, found, table, leaseValid, this.#monoSeconds());
     for (const line of plan.log) this.#event('agent', line);
     if (leaseValid && this.#lease) {
       this.local = { ...this.local, vservers: plan.vservers };
@@ -552,7 +573,7 @@ export class Agent {
   async stop(): Promise<void> {
     serviceManager.stopping('stopping (the guard keeps fencing on the last deadline)'); // systemd
     this.#stopping = true;
-    clearTimeout(this.#fenceTimer);
+    this.#fenceTimer?.cancel();
     this.#watch?.close();
     this.#wake?.();
     this.#server?.close();
@@ -570,11 +591,11 @@ export class Agent {
    */
   async #leaseLoop(): Promise<void> {
     while (!this.#stopping) {
-      const began = monoSeconds();
+      const began = this.#monoSeconds();
       const events = await this.#renew(this.#ms(this.timing.renewTimeout));
       if (events.length) this.#decide(events);
-      const wait = Math.max(0, this.timing.loopInterval - (monoSeconds() - began));
-      await new Promise((r) => setTimeout(r, wait * 1000));
+      const wait = Math.max(0, this.timing.loopInterval - (this.#monoSeconds() - began));
+      await this.#clocks.monotonic.sleep(wait * 1000);
     }
   }
 
@@ -724,7 +745,7 @@ export class Agent {
    */
   #decide(events: NodeEvent[]): Record<string, Report> {
     const t = this.timing;
-    const res = nodeStep(this.local, [...this.executor.drain(), ...events], monoSeconds(), {
+    const res = nodeStep(this.local, [...this.executor.drain(), ...events], this.#monoSeconds(), {
       leaseTtl: t.leaseTtl,
       fenceMargin: t.fenceMargin,
     });
@@ -742,15 +763,18 @@ export class Agent {
    * timer runs the node step at the fence time itself.
    */
   #armFenceTimer(): void {
-    clearTimeout(this.#fenceTimer);
+    this.#fenceTimer?.cancel();
     const lu = this.local.leaseUntil;
     if (lu === null || this.local.fenced) return;
     const at = lu - this.timing.fenceMargin;
-    this.#fenceTimer = setTimeout(() => this.#decide([]), Math.max(0, (at - monoSeconds()) * 1000) + 1);
+    this.#fenceTimer = this.#clocks.monotonic.setTimer(
+      () => this.#decide([]),
+      Math.max(0, (at - this.#monoSeconds()) * 1000) + 1,
+    );
   }
 
   async #renew(timeoutMs: number): Promise<NodeEvent[]> {
-    const sentAt = monoSeconds();
+    const sentAt = this.#monoSeconds();
     if (this.#lease) {
       try {
         const r = await this.store.client.leaseKeepAlive(this.#lease, { timeoutMs });
@@ -775,7 +799,7 @@ export class Agent {
     try {
       const g = await this.store.client.leaseGrant(ttl, { timeoutMs });
       this.#lease = g.id;
-      writeJsonAtomic(this.paths.leaseFile, { node: this.o.node, lease: g.id, grantedAt: Date.now() });
+      writeJsonAtomic(this.paths.leaseFile, { node: this.o.node, lease: g.id, grantedAt: this.#now() });
       await this.#putNode(g.id, timeoutMs);
       this.#lastReport = '';
       this.#event('agent', `lease ${g.id} granted (TTL ${ttl} s)`);
@@ -810,7 +834,7 @@ export class Agent {
   async #read(timeoutMs: number): Promise<Snapshot | undefined> {
     try {
       this.snapshot = await this.store.snapshot(timeoutMs);
-      this.#snapshotAt = Date.now();
+      this.#snapshotAt = this.#now();
       this.#adoptConfig(this.snapshot);
       return this.snapshot;
     } catch (err) {
@@ -880,7 +904,7 @@ export class Agent {
     const lu = this.local.leaseUntil;
     const deadline =
       lu === null
-        ? monotonicMs()
+        ? this.#clocks.monotonic.now()
         : Math.floor((lu - this.timing.leaseTtl + this.timing.guardDeadline) * 1000);
     // Only news is sent (the deadline moves with each renewal): several decisions a second share one.
     const msg = { deadline, protect: { containers: active, volumes: active } };
@@ -926,9 +950,9 @@ export class Agent {
         }
       });
     }
-    if (this.#replicasBusy || Date.now() - this.#replicasAt < 2000) return;
+    if (this.#replicasBusy || this.#now() - this.#replicasAt < 2000) return;
     this.#replicasBusy = true;
-    this.#replicasAt = Date.now();
+    this.#replicasAt = this.#now();
     void (async () => {
       const replicas: Record<string, ReplicaReport> = {};
       for (const v of Object.values(this.spec.vservers)) {
@@ -959,12 +983,12 @@ export class Agent {
     const body = { fenced: this.local.fenced, vservers, replicas: this.#replicas };
     const text = JSON.stringify(body);
     // Unchanged reports are re-sent now and then only (they live under the lease anyway).
-    if (text === this.#lastReport && Date.now() - this.#lastReportAt < 10_000) return;
-    const report: NodeReport = { version: RECORD_VERSION, node: this.o.node, at: Date.now(), ...body };
+    if (text === this.#lastReport && this.#now() - this.#lastReportAt < 10_000) return;
+    const report: NodeReport = { version: RECORD_VERSION, node: this.o.node, at: this.#now(), ...body };
     try {
       await this.store.putReport(report, this.#lease, this.#ms(this.timing.renewTimeout));
       this.#lastReport = text;
-      this.#lastReportAt = Date.now();
+      this.#lastReportAt = this.#now();
     } catch (err) {
       this.#note(`report not published: ${errorMessage(err)}`);
     }
@@ -973,7 +997,7 @@ export class Agent {
   async #manage(): Promise<void> {
     const snap = this.snapshot;
     const lease = this.#lease;
-    if (!snap || !lease || this.local.fenced || Date.now() - this.#snapshotAt > SNAPSHOT_FRESH_MS) return;
+    if (!snap || !lease || this.local.fenced || this.#now() - this.#snapshotAt > SNAPSHOT_FRESH_MS) return;
     const timeoutMs = this.#ms(this.timing.renewTimeout);
     if (!snap.manager) {
       try {
@@ -991,9 +1015,9 @@ export class Agent {
       this.#event('agent', `no longer the manager (${snap.manager.node} is)`);
     this.#isManager = mine;
     if (!mine) return;
-    if (Date.now() - this.#trimmedAt > 60_000) {
+    if (this.#now() - this.#trimmedAt > 60_000) {
       // The cluster's log has a bounded size: the manager keeps the newest events.
-      this.#trimmedAt = Date.now();
+      this.#trimmedAt = this.#now();
       void this.store
         .trimEvents(EVENTS_KEPT, 5000)
         .catch((err: unknown) => this.#note(`events not trimmed: ${errorMessage(err)}`));
@@ -1004,9 +1028,9 @@ export class Agent {
     // Continue from the stored state (a new manager knows only that), or from this manager's last write.
     const prevState = this.#managerState ?? snap.state?.state ?? emptyState();
     const prevTable = snap.state?.table ?? {};
-    const obs = observeCluster(this.spec, snap, prevState, Date.now());
+    const obs = observeCluster(this.spec, snap, prevState, this.#now());
     const requests = snap.requests.map((r) => r.record.event);
-    const res = step(prevState, obs, Date.now() / 1000, requests, managerPolicy(this.spec));
+    const res = step(prevState, obs, this.#now() / 1000, requests, managerPolicy(this.spec));
     const table = applyCommands(prevTable, res.commands);
     for (const line of res.log) this.#event('manager', line);
     const changed =
@@ -1046,11 +1070,11 @@ export class Agent {
     if (
       this.boot.etcd.endpoints.length > 0 ||
       this.#leaderBusy ||
-      Date.now() - this.#leaderAt < LEADER_CHECK_MS
+      this.#now() - this.#leaderAt < LEADER_CHECK_MS
     )
       return;
     this.#leaderBusy = true;
-    this.#leaderAt = Date.now();
+    this.#leaderAt = this.#now();
     const active: Record<string, number> = {};
     for (const r of Object.values(snap.reports))
       active[r.node] = Object.values(r.vservers).filter((x) => isActive(x.status)).length;
@@ -1094,7 +1118,7 @@ export class Agent {
 
   #event(source: EventRecord['source'], text: string): void {
     this.log.info({ event: source }, text);
-    const record: EventRecord = { version: RECORD_VERSION, at: Date.now(), node: this.o.node, source, text };
+    const record: EventRecord = { version: RECORD_VERSION, at: this.#now(), node: this.o.node, source, text };
     // Before the store exists (agent start), keyed later with the same rule.
     this.#pendingEvents.push({ key: this.store?.eventKey(record) ?? '', record });
   }
@@ -1117,10 +1141,10 @@ export class Agent {
       node: this.o.node,
       spec: this.spec,
       snapshot: this.snapshot,
-      snapshotAgeMs: this.snapshot ? Date.now() - this.#snapshotAt : null,
+      snapshotAgeMs: this.snapshot ? this.#now() - this.#snapshotAt : null,
       local: this.local,
       leaseId: this.#lease,
-      leaseValidFor: lu === null ? null : Math.max(0, lu - monoSeconds()),
+      leaseValidFor: lu === null ? null : Math.max(0, lu - this.#monoSeconds()),
       timing: this.timing,
       isManager: this.#isManager,
       lastError: this.#lastError,

@@ -20,14 +20,10 @@ import { createServer, type Server, Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { type Clock, monotonicClock, type TimerHandle } from '../lib/clock.ts';
 import { errnoCode, UserError } from '../lib/errors.ts';
 import { cgroupsPath } from '../vserver/store.ts';
 import { cgroupPids, cmdlineOf, readPid, volumeDaemonPid } from './resources/processes.ts';
-
-/** Milliseconds on CLOCK_MONOTONIC: comparable between processes of one boot, blind to wall-clock jumps. */
-export function monotonicMs(): number {
-  return Number(process.hrtime.bigint() / 1_000_000n);
-}
 
 export const guardMessageSchema = z.strictObject({
   deadline: z.number().finite(),
@@ -275,8 +271,12 @@ function takePidFile(file: string): void {
   throw new UserError(`cannot take ${file}`);
 }
 
-/** The guard process: listens, keeps the latest message, fences at the deadline. Runs until SIGTERM. */
-export async function runGuard(o: { stateDir: string }): Promise<void> {
+/**
+ * The guard process: listens, keeps the latest message, fences at the deadline. Runs until SIGTERM.
+ * `clock` reads the agent's clock for deadlines, CLOCK_MONOTONIC (a simulated one in tests).
+ */
+export async function runGuard(o: { stateDir: string; clock?: Clock }): Promise<void> {
+  const clock = o.clock ?? monotonicClock;
   // The containers' cgroup names derive from the state dir (see cgroupsPath).
   process.env.CVSERVER_STATE_DIR = o.stateDir;
   const p = guardPaths(o.stateDir);
@@ -291,14 +291,14 @@ export async function runGuard(o: { stateDir: string }): Promise<void> {
 
   // One timer, set for the deadline itself (libuv timers run on the monotonic clock): no polling while
   // idle, and the check comes when it is due. Re-armed after every message and every check.
-  let timer: NodeJS.Timeout | undefined;
+  let timer: TimerHandle | undefined;
   const arm = () => {
-    clearTimeout(timer);
+    timer?.cancel();
     if (state.fenced || state.deadline === null) return;
-    timer = setTimeout(check, Math.max(0, state.deadline - monotonicMs()));
+    timer = clock.setTimer(check, Math.max(0, state.deadline - clock.now()));
   };
   const check = () => {
-    const now = monotonicMs();
+    const now = clock.now();
     const d = guardDecision(state, now);
     state = d.state;
     arm();
@@ -368,7 +368,7 @@ export async function runGuard(o: { stateDir: string }): Promise<void> {
 
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
-      clearTimeout(timer);
+      timer?.cancel();
       server.close();
       logLine({ event: 'stopped', signal, protecting: state.protect, deadline: state.deadline });
       if (readPid(p.pidFile) === process.pid) {

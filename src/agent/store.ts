@@ -6,6 +6,7 @@
 import type { z } from 'zod';
 import type { AssignmentTable } from '../cluster/assignments.ts';
 import type { ManagerState } from '../cluster/types.ts';
+import { type Clock, systemClock } from '../lib/clock.ts';
 import { errorMessage } from '../lib/errors.ts';
 import type { EtcdClient, KeyValue, TxnOp } from './etcd/client.ts';
 import {
@@ -71,10 +72,14 @@ export class ClusterStore {
   /** Records as validated last time, by key: one unchanged since (same modRevision) is not parsed again. */
   #parsed = new Map<string, { modRevision: number; value: unknown; problems: string[] }>();
 
-  constructor(client: EtcdClient, cluster: string, node: string) {
+  /** Stamps the records it writes (wall time: other nodes compare it with theirs). */
+  readonly #clock: Clock;
+
+  constructor(client: EtcdClient, cluster: string, node: string, clock: Clock = systemClock) {
     this.client = client;
     this.keys = keysFor(cluster);
     this.node = node;
+    this.#clock = clock;
   }
 
   async snapshot(timeoutMs: number): Promise<Snapshot> {
@@ -162,7 +167,7 @@ export class ClusterStore {
   /** Writes the format record if there is none yet (the first agent that acts); true when written. */
   async createFormat(format: number, timeoutMs: number): Promise<boolean> {
     const k = this.keys.format;
-    const record: FormatRecord = { format, at: Date.now(), by: this.node };
+    const record: FormatRecord = { format, at: this.#clock.now(), by: this.node };
     const r = await this.client.txn(
       {
         compare: [{ key: k, target: 'createRevision', op: '=', value: 0 }],
@@ -178,7 +183,7 @@ export class ClusterStore {
    * it read and while it holds the manager's key with this lease.
    */
   async raiseFormat(to: number, readRevision: number, lease: string, timeoutMs: number): Promise<boolean> {
-    const record: FormatRecord = { format: to, at: Date.now(), by: this.node };
+    const record: FormatRecord = { format: to, at: this.#clock.now(), by: this.node };
     const r = await this.client.txn(
       {
         compare: [
@@ -218,7 +223,7 @@ export class ClusterStore {
   }
 
   markInitialized(vserver: string, timeoutMs: number): Promise<unknown> {
-    return this.client.put(this.keys.initialized(vserver), String(Date.now()), { timeoutMs });
+    return this.client.put(this.keys.initialized(vserver), String(this.#clock.now()), { timeoutMs });
   }
 
   /** Takes the manager's key if nobody holds it; true when this node is the manager now. */
@@ -245,7 +250,13 @@ export class ClusterStore {
     consumed: string[],
     timeoutMs: number,
   ): Promise<boolean> {
-    const record: StateRecord = { version: RECORD_VERSION, manager: this.node, at: Date.now(), state, table };
+    const record: StateRecord = {
+      version: RECORD_VERSION,
+      manager: this.node,
+      at: this.#clock.now(),
+      state,
+      table,
+    };
     const ops: TxnOp[] = [
       { op: 'put', key: this.keys.state, value: JSON.stringify(record) },
       ...consumed.map((key): TxnOp => ({ op: 'delete', key })),

@@ -11,7 +11,10 @@ export interface TimerHandle {
 }
 
 export interface Clock {
-  /** Milliseconds since the epoch (wall time; the simulated clock starts where it is told). */
+  /**
+   * Milliseconds: since the epoch on systemClock, since boot on monotonicClock, from where it is told on
+   * the simulated one. Compare only readings of one clock.
+   */
   now(): number;
   /** Run `fn` once, `ms` from now. */
   setTimer(fn: () => void, ms: number): TimerHandle;
@@ -27,6 +30,17 @@ export const systemClock: Clock = {
   },
   sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
 };
+
+/** Milliseconds on CLOCK_MONOTONIC: comparable between processes of one boot, blind to wall-clock jumps. */
+export function monotonicMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
+}
+
+/**
+ * The system's timers with CLOCK_MONOTONIC for `now` (libuv timers run on it too): what deadlines that
+ * must not move with the wall clock are measured with (lease, fencing, the mesh's round trips).
+ */
+export const monotonicClock: Clock = { ...systemClock, now: monotonicMs };
 
 interface PendingTimer {
   at: number;

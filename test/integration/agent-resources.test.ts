@@ -12,11 +12,12 @@ import { closeSync, existsSync, fsyncSync, openSync, readFileSync, rmSync, write
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { GuardClient, guardPaths, liveGuardPid, monotonicMs, spawnGuard } from '../../src/agent/guard.ts';
+import { GuardClient, guardPaths, liveGuardPid, spawnGuard } from '../../src/agent/guard.ts';
 import { volumeDaemonPid } from '../../src/agent/resources/processes.ts';
 import { inStateDir } from '../../src/agent/resources/state-dir-scope.ts';
 import { createNodeResources, mountPoint, type ReplicaContext } from '../../src/agent/resources.ts';
 import { parseClusterConfig } from '../../src/cluster/config.ts';
+import { monotonicMs } from '../../src/lib/clock.ts';
 import { listVolumes, volumeDown } from '../../src/volume/lifecycle.ts';
 import { containerState, destroyVserver } from '../../src/vserver/manager.ts';
 import { listNames } from '../../src/vserver/store.ts';

@@ -7,6 +7,7 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { type Clock, monotonicClock, type TimerHandle } from '../../lib/clock.ts';
 import { errnoCode, errorMessage } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import { rateLimited } from '../../lib/log-limiter.ts';
@@ -35,11 +36,8 @@ export interface MeshServiceOptions {
   stateDir: string;
   log: Logger;
   onEvent(e: MeshEvent): void;
-}
-
-/** ms on CLOCK_MONOTONIC (shared by every process of the boot: an earlier life's echo is older). */
-export function meshClock(): number {
-  return Number(process.hrtime.bigint()) / 1e6;
+  /** Sends, ticks and round trips are timed on it: CLOCK_MONOTONIC by default (a simulated one in tests). */
+  clock?: Clock;
 }
 
 const REBIND_MS = 5000;
@@ -62,7 +60,9 @@ export class MeshService {
   readonly #sockets: LinkSocket[];
   /** One send buffer and sequence counter per peer and link: nothing is allocated per packet but the MAC. */
   readonly #out = new Map<string, { buf: Buffer; seq: number }[]>();
-  #timer: NodeJS.Timeout | undefined;
+  /** Monotonic (shared by every process of the boot: an earlier life's echo is older). */
+  readonly #clock: Clock;
+  #timer: TimerHandle | undefined;
   #sent = 0;
   #sendErrors = 0;
   readonly #dropLog;
@@ -72,9 +72,10 @@ export class MeshService {
 
   constructor(o: MeshServiceOptions) {
     this.o = o;
+    this.#clock = o.clock ?? monotonicClock;
     this.#keys = meshKeys(o.secret, o.cluster);
     this.#boot = this.#nextBoot();
-    const now = meshClock();
+    const now = this.#clock.now();
     this.#state = newMesh(o.setup, now);
     const known = new Set(o.setup.peers.map((p) => p.name));
     this.#sockets = o.setup.myAddresses.map((address, link) => ({
@@ -111,16 +112,25 @@ export class MeshService {
 
   start(): void {
     for (let i = 0; i < this.#sockets.length; i++) this.#bind(i);
-    this.#timer = setInterval(() => this.#tick(), this.o.timing.intervalMs);
-    this.#timer.unref();
+    this.#every(this.o.timing.intervalMs, () => this.#tick());
     this.o.log.info(
       { event: 'mesh', port: this.o.port, links: this.o.setup.myAddresses, boot: this.#boot },
       'membership mesh started',
     );
   }
 
+  /** `fn` every `ms` until close; the timer alone does not keep the process running. */
+  #every(ms: number, fn: () => void): void {
+    this.#timer = this.#clock.setTimer(() => {
+      this.#every(ms, fn);
+      fn();
+    }, ms);
+    this.#timer.unref?.();
+  }
+
   close(): void {
-    clearInterval(this.#timer);
+    this.#timer?.cancel();
+    this.#timer = undefined;
     for (const s of this.#sockets) {
       s.socket?.close();
       s.socket = undefined;
@@ -140,7 +150,7 @@ export class MeshService {
       }
       // Not bound (the address is missing, the port taken): tried again a little later.
       ls.problem = `link ${link}: cannot bind ${ls.address}:${this.o.port}: ${errnoCode(err) ?? errorMessage(err)}`;
-      ls.retryAt = meshClock() + REBIND_MS;
+      ls.retryAt = this.#clock.now() + REBIND_MS;
       ls.socket = undefined;
       socket.close();
       this.#dropLog.warn({ event: 'mesh' }, ls.problem);
@@ -166,7 +176,7 @@ export class MeshService {
   }
 
   #receive(link: number, msg: Buffer, address: string): void {
-    const now = meshClock();
+    const now = this.#clock.now();
     const d = decodeHeartbeat(msg, this.#sockets[link]!.ctx);
     if (d.ok) {
       this.#step({ kind: 'heartbeat', hb: d.hb, from: address }, now);
@@ -181,7 +191,7 @@ export class MeshService {
   }
 
   #tick(): void {
-    const now = meshClock();
+    const now = this.#clock.now();
     this.#step({ kind: 'tick' }, now);
     for (let i = 0; i < this.#sockets.length; i++) {
       const ls = this.#sockets[i]!;
@@ -219,7 +229,7 @@ export class MeshService {
   }
 
   report(): MeshReport {
-    return meshReport(this.#state, meshClock(), {
+    return meshReport(this.#state, this.#clock.now(), {
       node: this.o.setup.me,
       port: this.o.port,
       timing: this.o.timing,

@@ -4,6 +4,7 @@
  * cluster's log. Without a readable secret it does not run, and says why in `status` and `links`.
  */
 import { type ClusterSpec, membershipOf } from '../../cluster/config.ts';
+import type { Clock } from '../../lib/clock.ts';
 import { errorMessage } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import { readSecret } from '../../volume/replication-config.ts';
@@ -25,6 +26,8 @@ export interface StartMeshOptions {
   record(text: string): void;
   /** Is the peer's lease valid in the store as last read (undefined: not read yet)? */
   leaseAlive(peer: string): boolean | undefined;
+  /** Monotonic (see MeshServiceOptions.clock). */
+  clock?: Clock;
 }
 
 export function startMesh(o: StartMeshOptions): MeshHandle {
@@ -71,6 +74,7 @@ export function startMesh(o: StartMeshOptions): MeshHandle {
     timing,
     stateDir: o.stateDir,
     log: o.log,
+    clock: o.clock,
     onEvent: (e) => o.record(describeMeshEvent(e, e.kind === 'node' ? o.leaseAlive(e.peer) : undefined)),
   });
   service.start();

@@ -6,7 +6,6 @@ import {
   guardMessageSchema,
   guardReceive,
   initialGuardState,
-  monotonicMs,
 } from '../../../src/agent/guard.ts';
 
 const msg = (deadline: number, containers = ['web'], volumes = ['web']): GuardMessage => ({
@@ -63,10 +62,4 @@ test('messages are validated', () => {
   );
   assert.ok(!guardMessageSchema.safeParse({ deadline: 1 }).success);
   assert.ok(!guardMessageSchema.safeParse({ ...msg(1), extra: true }).success);
-});
-
-test('monotonicMs is a millisecond count that does not go back', () => {
-  const a = monotonicMs();
-  const b = monotonicMs();
-  assert.ok(Number.isInteger(a) && b >= a);
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ManualClock } from '../../../src/lib/clock.ts';
+import { ManualClock, monotonicClock, monotonicMs } from '../../../src/lib/clock.ts';
 
 test('manual clock fires timers in time order, ties in creation order, and skips cancelled ones', () => {
   const clock = new ManualClock(1000);
@@ -33,4 +33,12 @@ test('manual clock: a timer set while firing runs in the same advance when due, 
   clock.advance(3);
   await sleeping;
   assert.equal(woke, true);
+});
+
+test('the monotonic clock counts milliseconds (with their fractions) that never go back', async () => {
+  const a = monotonicMs();
+  const b = monotonicClock.now();
+  assert.ok(Number.isFinite(a) && b >= a);
+  await monotonicClock.sleep(5);
+  assert.ok(monotonicClock.now() - b >= 4);
 });
