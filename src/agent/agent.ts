@@ -224,6 +224,8 @@ export class Agent {
   #refusal = '';
   /** This agent has acted on the cluster since it started (a later unknown format: it stays, idle). */
   #actedOnce = false;
+  /** Who removed this node from the cluster (`node remove`): it stands down and exits. */
+  #removedBy = '';
   /** The cluster's format, unknown to this agent, found before it ever acted: it exits. */
   #refusedAtStart = '';
 
@@ -402,6 +404,7 @@ export class Agent {
         this.log.error({ err: this.#lastError }, 'round failed');
       }
       if (this.#refusedAtStart) await this.#exitRefused(this.#refusedAtStart); // format.ts
+      if (this.#removedBy) await this.#standDown(this.#removedBy); // node remove (docs/agent.md)
       // A vserver on its way up (started, not yet healthy) is watched every loop turn: its health
       // is news the manager and a waiting migrate are after.
       const settling = Object.values(this.local.vservers).filter(
@@ -603,7 +606,10 @@ export class Agent {
   async round(): Promise<void> {
     const snapshot = await this.#read(this.#ms(this.timing.renewTimeout));
     const removed = snapshot?.config?.removed[this.o.node];
-    if (removed) await this.#standDown(removed.by);
+    if (removed) {
+      this.#removedBy = removed.by; // the loop stands down (membership)
+      return;
+    }
     // The gate (format.ts): no assignments and no manager step from a cluster this agent cannot read.
     const acting = snapshot ? await this.#gate(snapshot) : this.#refusal === '';
     const events: NodeEvent[] = [];

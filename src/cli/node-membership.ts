@@ -79,7 +79,7 @@ export function registerMembershipCommands(node: Command): void {
         "stored cluster.yaml (appended, or a removed node's taken back with its replicas); then start its agent " +
         'with --initial-cluster-state existing and an empty state dir',
     )
-    .requiredOption('--address <a,b...>', 'its addresses, one per link (the first: etcd and replication)')
+    .requiredOption('--address <addresses>', 'its addresses, one per link (the first: etcd and replication)')
     .option('--witness', 'a witness: votes in etcd and breaks ties, stores no data')
     .option('--wait', 'return once its agent is up, its etcd member votes and its replicas are up to date')
     .option('--timeout <seconds>', 'with --wait: give up after this long', '600')

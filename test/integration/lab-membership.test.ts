@@ -69,7 +69,9 @@ function watchQuorum(lab: TestLab, survivors: string[]) {
 }
 
 test('membership: node remove then add of the demo node, the client writing throughout', async (t) => {
-  const lab = await TestLab.up(t, { letter: 'i' });
+  // A 5 s lease, as lab-operator's: a loaded 2-core machine can stall an agent for 2 s (a planned stop's
+  // crun calls run on its main thread), which a 2 s lease turns into a fence and a failover.
+  const lab = await TestLab.up(t, { letter: 'i', leaseTtl: 5 });
   const demo = await lab.demoHealthy(90_000);
   const target = demo.node;
   const survivors = lab.nodes.filter((n) => n !== target);
