@@ -26,7 +26,7 @@ import {
   volumeUp,
 } from '../volume/lifecycle.ts';
 import { readMetadata } from '../volume/metadata.ts';
-import { readReplicationConfig, writeReplicationConfig } from '../volume/replication-config.ts';
+import { readReplicationConfig } from '../volume/replication-config.ts';
 import { runningFromStatusFile } from '../vserver/crun.ts';
 import type { VserverDefinition } from '../vserver/definition.ts';
 import {
@@ -60,7 +60,8 @@ import {
   summarizeVolume,
 } from './resources/observation.ts';
 import { cgroupPids, isSupervisor, readPid, volumeDaemonPid } from './resources/processes.ts';
-import { replicaPlan, replicationDiffers } from './resources/replica-plan.ts';
+import { writePlannedReplication } from './resources/replica-peers.ts';
+import { replicaPlan } from './resources/replica-plan.ts';
 import { planStaleCleanup, type StaleAction } from './resources/stale-plan.ts';
 import { inStateDir } from './resources/state-dir-scope.ts';
 
@@ -134,21 +135,11 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
           );
         const onDisk = readReplicationConfig(vdir);
         if (!onDisk) throw new Error(`volume ${name} on this node is a local volume, not a replica`);
-        if (replicationDiffers(onDisk, plan.replication)) {
-          const p = plan.replication;
-          writeReplicationConfig(vdir, {
-            ...onDisk,
-            node: p.node,
-            listen: p.listen,
-            secretFile: p.secretFile,
-            peers: p.peers,
-            quorum: p.quorum,
-          });
+        if (writePlannedReplication(vdir, onDisk, plan.replication))
           log.info(
             { vserver: name, event: 'replication-config-updated' },
-            'replication.yaml follows the cluster spec (applies when the daemon restarts)',
+            'replication.yaml follows the cluster spec (the agent has a running daemon adjust to it)',
           );
-        }
       }
       const before = await volumeStatus(name);
       if (before.health === 'failed') {

@@ -10,10 +10,36 @@ import type { VserverSpec } from '../../cluster/config.ts';
 import type { Logger } from '../../lib/log.ts';
 import { volumeDir, volumesDir } from '../../lib/paths.ts';
 import { volumeAdjust, volumeDown, volumeStatus } from '../../volume/lifecycle.ts';
-import { readReplicationConfig, writeReplicationConfig } from '../../volume/replication-config.ts';
+import {
+  type ReplicationConfigFile,
+  readReplicationConfig,
+  writeReplicationConfig,
+} from '../../volume/replication-config.ts';
 import type { ReplicaContext } from '../resources.ts';
 import { replicaPlan, replicationDiffers } from './replica-plan.ts';
 import { inStateDir } from './state-dir-scope.ts';
+
+/**
+ * replication.yaml takes what the plan decides (identity, addresses, secret, peers, quorum) when it
+ * differs; the rest (set by `volume adjust`) stays the operator's. True when written.
+ */
+export function writePlannedReplication(
+  dir: string,
+  onDisk: ReplicationConfigFile,
+  planned: ReplicationConfigFile,
+): boolean {
+  if (!replicationDiffers(onDisk, planned)) return false;
+  const p = planned;
+  writeReplicationConfig(dir, {
+    ...onDisk,
+    node: p.node,
+    listen: p.listen,
+    secretFile: p.secretFile,
+    peers: p.peers,
+    quorum: p.quorum,
+  });
+  return true;
+}
 
 /**
  * Writes the planned peers into the volume's replication.yaml when they differ, and has a running
@@ -32,20 +58,11 @@ export function followPeers(
     const onDisk = readReplicationConfig(dir);
     if (!onDisk) return undefined;
     const p = replicaPlan(spec, ctx.cluster, ctx.node, ctx.secretFile).replication;
-    if (replicationDiffers(onDisk, p)) {
-      writeReplicationConfig(dir, {
-        ...onDisk,
-        node: p.node,
-        listen: p.listen,
-        secretFile: p.secretFile,
-        peers: p.peers,
-        quorum: p.quorum,
-      });
+    if (writePlannedReplication(dir, onDisk, p))
       log.info(
         { vserver: spec.name, event: 'replication-peers', peers: p.peers.map((x) => x.node) },
         'replication.yaml follows the cluster (peers)',
       );
-    }
     const r = await volumeAdjust(spec.name, {});
     if (!r.running) return undefined;
     if (r.atRestart.length)
