@@ -250,7 +250,8 @@ async function apply(agent: Agent, yaml: string, file: string, dryRun: boolean):
   const next = parseClusterConfig(yaml, file);
   const cur = agent.boot;
   refuseRestartOnly(cur, next, file, agent.snapshot?.config ? agent.stored : undefined);
-  const before = agent.snapshot?.config ? agent.spec : undefined;
+  // As stored: a removed node is still in its replicas (`node remove` marks it, the yaml keeps it).
+  const before = agent.snapshot?.config ? agent.stored : undefined;
   const names = (s: ClusterSpec | undefined) => new Set(Object.keys(s?.vservers ?? {}));
   const retiredBefore = new Set(Object.keys(agent.snapshot?.config?.retired ?? {}));
   const added = [...names(next)].filter((v) => !names(before).has(v) || retiredBefore.has(v));

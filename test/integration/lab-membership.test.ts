@@ -139,6 +139,9 @@ test('membership: node remove then add of the demo node, the client writing thro
   );
   const removedAgain = await lab.exec(other, ['node', 'remove', target]);
   assert.match(removedAgain.stderr, /already removed/);
+  // The operator's cluster.yaml, unchanged, still applies (the stored one keeps the removed node's entry).
+  const applied = await lab.exec(other, ['apply', `${lab.dir}/cluster.yaml`, '--dry-run']);
+  assert.equal(applied.status, 0, applied.stderr);
 
   // Back, as a new machine: empty disk, joins the running cluster.
   const addAt = Date.now();
