@@ -12,7 +12,7 @@ export async function askAgent(req: AgentRequest, timeoutMs?: number): Promise<u
   } catch (err) {
     if (err instanceof UserError && err.message.startsWith('cannot reach'))
       throw new UserError(
-        `${err.message} — is this node's agent running? (cvserver agent --config cluster.yaml; in the lab: cvserver lab exec NODE -- cvserver ${req.op})`,
+        `${err.message} — is this node's agent running? (cvserver agent --config cluster.yaml; in the lab: cvserver lab exec NODE -- cvserver ${process.argv.slice(2).join(' ') || req.op})`,
       );
     throw err;
   }

@@ -81,7 +81,7 @@ export function registerMembershipCommands(node: Command): void {
     )
     .requiredOption('--address <addresses>', 'its addresses, one per link (the first: etcd and replication)')
     .option('--witness', 'a witness: votes in etcd and breaks ties, stores no data')
-    .option('--wait', 'return once its agent is up, its etcd member votes and its replicas are up to date')
+    .option('--wait', 'return once its agent is up (its lease alive) and its replicas are up to date')
     .option('--timeout <seconds>', 'with --wait: give up after this long', '600')
     .option('--json', 'machine-readable output')
     .action(
