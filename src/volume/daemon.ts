@@ -17,6 +17,7 @@ import type { BlockDevice } from './block-device.ts';
 import {
   CONTROL_OPS,
   type ControlHandlers,
+  type ControlOp,
   type ControlRequest,
   refuseControl,
   SNAPSHOT_OPS,
@@ -290,10 +291,11 @@ async function runReplica(
   const stopped = new Promise<void>((resolve) => (stopping = resolve));
 
   // Role changes one at a time, whoever asks (two CLI calls, a signal).
+  const concurrentOps: ControlOp[] = ['status', 'fail-suspended-io', 'adjust', 'snapshot-list'];
   let roleChange: Promise<unknown> = Promise.resolve();
   const serialised = (req: ControlRequest, handle: () => Promise<unknown>): Promise<unknown> => {
     // Status, settings and giving up on suspended I/O must not wait behind a role change stuck on that I/O.
-    if (['status', 'fail-suspended-io', 'adjust', 'snapshot-list'].includes(req.op)) return handle();
+    if (concurrentOps.includes(req.op)) return handle();
     const next = roleChange.then(handle);
     roleChange = next.catch(() => undefined);
     return next;
