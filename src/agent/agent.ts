@@ -1104,7 +1104,7 @@ export class Agent {
         }),
       );
       const leaderId = members.find((m) => m.status)?.status?.leader ?? '0';
-      const move = leaderMove(leaderId, members, active);
+      const move = leaderMove(leaderId, members, active, Object.keys(snap.standby));
       if (!move) return;
       const from = members.find((m) => m.id === leaderId)!;
       await client.moveLeader(endpointOf(from.node), move.to.id);

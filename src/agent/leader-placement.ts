@@ -17,16 +17,22 @@ export interface LeaderMove {
   reason: string;
 }
 
-/** `active`: how many vservers run on each node. Undefined: leave the leader where it is. */
+/**
+ * `active`: how many vservers run on each node; `draining`: nodes in standby, never given the leadership
+ * (idle because they are being emptied, maybe to be removed: `node remove`). Undefined: leave it.
+ */
 export function leaderMove(
   leaderId: string,
   members: MemberView[],
   active: Record<string, number>,
+  draining: string[] = [],
 ): LeaderMove | undefined {
   const leader = members.find((m) => m.id === leaderId);
   if (!leader || (active[leader.node] ?? 0) === 0) return undefined;
   const idle = members
-    .filter((m) => m.healthy && m.id !== leaderId && (active[m.node] ?? 0) === 0)
+    .filter(
+      (m) => m.healthy && m.id !== leaderId && (active[m.node] ?? 0) === 0 && !draining.includes(m.node),
+    )
     .sort((a, b) => Number(b.witness) - Number(a.witness) || (a.node < b.node ? -1 : 1));
   const to = idle[0];
   if (!to) return undefined;

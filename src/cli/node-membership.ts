@@ -47,7 +47,7 @@ export function registerMembershipCommands(node: Command): void {
         if (!o.json) process.stderr.write(`${line}\n`);
       };
       say(`${name}: removal checked (${plan.steps.join(', ')})`);
-      await askAgent({ op: 'standby', node: name, on: true, by });
+      if (plan.steps.includes('standby')) await askAgent({ op: 'standby', node: name, on: true, by });
       let moved: string[] = [];
       if (plan.running.length) {
         say(`${name} in standby: moving ${plan.running.join(', ')} off it, one at a time`);
@@ -57,7 +57,7 @@ export function registerMembershipCommands(node: Command): void {
       try {
         done = (await askAgent({ op: 'node-remove', node: name, commit: true, by }, ASK_MS)) as RemovalAnswer;
       } catch (err) {
-        if (err instanceof UserError)
+        if (err instanceof UserError && !/marked removed/.test(err.message))
           throw new UserError(
             `${err.message}; ${name} stays in standby (run the removal again, or cvserver node unstandby ${name})`,
           );

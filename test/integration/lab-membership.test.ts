@@ -101,7 +101,10 @@ test('membership: node remove then add of the demo node, the client writing thro
   const removed = JSON.parse(r.stdout) as { moved: string[]; steps: string[]; seconds: number };
   t.diagnostic(`node remove ${target}: ${r.stdout.trim()}`);
   assert.deepEqual(removed.moved, ['demo']);
-  assert.deepEqual(removed.steps, ['mark-removed', 'member-remove', 'standby-off']);
+  assert.deepEqual(
+    removed.steps.filter((x) => x !== 'move-leader'),
+    ['mark-removed', 'member-remove'],
+  );
   lab.away.add(target);
   const moved = await lab.demoHealthy(30_000, target);
   await until(
@@ -145,18 +148,22 @@ test('membership: node remove then add of the demo node, the client writing thro
 
   // Back, as a new machine: empty disk, joins the running cluster.
   const addAt = Date.now();
-  const a = await lab.exec(
+  // `node add --wait` returns once the node's agent is up and its replicas are up to date: its agent is
+  // started meanwhile (a joining member that finds no learner yet waits for it).
+  const adding = lab.exec(
     other,
-    ['node', 'add', target, '--address', lab.nodeAddress(target), '--json'],
-    60_000,
+    ['node', 'add', target, '--address', lab.nodeAddress(target), '--wait', '--timeout', '150', '--json'],
+    180_000,
   );
-  assert.equal(a.status, 0, a.stderr);
-  t.diagnostic(`node add ${target}: ${a.stdout.trim()}`);
-  const added = JSON.parse(a.stdout) as { steps: string[]; memberId: string | null };
-  assert.deepEqual(added.steps, ['member-add-learner', 'unmark-removed']);
-  assert.ok(added.memberId);
+  await sleep(1500);
   await lab.lab('start', target, '--join');
   lab.away.delete(target);
+  const a = await adding;
+  assert.equal(a.status, 0, a.stderr);
+  t.diagnostic(`node add ${target} --wait: ${a.stdout.trim()}`);
+  const added = JSON.parse(a.stdout) as { steps: string[]; memberId: string | null; seconds: number };
+  assert.deepEqual(added.steps, ['member-add-learner', 'unmark-removed']);
+  assert.ok(added.memberId);
   const joined = await until(
     `${target}'s replica of the demo's volume UpToDate`,
     async () => {
@@ -199,7 +206,7 @@ test('membership: node remove then add of the demo node, the client writing thro
   assert.deepEqual(writer.lost(await lab.records()), [], 'no acknowledged record lost');
   assert.ok(writer.ackedAfter(addAt).length > 10, 'the client kept writing');
   t.diagnostic(
-    `remove ${removed.seconds.toFixed(1)} s (demo moved to ${moved.node}), add to UpToDate ${joinSeconds.toFixed(1)} s; ` +
+    `remove ${removed.seconds.toFixed(1)} s (demo moved to ${moved.node}), add to UpToDate ${joinSeconds.toFixed(1)} s (node add --wait: ${added.seconds.toFixed(1)} s); ` +
       `client: ${writer.acks.length} acknowledged, ${writer.failures} failed, longest gap ${writer.longestGap()} ms; ` +
       `quorum samples ${quorum.samples}, oldest etcd read ${quorum.maxStoreAge} ms`,
   );

@@ -6,9 +6,9 @@
  */
 import { isMap, isSeq, parseDocument } from 'yaml';
 import { type ClusterSpec, parseClusterConfig } from '../../cluster/config.ts';
-import { UserError } from '../../lib/errors.ts';
+import { errorMessage, UserError } from '../../lib/errors.ts';
 import type { Agent } from '../agent.ts';
-import type { EtcdClient } from '../etcd/client.ts';
+import type { EtcdClient, TxnOp } from '../etcd/client.ts';
 import { type ConfigRecord, RECORD_VERSION } from '../records.ts';
 import type { Snapshot } from '../store.ts';
 import {
@@ -68,21 +68,38 @@ export async function removeNode(
     throw new UserError(
       `node remove ${node}: ${running.join(', ')} still assigned to it (the standby moves them off first)`,
     );
-  await writeConfig(agent, snap, (c) => ({
-    ...c,
-    removed: { ...c.removed, [node]: { at: Date.now(), by } },
-  }));
-  answer.done.push('mark-removed');
-  agent.operatorEvent(
-    `${node}: removed from the cluster by ${by}: nothing is placed on it, its replicas leave the volumes' peers, its agent stands down`,
-  );
+  if (plan.member && plan.leaderTo) {
+    // Its agent stops its member as soon as it reads the mark: etcd would hold an election then.
+    const from = memberEndpoint(plan.member);
+    if (from) {
+      await agent.store.client.moveLeader(from, plan.leaderTo.id, { timeoutMs: TIMEOUT_MS * 2 });
+      answer.done.push('move-leader');
+      agent.operatorEvent(`${node}: etcd leadership moved to ${plan.leaderTo.name} before its removal`);
+    }
+  }
+  if (plan.steps.includes('mark-removed')) {
+    await writeConfig(
+      agent,
+      snap,
+      (c) => ({ ...c, removed: { ...c.removed, [node]: { at: Date.now(), by } } }),
+      [agent.store.keys.standby(node)],
+    );
+    answer.done.push('mark-removed');
+    agent.operatorEvent(
+      `${node}: removed from the cluster by ${by}: nothing is placed on it, its replicas leave the volumes' peers, its agent stands down`,
+    );
+  }
   if (plan.member) {
-    await agent.store.client.memberRemove(plan.member.id, { timeoutMs: TIMEOUT_MS * 2 });
+    await agent.store.client
+      .memberRemove(plan.member.id, { timeoutMs: TIMEOUT_MS * 2 })
+      .catch((err: unknown) => {
+        throw new UserError(
+          `${node} is marked removed, but its etcd member ${plan.member!.id} was not removed (${errorMessage(err)}): run cvserver node remove ${node} again`,
+        );
+      });
     answer.done.push('member-remove');
     agent.operatorEvent(`${node}: etcd member ${plan.member.id} removed by ${by}`);
   }
-  await agent.store.setSetting(agent.store.keys.standby(node), null, TIMEOUT_MS);
-  answer.done.push('standby-off');
   return answer;
 }
 
@@ -172,23 +189,37 @@ async function memberViews(agent: Agent): Promise<MemberView[] | null> {
   const list = await client.memberList({ timeoutMs: TIMEOUT_MS });
   return Promise.all(
     list.map(async (m) => {
-      const endpoint = m.clientUrls.find((u) => !/\/\/(127\.|localhost|\[::1\])/.test(u));
-      const up = endpoint
-        ? await client.status(endpoint, { timeoutMs: 1000 }).then(
-            () => true,
-            () => false,
-          )
-        : false;
-      return { id: m.id, name: m.name, peerUrls: m.peerUrls, isLearner: m.isLearner, up };
+      const endpoint = memberEndpoint(m);
+      const s = endpoint
+        ? await client.status(endpoint, { timeoutMs: 1000 }).catch(() => undefined)
+        : undefined;
+      return {
+        id: m.id,
+        name: m.name,
+        peerUrls: m.peerUrls,
+        clientUrls: m.clientUrls,
+        isLearner: m.isLearner,
+        up: s !== undefined,
+        leader: s !== undefined && s.leader === s.memberId,
+      };
     }),
   );
 }
 
-/** Rewrites the stored config record over the one read (a concurrent apply or change: try again). */
+/** A member's client URL that other nodes reach (not its loopback one). */
+function memberEndpoint(m: { clientUrls?: string[] }): string | undefined {
+  return m.clientUrls?.find((u) => !/\/\/(127\.|localhost|\[::1\])/.test(u));
+}
+
+/**
+ * Rewrites the stored config record over the one read (a concurrent apply or change: try again),
+ * deleting `alsoDelete` in the same transaction.
+ */
 async function writeConfig(
   agent: Agent,
   snap: Snapshot,
   change: (c: ConfigRecord) => ConfigRecord,
+  alsoDelete: string[] = [],
 ): Promise<void> {
   const cur = snap.config;
   if (!cur) throw new UserError('no cluster.yaml applied yet (cvserver apply FILE first)');
@@ -198,7 +229,10 @@ async function writeConfig(
   const r = await agent.store.client.txn(
     {
       compare: [{ key, target: 'modRevision', op: '=', value: modRevision }],
-      success: [{ op: 'put', key, value: JSON.stringify(next) }],
+      success: [
+        { op: 'put', key, value: JSON.stringify(next) },
+        ...alsoDelete.map((k): TxnOp => ({ op: 'delete', key: k })),
+      ],
     },
     { timeoutMs: TIMEOUT_MS },
   );

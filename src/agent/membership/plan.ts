@@ -21,6 +21,10 @@ export interface MemberView {
   peerUrls: string[];
   isLearner: boolean;
   up: boolean;
+  /** Its client URLs (empty until it has started). */
+  clientUrls?: string[];
+  /** etcd's leader now (as the members that answered say). */
+  leader: boolean;
 }
 
 /** One volume of the cluster: its replica nodes (removed ones left out) and those up to date now. */
@@ -38,12 +42,15 @@ export type RemovalStep =
   | 'standby'
   /** Until no vserver runs on it any more. */
   | 'wait-moved'
-  /** In the stored spec: nothing is placed on it, the others drop its replicas, its agent stands down. */
+  /** Its member leads etcd: the leadership goes to another voter first (no election when it leaves). */
+  | 'move-leader'
+  /**
+   * In the stored spec: nothing is placed on it, the others drop its replicas, its agent stands down;
+   * in the same transaction its standby setting is cleared (a node added again starts without it).
+   */
   | 'mark-removed'
   /** etcd's MemberRemove. */
-  | 'member-remove'
-  /** The standby setting cleared (a node added again starts without it). */
-  | 'standby-off';
+  | 'member-remove';
 
 export interface RemovalInput {
   node: string;
@@ -57,7 +64,15 @@ export interface RemovalInput {
   running: string[];
 }
 
-export type RemovalPlan = { ok: true; steps: RemovalStep[]; member: MemberView | undefined } | Refusal;
+export type RemovalPlan =
+  | {
+      ok: true;
+      steps: RemovalStep[];
+      member: MemberView | undefined;
+      /** With 'move-leader': the voter that takes etcd's leadership. */
+      leaderTo: MemberView | undefined;
+    }
+  | Refusal;
 
 const refuse = (refusal: string): Refusal => ({ ok: false, refusal });
 const list = (xs: string[]) => (xs.length ? xs.join(', ') : 'none');
@@ -66,26 +81,23 @@ export function planRemoval(i: RemovalInput): RemovalPlan {
   const node = i.nodes.find((n) => n.name === i.node);
   const names = i.nodes.filter((n) => !n.removed).map((n) => n.name);
   if (!node) return refuse(`no node named "${i.node}" in the cluster (nodes: ${list(names)})`);
-  if (node.removed)
-    return refuse(
-      `${i.node} is already removed (bring it back with: cvserver node add ${i.node} --address ${node.addresses.join(',')})`,
+  const member = i.members?.find((m) => m.name === i.node || m.peerUrls.some((u) => hostOf(u, node)));
+  const quorum = member && i.members ? quorumRefusal(i.node, member, i.members) : undefined;
+  if (node.removed) {
+    // Marked removed, its member still there: an earlier removal stopped before MemberRemove.
+    if (member && !quorum) return { ok: true, steps: ['member-remove'], member, leaderTo: undefined };
+    return (
+      quorum ??
+      refuse(
+        `${i.node} is already removed (bring it back with: cvserver node add ${i.node} --address ${node.addresses.join(',')})`,
+      )
     );
+  }
   if (i.asker === i.node)
     return refuse(`run it from another node: ${i.node}'s own agent stands down once it is removed`);
   if (node.role === 'full' && !i.nodes.some((n) => n.name !== i.node && !n.removed && n.role === 'full'))
     return refuse(`${i.node} is the last node that can run vservers`);
-
-  const member = i.members?.find((m) => m.name === i.node || m.peerUrls.some((u) => hostOf(u, node)));
-  if (i.members && member && !member.isLearner) {
-    const rest = i.members.filter((m) => !m.isLearner && m.id !== member.id);
-    const up = rest.filter((m) => m.up);
-    if (rest.length === 0) return refuse(`${i.node} holds etcd's only voting member`);
-    if (up.length * 2 <= rest.length)
-      return refuse(
-        `removing ${i.node} would lose etcd's quorum: of the ${rest.length} voting members left (${list(rest.map(memberName))}), ` +
-          `only ${up.length} answer (${list(up.map(memberName))}); a majority must be up: bring the others back first`,
-      );
-  }
+  if (quorum) return quorum;
 
   for (const v of i.volumes) {
     if (!v.replicas.includes(i.node)) continue;
@@ -102,10 +114,13 @@ export function planRemoval(i: RemovalInput): RemovalPlan {
 
   const steps: RemovalStep[] = ['standby'];
   if (i.running.length) steps.push('wait-moved');
+  const leaderTo = member?.leader
+    ? i.members?.find((m) => m.id !== member.id && m.up && !m.isLearner)
+    : undefined;
+  if (leaderTo) steps.push('move-leader');
   steps.push('mark-removed');
   if (member) steps.push('member-remove');
-  steps.push('standby-off');
-  return { ok: true, steps, member };
+  return { ok: true, steps, member, leaderTo };
 }
 
 export type AdditionStep =
@@ -192,6 +207,20 @@ export function joiningCluster(
     for (const u of m.peerUrls) out.push({ name, peerUrl: u });
   }
   return out;
+}
+
+/** Why taking `member` out would leave etcd without a majority of its voters up (undefined: it would not). */
+function quorumRefusal(node: string, member: MemberView, members: MemberView[]): Refusal | undefined {
+  if (member.isLearner) return undefined;
+  const rest = members.filter((m) => !m.isLearner && m.id !== member.id);
+  const up = rest.filter((m) => m.up);
+  if (rest.length === 0) return refuse(`${node} holds etcd's only voting member`);
+  if (up.length * 2 <= rest.length)
+    return refuse(
+      `removing ${node} would lose etcd's quorum: of the ${rest.length} voting members left (${list(rest.map(memberName))}), ` +
+        `only ${up.length} answer (${list(up.map(memberName))}); a majority must be up: bring the others back first`,
+    );
+  return undefined;
 }
 
 function memberName(m: MemberView): string {

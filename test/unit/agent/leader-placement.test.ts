@@ -22,3 +22,9 @@ test('it stays when its node runs nothing, when no idle healthy member exists, o
   assert.equal(leaderMove('1', members, { n1: 1, n3: 1 }), undefined);
   assert.equal(leaderMove('9', members, { n1: 1 }), undefined);
 });
+
+test('a node in standby (being emptied, maybe removed) is never given the leadership', () => {
+  const members = [m('n1', '1'), m('n2', '2'), m('n3', '3')];
+  assert.equal(leaderMove('1', members, { n1: 1 }, ['n2'])?.to.node, 'n3');
+  assert.equal(leaderMove('1', members, { n1: 1 }, ['n2', 'n3']), undefined);
+});

@@ -25,6 +25,7 @@ const member = (name: string, o: Partial<MemberView> = {}): MemberView => ({
   peerUrls: [`https://10.0.0.${name.slice(1)}:2380`],
   isLearner: false,
   up: true,
+  leader: false,
   ...o,
 });
 const three = [node('n1'), node('n2'), node('n3')];
@@ -38,18 +39,31 @@ const removal = (o: Partial<RemovalInput> = {}): RemovalInput => ({
   ...o,
 });
 
+test('node remove: the leadership goes to another voter that answers', () => {
+  const p = planRemoval(
+    removal({
+      members: [member('n1', { up: false }), member('n2'), member('n3', { leader: true }), member('n4')],
+      nodes: [...three, node('n4')],
+      volumes: [],
+    }),
+  );
+  assert.ok(p.ok);
+  assert.equal(p.leaderTo?.name, 'n2');
+  assert.equal(p.member?.name, 'n3');
+});
+
 test('node remove: refusals and steps', () => {
   const cases: { name: string; in: RemovalInput; want: string }[] = [
-    { name: 'idle node, all up', in: removal(), want: 'standby, mark-removed, member-remove, standby-off' },
+    { name: 'idle node, all up', in: removal(), want: 'standby, mark-removed, member-remove' },
     {
       name: 'its vservers move off first',
       in: removal({ running: ['demo'] }),
-      want: 'standby, wait-moved, mark-removed, member-remove, standby-off',
+      want: 'standby, wait-moved, mark-removed, member-remove',
     },
     {
       name: 'no etcd member of its own (external etcd)',
       in: removal({ members: null }),
-      want: 'standby, mark-removed, standby-off',
+      want: 'standby, mark-removed',
     },
     {
       name: 'a learner leaves without a quorum check',
@@ -57,13 +71,37 @@ test('node remove: refusals and steps', () => {
         members: [member('n1'), member('n2', { up: false }), member('n3', { isLearner: true })],
         volumes: [],
       }),
-      want: 'standby, mark-removed, member-remove, standby-off',
+      want: 'standby, mark-removed, member-remove',
+    },
+    {
+      name: 'its member leads etcd: the leadership moves first, to a voter that answers',
+      in: removal({
+        members: [member('n1', { isLearner: true }), member('n2'), member('n3', { leader: true })],
+        volumes: [],
+      }),
+      want: 'standby, move-leader, mark-removed, member-remove',
     },
     { name: 'unknown node', in: removal({ node: 'n9' }), want: 'refused: no node named "n9"' },
     {
       name: 'already removed',
-      in: removal({ nodes: [node('n1'), node('n2'), node('n3', { removed: true })] }),
+      in: removal({
+        nodes: [node('n1'), node('n2'), node('n3', { removed: true })],
+        members: [member('n1'), member('n2')],
+      }),
       want: 'refused: n3 is already removed',
+    },
+    {
+      name: 'removed, its member still there (an interrupted removal): the member goes',
+      in: removal({ nodes: [node('n1'), node('n2'), node('n3', { removed: true })] }),
+      want: 'member-remove',
+    },
+    {
+      name: 'removed, its member still there, but that would lose the quorum',
+      in: removal({
+        nodes: [node('n1'), node('n2'), node('n3', { removed: true })],
+        members: [member('n1'), member('n2', { up: false }), member('n3')],
+      }),
+      want: "refused: removing n3 would lose etcd's quorum",
     },
     {
       name: 'asked of its own agent',
@@ -93,7 +131,7 @@ test('node remove: refusals and steps', () => {
     {
       name: 'quorum: the removed node itself down does not matter',
       in: removal({ members: [member('n1'), member('n2'), member('n3', { up: false })], volumes: [] }),
-      want: 'standby, mark-removed, member-remove, standby-off',
+      want: 'standby, mark-removed, member-remove',
     },
     {
       name: 'the last voter',
@@ -115,7 +153,7 @@ test('node remove: refusals and steps', () => {
     {
       name: 'another volume without it is not its concern',
       in: removal({ volumes: [{ vserver: 'web', replicas: ['n1', 'n2'], upToDate: [] }] }),
-      want: 'standby, mark-removed, member-remove, standby-off',
+      want: 'standby, mark-removed, member-remove',
     },
     {
       name: 'the last full node (a witness stays)',
