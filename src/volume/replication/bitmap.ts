@@ -151,9 +151,20 @@ export class DirtyBitmap {
 /**
  * Durable save (temp file, fsync, rename) without blocking the event loop. The content is taken when
  * the call starts; callers must not run two saves of one file at once (the device chains them per peer).
+ * `alsoDirty`: extents saved as dirty without being marked in memory (see ReplicatedDevice's eviction).
  */
-export async function saveBitmapTo(files: StateFiles, name: string, bitmap: DirtyBitmap): Promise<void> {
-  const content = bitmap.serialize();
+export async function saveBitmapTo(
+  files: StateFiles,
+  name: string,
+  bitmap: DirtyBitmap,
+  alsoDirty?: Iterable<number>,
+): Promise<void> {
+  let image = bitmap;
+  if (alsoDirty) {
+    image = new DirtyBitmap(bitmap.size, bitmap.extentSize, bitmap.toBytes().slice());
+    image.markExtents(alsoDirty);
+  }
+  const content = image.serialize();
   bitmap.changedSincePersist = false;
   try {
     await files.replace(name, content);

@@ -194,6 +194,8 @@ export class ReplicatedDevice implements BlockDevice {
   #forceSurvivor = new Set<string>();
   readonly #clock: Clock;
   readonly #files: StateFiles;
+  /** A local write completed since the last local flush started (see #persistForEviction). */
+  #localUnflushed = false;
   /** Resync holds waiting for application writes in their extents to finish. */
   #writeWaiters: Array<() => void> = [];
 
@@ -321,13 +323,23 @@ export class ReplicatedDevice implements BlockDevice {
     // changes: the replica server must never show this disk as a secondary's UpToDate one.
     if (this.#roleState().fenced) this.store.save({ ...this.store.load(), diskState: 'Outdated' });
     this.#role = 'Secondary';
+    for (const p of this.#peers) p.link.stop();
+    this.#wake();
+    // Writes still in flight end now (refused: not primary). Their failed peer writes must be in the
+    // bitmaps saved below, and their local part durable before primaryOpen stops covering the
+    // activity log's extents: else a crash could leave this disk or a peer's with a block nobody
+    // marks (found by the simulation, seed 3: replicas differing while "in sync").
+    await this.#ordered.idle();
+    const synced = await this.local.flush().then(
+      () => true,
+      () => false,
+    );
     for (const p of this.#peers) {
-      p.link.stop();
       p.bitmap.markExtents(p.unflushed);
       for (const f of p.flushing) p.bitmap.markExtents(f.extents);
       await this.#saveBitmap(p);
     }
-    this.store.save({ ...this.store.load(), primaryOpen: false });
+    if (synced) this.store.save({ ...this.store.load(), primaryOpen: false });
     this.#wake();
   }
 
@@ -352,6 +364,8 @@ export class ReplicatedDevice implements BlockDevice {
     const range = this.#extents(offset, data.length);
     try {
       for (let lock = this.#lockOn(range); lock; lock = this.#lockOn(range)) await lock;
+      // Demoted meanwhile: nothing may reach a disk any more (demote waits for writes in flight).
+      if (this.#role !== 'Primary') throw new DeviceError('EROFS', 'not primary');
       for (let e = range[0]; e <= range[1]; e++) this.#writing.set(e, (this.#writing.get(e) ?? 0) + 1);
       try {
         this.#maybeRotate();
@@ -378,6 +392,7 @@ export class ReplicatedDevice implements BlockDevice {
         }
         try {
           await this.local.write(offset, data);
+          this.#localUnflushed = true;
         } finally {
           await Promise.all(peerWrites);
         }
@@ -430,7 +445,11 @@ export class ReplicatedDevice implements BlockDevice {
       peerFlushes.push(entry.done);
     }
     try {
-      await this.local.flush();
+      this.#localUnflushed = false;
+      await this.local.flush().catch((err: Error) => {
+        this.#localUnflushed = true;
+        throw err;
+      });
     } finally {
       await Promise.all(peerFlushes);
     }
@@ -777,12 +796,34 @@ export class ReplicatedDevice implements BlockDevice {
     return this.c.now ? this.c.now() : this.#clock.now();
   }
 
+  /**
+   * Extents written to the peer but not flushed there: if both crash, the peer may have lost them
+   * while this node's activity log no longer names them. Extents leaving the log are saved as dirty
+   * while they are (found by the simulation, seed 1: a torn block on a replica counted as in sync).
+   */
+  *#unflushedExtents(p: PeerData): Iterable<number> {
+    yield* p.unflushed;
+    for (const f of p.flushing) yield* f.extents;
+  }
+
   async #persistForEviction(): Promise<void> {
     if (!this.#evictedSincePersist) return;
     this.#evictedSincePersist = false;
     try {
+      // The log forgets extents whose writes completed: those writes must be on stable storage
+      // here first, or a crash could lose them while a peer kept them and nothing says the extent
+      // differs (found by the simulation, seed 1). Needed only when a write completed unflushed.
+      if (this.#localUnflushed) {
+        this.#localUnflushed = false;
+        await this.local.flush().catch((err: Error) => {
+          this.#localUnflushed = true;
+          throw err;
+        });
+      }
       await Promise.all(
-        this.#peers.filter((p) => p.bitmap.changedSincePersist).map((p) => this.#saveBitmap(p)),
+        this.#peers
+          .filter((p) => p.bitmap.changedSincePersist || p.unflushed.size > 0 || p.flushing.length > 0)
+          .map((p) => this.#saveBitmap(p, true)),
       );
     } catch (err) {
       this.#evictedSincePersist = true;
@@ -791,8 +832,15 @@ export class ReplicatedDevice implements BlockDevice {
   }
 
   /** Saves a peer's bitmap without blocking; saves of one peer run in order (latest content last). */
-  #saveBitmap(p: PeerData): Promise<void> {
-    const job = p.saving.then(() => saveBitmapTo(this.#files, this.#bitmapFile(p.link.node), p.bitmap));
+  #saveBitmap(p: PeerData, withUnflushed = false): Promise<void> {
+    const job = p.saving.then(() =>
+      saveBitmapTo(
+        this.#files,
+        this.#bitmapFile(p.link.node),
+        p.bitmap,
+        withUnflushed ? this.#unflushedExtents(p) : undefined,
+      ),
+    );
     p.saving = job.catch(() => undefined);
     return job;
   }
@@ -994,7 +1042,9 @@ export class ReplicatedDevice implements BlockDevice {
         );
         // An Outdated peer is an old primary fenced by ours, which had quorum: whatever it wrote since
         // was never acknowledged (it held the acks for quorum). Discard it, its blocks saved first.
-        const fencedPeer = peer.diskState === 'Outdated' && this.c.quorum !== 'off';
+        // So is an old primary that crashed (killed while it waited for a quorum it had lost, writes
+        // in flight on its own disk only): found by the simulation, seed 16.
+        const fencedPeer = (peer.diskState === 'Outdated' || peer.crashedPrimary) && this.c.quorum !== 'off';
         if (fencedPeer)
           this.log.warn(
             { peer: peer.node },
@@ -1007,8 +1057,12 @@ export class ReplicatedDevice implements BlockDevice {
         ) {
           p.link.state = 'SyncSource';
           p.discarding = this.#discardPeer(p);
+          // Automatic discards retry at the next connection; an operator's choice waits for the operator.
+          const automatic = fencedPeer;
           p.discarding.catch((err: Error) =>
-            p.link.park('SplitBrain', `split-brain resolution failed: ${err.message}`),
+            automatic
+              ? p.link.drop(`split-brain resolution interrupted: ${err.message}`)
+              : p.link.park('SplitBrain', `split-brain resolution failed: ${err.message}`),
           );
         } else {
           p.link.park('SplitBrain', `split-brain: ${d.reason}; ${r.reason}`);

@@ -37,6 +37,15 @@ export function check(sim: Simulation, o: { converged?: boolean } = {}): Violati
     };
   }
 
+  // With quorum, data never diverges: a split-brain is a bug.
+  for (const n of sim.nodes) {
+    const d = n.proc?.device;
+    if (!d || sim.cfg.quorum === 'off') continue;
+    const sb = d.status().peers.find((x) => x.connection === 'SplitBrain');
+    if (sb)
+      return { kind: 'split-brain with quorum on', detail: `${n.name} with ${sb.node}: ${sb.lastError}` };
+  }
+
   // At most one primary able to acknowledge writes.
   const acking = sim.nodes.filter((n) => {
     const d = n.proc?.device;
@@ -63,7 +72,8 @@ export function check(sim: Simulation, o: { converged?: boolean } = {}): Violati
         );
       });
       for (const [b, w] of model.known()) {
-        for (const n of [p, ...inSync] as SimNode[]) {
+        const holders: SimNode[] = [p, ...inSync];
+        for (const n of holders) {
           const have = blockOf(n, b);
           if (have.equals(w.data)) continue;
           if (n === p && model.mayBeLost(w)) {
@@ -81,7 +91,10 @@ export function check(sim: Simulation, o: { converged?: boolean } = {}): Violati
       if (idle && all.length === inSync.length && st.peers.every((x) => !x.resync)) {
         for (const n of inSync)
           if (!n.disk!.current.equals(p.disk!.current))
-            return { kind: 'replicas differ while connected and idle', detail: `${p.name} vs ${n.name}` };
+            return {
+              kind: 'replicas differ while connected and idle',
+              detail: `${p.name} vs ${n.name}: ${differing(p, n)}`,
+            };
       }
       if (o.converged && all.length !== inSync.length)
         return {
@@ -95,4 +108,16 @@ export function check(sim: Simulation, o: { converged?: boolean } = {}): Violati
     return { kind: 'did not converge', detail: 'no primary after settling' };
   }
   return undefined;
+}
+
+/** The blocks where two replicas differ, with the stamps each holds. */
+function differing(a: SimNode, b: SimNode): string {
+  const out: string[] = [];
+  for (let i = 0; i * BLOCK < a.disk!.size; i++) {
+    const x = blockOf(a, i);
+    const y = blockOf(b, i);
+    if (!x.equals(y))
+      out.push(`block ${i}: ${stampOf(x)} vs ${stampOf(y)}${stampOf(x) === stampOf(y) ? ' (torn)' : ''}`);
+  }
+  return out.join(', ');
 }

@@ -1,6 +1,7 @@
 /**
  * The replication simulation's runner (no cvserver needed):
- *   scripts/node test/sim/replication/run.ts [--seeds N] [--steps M] [--first S] [--seed S] [--verbose]
+ *   scripts/node test/sim/replication/run.ts [--seeds N] [--steps M] [--first S] [--seed S]
+ *     [--profile ci|full] [--verbose]
  * CVSERVER_SIM_SEED=S replays one seed exactly. Prints steps per second and fault counts; on a
  * failure, the seed, the violation and the last steps (and exits 1).
  */
@@ -14,6 +15,7 @@ const { values } = parseArgs({
     first: { type: 'string', default: '1' },
     seed: { type: 'string' },
     verbose: { type: 'boolean', default: false },
+    profile: { type: 'string', default: 'ci' },
   },
 });
 const one = values.seed ?? process.env.CVSERVER_SIM_SEED;

@@ -1,5 +1,5 @@
 /** Runs seeds one after the other and reports (the CLI runner and the unit test share it). */
-import { configFor, type SimResult, Simulation } from './simulation.ts';
+import { configFor, type SimConfig, type SimResult, Simulation } from './simulation.ts';
 
 export interface RunSummary {
   seeds: number;
@@ -12,9 +12,9 @@ export interface RunSummary {
 export function describeFailure(r: SimResult, lastSteps = 40): string {
   const c = r.config;
   return [
-    `SIMULATION FAILED: seed ${c.seed} (replay: CVSERVER_SIM_SEED=${c.seed} scripts/node test/sim/replication/run.ts --steps ${c.steps})`,
+    `SIMULATION FAILED: seed ${c.seed} (replay: CVSERVER_SIM_SEED=${c.seed} scripts/node test/sim/replication/run.ts --steps ${c.steps} --profile ${c.profile})`,
     `  ${r.violation!.kind}: ${r.violation!.detail}`,
-    `  config: ${c.replicas} replicas${c.tiebreaker ? ' + tiebreaker' : ''}, quorum ${c.quorum}, durable writes ${c.durableWrites}; failed at step ${r.steps}, ${r.simulatedMs.toFixed(0)} ms simulated`,
+    `  config: profile ${c.profile}, ${c.replicas} replicas${c.tiebreaker ? ' + tiebreaker' : ''}, quorum ${c.quorum}, durable writes ${c.durableWrites}; failed at step ${r.steps}, ${r.simulatedMs.toFixed(0)} ms simulated`,
     `  last steps:`,
     ...r.trace.slice(-lastSteps).map((s) => `    ${s}`),
     ...(r.log.length ? ['  last engine log lines:', ...r.log.slice(-25).map((s) => `    ${s}`)] : []),
@@ -24,14 +24,14 @@ export function describeFailure(r: SimResult, lastSteps = 40): string {
 export async function runSeeds(
   seeds: number[],
   steps: number,
-  o: { verbose?: boolean; print?: (s: string) => void } = {},
+  o: { verbose?: boolean; profile?: SimConfig['profile']; print?: (s: string) => void } = {},
 ): Promise<RunSummary> {
   const started = performance.now();
   const faults: Record<string, number> = {};
   let total = 0;
   let failed: SimResult | undefined;
   for (const seed of seeds) {
-    const cfg = { ...configFor(seed, steps), ...(o.verbose ? { verbose: true } : {}) };
+    const cfg = { ...configFor(seed, steps, o.profile), ...(o.verbose ? { verbose: true } : {}) };
     const r = await new Simulation(cfg).run();
     total += r.steps;
     for (const [k, v] of Object.entries(r.faults)) faults[k] = (faults[k] ?? 0) + v;
