@@ -249,7 +249,12 @@ function who(agent: Agent, user: string | undefined): string {
 async function apply(agent: Agent, yaml: string, file: string, dryRun: boolean): Promise<ApplyResult> {
   const next = parseClusterConfig(yaml, file);
   const cur = agent.boot;
-  refuseRestartOnly(cur, next, file, agent.snapshot?.config ? agent.stored : undefined);
+  refuseRestartOnly(
+    cur,
+    next,
+    file,
+    agent.snapshot?.config ? { spec: agent.stored, copy: agent.paths.appliedCopy } : undefined,
+  );
   // As stored: a removed node is still in its replicas (`node remove` marks it, the yaml keeps it).
   const before = agent.snapshot?.config ? agent.stored : undefined;
   const names = (s: ClusterSpec | undefined) => new Set(Object.keys(s?.vservers ?? {}));
@@ -292,10 +297,15 @@ async function apply(agent: Agent, yaml: string, file: string, dryRun: boolean):
  * Nodes, etcd, credentials and timing are read by the agents at start: `apply` cannot change them.
  * The nodes are those stored (`node add` may have appended one the agents' own files lack).
  */
-function refuseRestartOnly(cur: ClusterSpec, next: ClusterSpec, file: string, stored?: ClusterSpec): void {
-  if (stored && JSON.stringify(stored.nodes) !== JSON.stringify(next.nodes))
+function refuseRestartOnly(
+  cur: ClusterSpec,
+  next: ClusterSpec,
+  file: string,
+  stored?: { spec: ClusterSpec; copy: string },
+): void {
+  if (stored && JSON.stringify(stored.spec.nodes) !== JSON.stringify(next.nodes))
     throw new UserError(
-      `${file}: nodes: differ from the cluster's (cvserver node add|remove change them: copy the nodes from cvserver status)`,
+      `${file}: nodes: differ from the cluster's (cvserver node add|remove change them; the stored cluster.yaml is in ${stored.copy} on every node)`,
     );
   const fields: [string, unknown, unknown][] = [
     ['cluster', cur.cluster, next.cluster],
