@@ -7,8 +7,8 @@ import { createHash } from 'node:crypto';
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  decodeBlockMap,
-  MAP_FILE,
+  blockMapOfFile,
+  COPIES_FILE,
   SNAPSHOT_INFO_FILE,
   snapshotInfoSchema,
 } from '../../src/volume/snapshot/format.ts';
@@ -34,8 +34,9 @@ export function sha256Of(path: string): string {
 export function readSnapshotFiles(volumeDir: string, snapshot: string) {
   const dir = join(volumeDir, 'snapshots', snapshot);
   const info = snapshotInfoSchema.parse(JSON.parse(readFileSync(join(dir, SNAPSHOT_INFO_FILE), 'utf8')));
-  const map = decodeBlockMap(readFileSync(join(dir, MAP_FILE)), info.size, join(dir, MAP_FILE));
-  return { info, map, cowBytes: statSync(join(dir, 'cow')).blocks * 512 };
+  const copies = join(dir, COPIES_FILE);
+  const { map } = blockMapOfFile(readFileSync(copies), info.size, info.chunkSize);
+  return { info, map, cowBytes: statSync(copies).blocks * 512 };
 }
 
 /** Unmounts and detaches whatever snapshot devices of this volume are left (lazy, by path). */

@@ -19,7 +19,7 @@ import {
   SNAPSHOT_FORMAT_VERSION,
   type SnapshotInfo,
 } from './format.ts';
-import { chunkRange, planCopies, planRead, planRollback } from './plan.ts';
+import { type ChunkCopy, chunkRange, planCopies, planRead, planRollback } from './plan.ts';
 import { SnapshotStore } from './store.ts';
 
 /** What `volume snapshot list --json` shows of one snapshot. */
@@ -127,7 +127,7 @@ export class Snapshots {
   async prepare(name: string): Promise<void> {
     this.mustBeNew(name);
     const info = this.infoFor(name);
-    this.prepared.set(name, { tmp: SnapshotStore.prepare(join(this.o.dir, name), info), info });
+    this.prepared.set(name, { tmp: await SnapshotStore.prepare(join(this.o.dir, name), info), info });
   }
 
   private mustBeNew(name: string): void {
@@ -277,7 +277,7 @@ export class Snapshots {
     for (const c of copies) this.copying.set(c.chunk, gate);
     let written: Promise<void>;
     try {
-      await Promise.all(copies.map((c) => this.copyChunk(c.chunk, c.into)));
+      await this.copyChunks(copies);
     } finally {
       // The write is issued before waiters go on, so the device below sees them in order.
       written = inner.write(offset, data);
@@ -287,28 +287,41 @@ export class Snapshots {
     return written;
   }
 
-  private async copyChunk(chunk: number, into: string[]): Promise<void> {
+  /**
+   * Reads the old contents of every chunk first, then hands them to the snapshots at once: a
+   * snapshot makes the copies it is given together durable with one fdatasync (store.ts).
+   */
+  private async copyChunks(copies: readonly ChunkCopy[]): Promise<void> {
     // Every snapshot copies chunks of this one size (load sets aside any other).
     const chunkSize = DEFAULT_CHUNK_SIZE;
-    const offset = chunk * chunkSize;
-    let old: Buffer;
-    try {
-      old = await this.o.base.read(offset, Math.min(chunkSize, this.o.volume.size - offset));
-    } catch (err) {
-      for (const name of into) await this.drop(name, `reading chunk ${chunk}: ${errorMessage(err)}`);
-      return;
-    }
-    await Promise.all(
-      into.map(async (name) => {
-        const store = this.stores.get(name);
-        if (!store || store.map.slots[chunk] !== -1) return;
+    const olds = await Promise.all(
+      copies.map(async (c) => {
+        const offset = c.chunk * chunkSize;
         try {
-          await store.append(chunk, old);
+          return await this.o.base.read(offset, Math.min(chunkSize, this.o.volume.size - offset));
         } catch (err) {
-          await this.drop(name, `copy-on-write of chunk ${chunk} failed: ${errorMessage(err)}`);
+          for (const name of c.into) await this.drop(name, `reading chunk ${c.chunk}: ${errorMessage(err)}`);
+          return undefined;
         }
       }),
     );
+    const appends: Array<Promise<void>> = [];
+    copies.forEach((c, i) => {
+      const old = olds[i];
+      if (!old) return;
+      for (const name of c.into) {
+        const store = this.stores.get(name);
+        if (!store || store.map.slots[c.chunk] !== -1) continue;
+        appends.push(
+          store
+            .append(c.chunk, old)
+            .catch((err: unknown) =>
+              this.drop(name, `copy-on-write of chunk ${c.chunk} failed: ${errorMessage(err)}`),
+            ),
+        );
+      }
+    });
+    await Promise.all(appends);
   }
 
   /** A snapshot that cannot keep up is dropped (never the volume's write). */

@@ -2,11 +2,17 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { planDown, type VolumeObservation } from '../../../src/volume/plan.ts';
 import {
-  decodeBlockMap,
-  encodeMapHeader,
-  encodeMapRecord,
-  MAP_RECORD_SIZE,
-  mapRecordOffset,
+  decodeRecords,
+  encodeRecord,
+  MAX_BATCH,
+  RECORD_BLOCK_SIZE,
+  RECORD_SIZE,
+  recordOffset,
+  recordsToCheck,
+  recoverBlockMap,
+  SLOTS_PER_SEGMENT,
+  segmentSize,
+  slotOffset,
 } from '../../../src/volume/snapshot/format.ts';
 import { chunkRange, planCopies, planRead, planRollback } from '../../../src/volume/snapshot/plan.ts';
 
@@ -53,26 +59,60 @@ test('planRollback: every held chunk, merged up to the limit; the last chunk cli
   ]);
 });
 
-test('block map: records round-trip; torn, zero and bad-CRC records are unused slots', () => {
+test('records: round-trip; zero, torn, corrupt and misplaced records are unused; the first copy of a chunk wins', () => {
   const size = 10 * 64 * K;
-  const file = Buffer.alloc(mapRecordOffset(5));
-  encodeMapHeader(64 * K).copy(file, 0);
-  encodeMapRecord(0, 3).copy(file, mapRecordOffset(0));
+  const blocks = Buffer.alloc(2 * RECORD_BLOCK_SIZE);
+  const put = (slot: number, rec: Buffer) => rec.copy(blocks, slot * RECORD_SIZE);
+  put(0, encodeRecord(0, 3, 111));
   // slot 1 never written (zeros)
-  encodeMapRecord(2, 9).copy(file, mapRecordOffset(2));
-  const bad = encodeMapRecord(3, 4);
+  put(2, encodeRecord(2, 9, 222));
+  const bad = encodeRecord(3, 4, 333);
   bad[5] = (bad[5] ?? 0) ^ 0xff;
-  bad.copy(file, mapRecordOffset(3));
-  encodeMapRecord(4, 3).copy(file, mapRecordOffset(4)); // chunk 3 again: its first copy wins
-  const torn = Buffer.concat([file, encodeMapRecord(5, 1).subarray(0, MAP_RECORD_SIZE - 3)]);
-  const map = decodeBlockMap(torn, size, 'map');
+  put(3, bad);
+  put(4, encodeRecord(4, 3, 444)); // chunk 3 again: its first copy wins
+  put(5, encodeRecord(6, 1, 555)); // written at slot 5's place but names slot 6
+  put(6, encodeRecord(6, 10, 666)); // chunk 10 is past the volume's end
+  put(7, encodeRecord(7, 5, 777).subarray(0, RECORD_SIZE - 3)); // torn
+  put(SLOTS_PER_SEGMENT + 1, encodeRecord(SLOTS_PER_SEGMENT + 1, 7, 888)); // segment 1's block
+  const records = decodeRecords(blocks, 10);
+  assert.deepEqual(
+    records.map((r) => [r.slot, r.chunk, r.dataCrc]),
+    [
+      [0, 3, 111],
+      [2, 9, 222],
+      [4, 3, 444],
+      [SLOTS_PER_SEGMENT + 1, 7, 888],
+    ],
+  );
+  const map = recoverBlockMap(records, new Set([2]), size, 64 * K);
   assert.equal(map.slots[3], 0);
-  assert.equal(map.slots[9], 2);
-  assert.equal(map.slots[4], -1);
-  assert.equal(map.slots[1], -1);
+  assert.equal(map.slots[9], -1, 'a slot whose data failed its check is unused');
+  assert.equal(map.slots[7], SLOTS_PER_SEGMENT + 1);
   assert.equal(map.copied, 2);
-  assert.equal(map.nextSlot, 5);
-  assert.throws(() => decodeBlockMap(Buffer.alloc(16), size, '/x/map'), /\/x\/map: not a snapshot block map/);
+  assert.equal(map.nextSlot, SLOTS_PER_SEGMENT + 2, 'new copies go after every recorded slot');
+});
+
+test('recordsToCheck: the slots of the last batch a crash may have cut, no others', () => {
+  const recs = [0, 5, 100, 100 + MAX_BATCH - 1, 100 + MAX_BATCH].map((slot) => ({
+    slot,
+    chunk: slot,
+    dataCrc: 0,
+  }));
+  assert.deepEqual(
+    recordsToCheck(recs).map((r) => r.slot),
+    [100 + MAX_BATCH - 1, 100 + MAX_BATCH],
+  );
+  assert.deepEqual(recordsToCheck([]), []);
+});
+
+test('layout: a segment is a record block then 256 slots', () => {
+  assert.equal(recordOffset(0, 64 * K), 0);
+  assert.equal(slotOffset(0, 64 * K), RECORD_BLOCK_SIZE);
+  assert.equal(recordOffset(SLOTS_PER_SEGMENT + 2, 64 * K), segmentSize(64 * K) + 2 * RECORD_SIZE);
+  assert.equal(
+    slotOffset(SLOTS_PER_SEGMENT + 2, 64 * K),
+    segmentSize(64 * K) + RECORD_BLOCK_SIZE + 2 * 64 * K,
+  );
 });
 
 test('down releases mounted snapshots before the volume', () => {
