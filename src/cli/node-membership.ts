@@ -51,7 +51,7 @@ export function registerMembershipCommands(node: Command): void {
       let moved: string[] = [];
       if (plan.running.length) {
         say(`${name} in standby: moving ${plan.running.join(', ')} off it, one at a time`);
-        moved = (await waitMovedOff(name, timeoutS, !!o.json)).moved;
+        moved = (await waitMovedOff(name, plan.running, timeoutS, !!o.json)).moved;
       }
       let done: RemovalAnswer;
       try {

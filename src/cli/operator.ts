@@ -7,7 +7,7 @@ import { UserError } from '../lib/errors.ts';
 import { askAgent, operatorName } from './agent-client.ts';
 import { registerMembershipCommands } from './node-membership.ts';
 import { emit } from './output.ts';
-import { waitMovedOff } from './wait-moved.ts';
+import { vserversOn, waitMovedOff } from './wait-moved.ts';
 
 export function registerOperatorCommands(program: Command): void {
   const node = program
@@ -29,6 +29,7 @@ export function registerOperatorCommands(program: Command): void {
       const timeoutS = Number(o.timeout);
       if (!(timeoutS > 0))
         throw new UserError(`--timeout: expected a positive number of seconds, got "${o.timeout}"`);
+      const moving = o.wait ? await vserversOn(name) : [];
       await askAgent({ op: 'standby', node: name, on: true, by: operatorName() });
       if (!o.wait)
         return emit(!!o.json, { node: name, standby: true }, () =>
@@ -37,7 +38,7 @@ export function registerOperatorCommands(program: Command): void {
             `follow with: cvserver status, cvserver events --follow; undo with: cvserver node unstandby ${name}`,
           ].join('\n'),
         );
-      const { moved, seconds } = await waitMovedOff(name, timeoutS, !!o.json);
+      const { moved, seconds } = await waitMovedOff(name, moving, timeoutS, !!o.json);
       return emit(
         !!o.json,
         { node: name, standby: true, moved, seconds },
