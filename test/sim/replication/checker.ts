@@ -6,6 +6,8 @@
  * - never two primaries that could acknowledge writes (unfenced, with quorum);
  * - replicas identical when all are connected and idle (and, at the end, converged).
  */
+
+import type { ReplicationStatus } from '../../../src/volume/replication/replicated-device.ts';
 import { BLOCK, stampOf } from './model.ts';
 import type { SimNode } from './sim-node.ts';
 import type { Simulation } from './simulation.ts';
@@ -37,32 +39,34 @@ export function check(sim: Simulation, o: { converged?: boolean } = {}): Violati
     };
   }
 
-  // With quorum, data never diverges: a split-brain is a bug.
+  // Each device's status, once per check.
+  const status = new Map<SimNode, ReplicationStatus>();
   for (const n of sim.nodes) {
     const d = n.proc?.device;
-    if (!d || sim.cfg.quorum === 'off') continue;
-    const sb = d.status().peers.find((x) => x.connection === 'SplitBrain');
+    if (d) status.set(n, d.status());
+  }
+  // With quorum, data never diverges: a split-brain is a bug.
+  for (const [n, st] of status) {
+    if (sim.cfg.quorum === 'off') continue;
+    const sb = st.peers.find((x) => x.connection === 'SplitBrain');
     if (sb)
       return { kind: 'split-brain with quorum on', detail: `${n.name} with ${sb.node}: ${sb.lastError}` };
   }
 
   // At most one primary able to acknowledge writes.
-  const acking = sim.nodes.filter((n) => {
-    const d = n.proc?.device;
-    if (!d || d.role !== 'Primary') return false;
-    const st = d.status();
-    return !st.fenced && st.quorum.hasQuorum && st.quorum.policy !== 'off';
-  });
+  const acking = [...status].filter(
+    ([, st]) => st.role === 'Primary' && !st.fenced && st.quorum.hasQuorum && st.quorum.policy !== 'off',
+  );
   if (acking.length > 1)
     return {
       kind: 'two primaries with quorum',
-      detail: acking.map((n) => `${n.name} epoch ${n.proc!.device!.status().epoch}`).join(', '),
+      detail: acking.map(([n, st]) => `${n.name} epoch ${st.epoch}`).join(', '),
     };
 
   const p = sim.primary;
   const device = p?.proc?.device;
   if (p && device && device.role === 'Primary') {
-    const st = device.status();
+    const st = status.get(p)!;
     if (!st.fenced) {
       const inSync = sim.dataNodes.filter((n) => {
         if (n === p || !n.up) return false;

@@ -37,6 +37,11 @@ class ProcessClock implements Clock {
   }
 }
 
+function copyMeta(m: ReplicaMeta): ReplicaMeta {
+  const g = m.generation;
+  return { ...m, generation: { current: g.current, bitmap: g.bitmap, history: [...g.history] } };
+}
+
 /** meta.json of one power-on: saves are durable at once (as MetadataReplicaStore's fsync'd rename). */
 class ProcessStore implements ReplicaStore {
   readonly node: SimNode;
@@ -47,11 +52,11 @@ class ProcessStore implements ReplicaStore {
     this.clock = clock;
   }
   load(): ReplicaMeta {
-    return structuredClone(this.node.meta);
+    return copyMeta(this.node.meta);
   }
   save(meta: ReplicaMeta): void {
     if (!this.clock.alive) throw new Error('metadata save by a crashed process');
-    this.node.meta = structuredClone(meta);
+    this.node.meta = copyMeta(meta);
     for (const l of [...this.#listeners]) l();
   }
   onSave(listener: () => void): () => void {

@@ -146,6 +146,9 @@ export class Simulation {
 
   /** Lets every ready microtask and immediate run (no real I/O or timers exist, so this is deterministic). */
   async drain(): Promise<void> {
+    // Promise jobs first (most chains are a few awaits deep: cheaper than an event-loop turn), then
+    // one turn for what waits on process.nextTick or setImmediate.
+    for (let i = 0; i < 8; i++) await null;
     await new Promise((resolve) => setImmediate(resolve));
   }
 
@@ -372,8 +375,10 @@ export class Simulation {
     } else if (r < 54.5 && this.primary?.up && this.mayCrash()) {
       this.count('crash-primary');
       this.crash(this.primary);
-    } else if (r < 60 && down.length > 0) {
-      const n = down[this.rand(down.length)]!;
+    } else if (r < 60) {
+      // A machine that is down comes back (the weight of a restart is idle time when none is).
+      const n = down[this.rand(down.length)];
+      if (!n) return;
       this.count('restart');
       this.note(`restart ${n.name}`);
       await this.start(n);
@@ -384,7 +389,9 @@ export class Simulation {
       this.count('link-cut');
       this.note(`cut ${a.name}-${b.name}`);
       this.net.cut(a.name, b.name);
-    } else if (r < 65 && !this.net.partitioned && this.cfg.profile !== 'ci') {
+    } else if (r < 65 && this.cfg.profile === 'ci') {
+      // No partitions in this profile: idle time.
+    } else if (r < 65 && !this.net.partitioned) {
       const side = this.nodes.filter(() => this.pick() < 0.5).map((n) => n.name);
       const rest = this.nodes.map((n) => n.name).filter((n) => !side.includes(n));
       if (side.length === 0 || rest.length === 0) return;
