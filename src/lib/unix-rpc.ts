@@ -82,11 +82,16 @@ export async function callRpc(
       resolve(out);
     });
   });
+  return parseRpcReply(text, who, req.op);
+}
+
+/** A reply line's result; a refusal or an unreadable line as a UserError (also for replies relayed by a helper). */
+export function parseRpcReply(text: string, who: string, op: string): unknown {
   let r: RpcReply;
   try {
     r = JSON.parse(text) as RpcReply;
   } catch {
-    throw new UserError(`${who} sent an unreadable reply to "${req.op}"`);
+    throw new UserError(`${who} sent an unreadable reply to "${op}"`);
   }
   if (!r.ok) throw new UserError(r.error);
   return r.result;

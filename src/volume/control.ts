@@ -10,7 +10,7 @@
  */
 import type { Server } from 'node:net';
 import { z } from 'zod';
-import { callRpc, serveRpc } from '../lib/unix-rpc.ts';
+import { callRpc, parseRpcReply, serveRpc } from '../lib/unix-rpc.ts';
 import type { DaemonStatus } from './layout.ts';
 import type { VerifyResult } from './replication/replicated-device.ts';
 import type { AdjustPlan } from './replication-config.ts';
@@ -115,4 +115,10 @@ export async function callControl<Op extends ControlOp>(
 ): Promise<ControlReply<Op>> {
   // The reply's type is the table's promise about our own daemon: the wire itself is not checked.
   return (await callRpc(path, req, 'volume daemon', timeoutMs)) as ControlReply<Op>;
+}
+
+/** A reply line of the daemon's that another process relayed (the freeze helper's snapshot-create). */
+export function decodeControlReply<Op extends ControlOp>(op: Op, line: string): ControlReply<Op> {
+  // As callControl: the reply's type is the table's promise about our own daemon.
+  return parseRpcReply(line, 'volume daemon', op) as ControlReply<Op>;
 }

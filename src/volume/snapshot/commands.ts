@@ -7,7 +7,7 @@ import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { errorMessage, UserError } from '../../lib/errors.ts';
 import { run } from '../../lib/exec.ts';
-import { type ControlReply, callControl } from '../control.ts';
+import { type ControlReply, callControl, decodeControlReply } from '../control.ts';
 import { type VolumeLayout, volumeLayout } from '../layout.ts';
 import {
   daemonPid,
@@ -20,7 +20,7 @@ import {
 } from '../lifecycle.ts';
 import { releaseSnapshot } from '../plan.ts';
 import { checkSnapshotName } from './format.ts';
-import { type Frozen, prepareFreeze } from './freezer.ts';
+import { prepareFreeze } from './freezer.ts';
 import type { SnapshotListing } from './snapshots.ts';
 
 const noop: Progress = () => {};
@@ -40,13 +40,16 @@ function mustUp(name: string): VolumeLayout {
 export type CreatedSnapshot = ControlReply<'snapshot-create'> & {
   /** How long the filesystem was frozen (0 when nothing was mounted). */
   frozenMs: number;
+  /** Of that, the FIFREEZE calls themselves (they write what is left dirty), when the helper could time it. */
+  freezeMs?: number;
   frozen: string[];
 };
 
 /**
  * Takes a snapshot: freezes every filesystem mounted on the volume (FIFREEZE: it flushes them and
- * holds new writes), has the daemon mark the point, thaws. One helper process freezes and thaws
- * (freezer.ts): no process starts inside the frozen window. The filesystems are thawed whatever
+ * holds new writes), has the daemon mark the point, thaws. One helper process freezes, sends the
+ * daemon the mark request itself and thaws on its reply (freezer.ts): no process starts inside the
+ * frozen window, and only the helper and the daemon run in it. The filesystems are thawed whatever
  * happens, also when this process dies.
  */
 export async function createSnapshot(name: string, snapshot: string): Promise<CreatedSnapshot> {
@@ -59,28 +62,26 @@ export async function createSnapshot(name: string, snapshot: string): Promise<Cr
   // The snapshot's files made ahead, so the daemon's part inside the freeze is a rename (an older
   // daemon refuses the call: its create then makes them).
   await callControl(l.controlSocket, { op: 'snapshot-prepare', name: snapshot }).catch(() => undefined);
-  const helper = dirs.length ? await prepareFreeze(dirs) : undefined;
+  const request = { op: 'snapshot-create' as const, name: snapshot };
+  if (dirs.length === 0)
+    return { ...(await callControl(l.controlSocket, request, 30_000)), frozenMs: 0, frozen: [] };
+  const helper = await prepareFreeze(dirs, 30);
   const t0 = performance.now();
-  let r: ControlReply<'snapshot-create'> | undefined;
-  let failure: unknown;
-  let frozen: Frozen | undefined;
-  try {
-    frozen = await helper?.freeze();
-    r = await callControl(l.controlSocket, { op: 'snapshot-create', name: snapshot }, 30_000);
-  } catch (err) {
-    failure = err;
-  }
-  if (frozen)
-    // A filesystem left frozen blocks every writer: say so loudly.
-    await frozen.thaw().catch((err: unknown) => {
-      throw new UserError(
-        `could not thaw ${dirs.join(', ')} (${errorMessage(err)}): run \`fsfreeze -u DIR\` now`,
-      );
-    });
-  else helper?.cancel();
-  if (failure !== undefined || !r) throw failure;
-  const frozenMs = dirs.length ? Math.round((performance.now() - t0) * 10) / 10 : 0;
-  return { ...r, frozenMs, frozen: dirs };
+  const marked = await helper.mark(l.controlSocket, JSON.stringify(request)).catch((err: unknown) => {
+    throw new UserError(
+      `${errorMessage(err)} (if ${dirs.join(', ')} stayed frozen: run \`fsfreeze -u DIR\` now)`,
+    );
+  });
+  const r = decodeControlReply('snapshot-create', marked.reply);
+  // Without Time::HiRes the helper cannot time the window: our round trip bounds it.
+  const frozenMs = marked.frozenMs ?? performance.now() - t0;
+  const r1 = (x: number) => Math.round(x * 10) / 10;
+  return {
+    ...r,
+    frozenMs: r1(frozenMs),
+    ...(marked.freezeMs !== undefined ? { freezeMs: r1(marked.freezeMs) } : {}),
+    frozen: dirs,
+  };
 }
 
 export async function listSnapshots(name: string): Promise<SnapshotListing[]> {
