@@ -30,11 +30,11 @@ import {
   decideSync,
   type GenerationView,
   randomGenerationId,
-  resolveSplitBrain,
   startNewGeneration,
 } from './generation.ts';
+import { decideHandshake } from './handshake.ts';
 import { type PeerAddress, PeerGone, PeerLink } from './peer-link.ts';
-import { afterNoneDecision, type DiskStateSource, diskStateReport } from './peer-report.ts';
+import { type DiskStateSource, diskStateReport } from './peer-report.ts';
 import { AckStatus, type PeerState } from './protocol.ts';
 import { blockDigests } from './replica-server.ts';
 import type { ReplicaStore } from './replica-store.ts';
@@ -953,128 +953,67 @@ export class ReplicatedDevice implements BlockDevice {
 
   #onConnected(p: PeerData, peer: PeerState): void {
     this.#observePeerEpoch(peer);
-    if (peer.size !== this.size && !p.link.o.peer.tiebreaker && peer.diskState !== 'Diskless') {
-      p.link.park('Refused', `peer size ${peer.size} differs from ${this.size}`);
-      this.#wake();
-      return;
-    }
-    if (this.#role !== 'Primary' || p.link.o.peer.tiebreaker || peer.diskState === 'Diskless') {
-      this.#wake();
-      return;
-    }
-    if (peer.role === 'Primary') {
-      // Usually transient (an old primary about to step down): retry with backoff, do not park.
-      p.link.lastError = 'peer is primary too';
-      p.link.drop('peer is primary too');
-      this.#wake();
-      return;
-    }
     const meta = this.store.load();
-    const local: GenerationView = {
-      generation: meta.generation,
-      diskState: meta.diskState,
-      crashedPrimary: false,
-    };
-    const remote: GenerationView = {
-      generation: peer.generation,
-      diskState: peer.diskState,
-      crashedPrimary: peer.crashedPrimary,
-    };
-    let d = decideSync(local, remote);
-    // The peer crashed as primary and we are primary now: it is the old primary, and it may hold
-    // writes nobody acknowledged in the extents its activity log held. Those travel from here on
-    // top of our bitmap; a peer that does not send them gets a full sync. (Its epoch says nothing
-    // here: its replica server may already have stored ours.)
-    if (peer.crashedPrimary && (d.kind === 'bitmap' || d.kind === 'none')) {
-      const ranges = (peer.crashRanges ?? []).filter(([o, l]) => o + l <= this.size);
-      if (peer.crashRanges && ranges.length === peer.crashRanges.length) {
-        for (const [o, l] of ranges) p.bitmap.markRange(o, l);
-        d = {
-          kind: 'bitmap',
-          source: 'local',
-          reason: 'peer is an old primary that crashed: its activity-log extents resync from here',
-        };
-      } else {
-        d = {
-          kind: 'full',
-          source: 'local',
-          reason: 'peer is an old primary that crashed (extents unknown)',
-        };
-      }
-    }
-    const afterNone =
-      d.kind === 'none' ? afterNoneDecision(p.bitmap.dirtyBytes, p.markedBeforePromotion) : undefined;
-    this.log.info(
-      {
-        peer: peer.node,
-        decision: d.kind,
-        reason: d.reason,
-        ...(afterNone?.resync ? { resyncBytes: afterNone.bytes, resyncReason: afterNone.reason } : {}),
+    const a = decideHandshake({
+      primary: this.#role === 'Primary',
+      size: this.size,
+      tiebreaker: p.link.o.peer.tiebreaker ?? false,
+      quorum: this.c.quorum,
+      afterSplitBrain: this.c.afterSplitBrain,
+      local: { generation: meta.generation, diskState: meta.diskState, crashedPrimary: false },
+      localSide: {
+        changedBlocks: p.bitmap.dirtyExtents,
+        promotedAt: this.#promotedAt,
+        current: meta.generation.current,
       },
-      'peer handshake decision',
-    );
-    switch (d.kind) {
+      outOfSyncBytes: p.bitmap.dirtyBytes,
+      markedBeforePromotion: p.markedBeforePromotion,
+      forcedSurvivor: this.#forceSurvivor.has(peer.node),
+      peer,
+    });
+    if (a.kind !== 'observe' && a.kind !== 'retry')
+      this.log.info(
+        {
+          peer: peer.node,
+          decision: a.sync ?? a.kind,
+          reason: a.reason,
+          ...(a.kind === 'resync' && a.afterNone?.resync
+            ? { resyncBytes: a.afterNone.bytes, resyncReason: a.afterNone.reason }
+            : {}),
+        },
+        'peer handshake decision',
+      );
+    switch (a.kind) {
+      case 'observe':
       case 'none':
-        if (afterNone?.resync) this.#startResync(p);
         break;
-      case 'bitmap':
-      case 'full':
-        if (d.source === 'peer') {
-          p.link.park('Refused', `peer holds newer data than this primary (${d.reason})`);
-          break;
-        }
-        if (d.kind === 'full') p.bitmap.setAll();
+      case 'retry':
+        // Usually transient (an old primary about to step down): retry with backoff, do not park.
+        p.link.lastError = a.reason;
+        p.link.drop(a.reason);
+        break;
+      case 'park':
+        p.link.park(a.state, a.reason);
+        break;
+      case 'resync':
+        for (const r of a.mark) p.bitmap.markRange(r.offset, r.length);
+        if (a.full) p.bitmap.setAll();
         this.#startResync(p);
         break;
-      case 'split-brain': {
-        const r = resolveSplitBrain(
-          this.c.afterSplitBrain,
-          {
-            changedBlocks: p.bitmap.dirtyExtents,
-            promotedAt: this.#promotedAt,
-            current: meta.generation.current,
-          },
-          {
-            changedBlocks: peer.changedBlocks,
-            promotedAt: peer.promotedAt,
-            current: peer.generation.current,
-          },
+      case 'discard': {
+        if (a.fencedPeer) this.log.warn({ peer: peer.node }, a.reason);
+        this.#forceSurvivor.delete(peer.node);
+        // Automatic discards retry at the next connection; an operator's choice waits for the operator.
+        const automatic = a.fencedPeer;
+        p.link.state = 'SyncSource';
+        p.discarding = this.#discardPeer(p);
+        p.discarding.catch((err: Error) =>
+          automatic
+            ? p.link.drop(`split-brain resolution interrupted: ${err.message}`)
+            : p.link.park('SplitBrain', `split-brain resolution failed: ${err.message}`),
         );
-        // An Outdated peer is an old primary fenced by ours, which had quorum: whatever it wrote since
-        // was never acknowledged (it held the acks for quorum). Discard it, its blocks saved first.
-        // So is an old primary that crashed (killed while it waited for a quorum it had lost, writes
-        // in flight on its own disk only): found by the simulation, seed 16.
-        const fencedPeer = (peer.diskState === 'Outdated' || peer.crashedPrimary) && this.c.quorum !== 'off';
-        if (fencedPeer)
-          this.log.warn(
-            { peer: peer.node },
-            'split-brain with a fenced old primary: its unacknowledged writes are saved, then discarded',
-          );
-        if (
-          fencedPeer ||
-          (r.kind === 'discard' && r.loser === 'peer') ||
-          this.#forceSurvivor.delete(peer.node)
-        ) {
-          p.link.state = 'SyncSource';
-          p.discarding = this.#discardPeer(p);
-          // Automatic discards retry at the next connection; an operator's choice waits for the operator.
-          const automatic = fencedPeer;
-          p.discarding.catch((err: Error) =>
-            automatic
-              ? p.link.drop(`split-brain resolution interrupted: ${err.message}`)
-              : p.link.park('SplitBrain', `split-brain resolution failed: ${err.message}`),
-          );
-        } else {
-          p.link.park('SplitBrain', `split-brain: ${d.reason}; ${r.reason}`);
-        }
         break;
       }
-      case 'unrelated':
-        p.link.park('Unrelated', d.reason);
-        break;
-      case 'no-source':
-        p.link.park('Refused', d.reason);
-        break;
     }
     this.#wake();
   }

@@ -244,8 +244,9 @@ export class Simulation {
   /** The agent's report of the primary: which replicas are in sync with it. */
   report(): void {
     const p = this.primary;
-    if (!p?.proc?.device || p.proc.device.role !== 'Primary') return;
-    const st = p.proc.device.status();
+    const device = p?.proc?.device;
+    if (!p || device?.role !== 'Primary') return;
+    const st = device.status();
     if (st.fenced) return;
     const inSync = new Set([p.name]);
     for (const peer of st.peers) {

@@ -1,0 +1,159 @@
+/**
+ * What a primary does when a peer's first STATE arrives (pure: the device gathers the facts, applies
+ * the answer). Beside generation.ts (which side holds newer data) and role.ts (who may write).
+ */
+import type { ByteRange } from './bitmap.ts';
+import {
+  type AfterSplitBrainPolicy,
+  decideSync,
+  type GenerationView,
+  resolveSplitBrain,
+  type SplitBrainSide,
+  type SyncDecision,
+} from './generation.ts';
+import { type AfterNone, afterNoneDecision } from './peer-report.ts';
+import type { PeerState } from './protocol.ts';
+import type { QuorumPolicy } from './role.ts';
+
+export interface HandshakeFacts {
+  /** This node's role now. */
+  primary: boolean;
+  size: number;
+  /** The peer is configured as a diskless tiebreaker. */
+  tiebreaker: boolean;
+  quorum: QuorumPolicy;
+  afterSplitBrain: AfterSplitBrainPolicy;
+  /** This replica's generation and disk state. */
+  local: GenerationView;
+  /** Its side of a split-brain: blocks it wrote alone (the peer's dirty extents), when it became primary. */
+  localSide: SplitBrainSide;
+  /** Bytes marked out of sync for this peer, and how many of them were marked before this promotion. */
+  outOfSyncBytes: number;
+  markedBeforePromotion: number;
+  /** The operator chose this node as the survivor of a split-brain with this peer. */
+  forcedSurvivor: boolean;
+  peer: PeerState;
+}
+
+export type HandshakeAction =
+  /** Not ours to decide (a secondary, a tiebreaker, a diskless peer): only quorum counts it. */
+  | { kind: 'observe' }
+  /** The peer is primary too: drop the connection and retry with backoff (usually transient). */
+  | { kind: 'retry'; reason: string }
+  /** Stop connecting until started again, in this connection state. */
+  | { kind: 'park'; state: 'Refused' | 'SplitBrain' | 'Unrelated'; reason: string }
+  /** In sync: nothing travels. */
+  | { kind: 'none'; reason: string }
+  /**
+   * Resync from here: the bitmap's dirty extents (`full`: every extent), `mark` added first (an
+   * old primary's activity-log extents), `afterNone` when the generations agree but bits are set.
+   */
+  | { kind: 'resync'; full: boolean; mark: ByteRange[]; reason: string; afterNone?: AfterNone }
+  /** The peer's side of a split-brain is discarded: its diverging blocks saved, then resynced from here. */
+  | { kind: 'discard'; reason: string; fencedPeer: boolean };
+
+/** The action, with the generation comparison it came from (`decision` in the handshake's log line). */
+export type HandshakeDecision = HandshakeAction & { sync?: SyncDecision['kind'] };
+
+export function decideHandshake(f: HandshakeFacts): HandshakeDecision {
+  const a = decide(f);
+  if (a.kind === 'observe' || a.kind === 'retry') return a;
+  return { ...a, sync: syncKind(f, a) };
+}
+
+/** What the generation comparison said, as the log has always named it. */
+function syncKind(f: HandshakeFacts, a: HandshakeAction): SyncDecision['kind'] {
+  if (a.kind === 'resync') return a.afterNone ? 'none' : a.full ? 'full' : 'bitmap';
+  if (a.kind === 'none') return 'none';
+  return decideSync(f.local, {
+    generation: f.peer.generation,
+    diskState: f.peer.diskState,
+    crashedPrimary: f.peer.crashedPrimary,
+  }).kind;
+}
+
+function decide(f: HandshakeFacts): HandshakeAction {
+  const { peer } = f;
+  const holdsData = !f.tiebreaker && peer.diskState !== 'Diskless';
+  if (holdsData && peer.size !== f.size)
+    return { kind: 'park', state: 'Refused', reason: `peer size ${peer.size} differs from ${f.size}` };
+  if (!f.primary || !holdsData) return { kind: 'observe' };
+  if (peer.role === 'Primary') return { kind: 'retry', reason: 'peer is primary too' };
+  const remote: GenerationView = {
+    generation: peer.generation,
+    diskState: peer.diskState,
+    crashedPrimary: peer.crashedPrimary,
+  };
+  const d = decideSync(f.local, remote);
+  switch (d.kind) {
+    case 'none':
+    case 'bitmap': {
+      // The peer crashed as primary and we are primary now: it is the old primary, and it may hold
+      // writes nobody acknowledged in the extents its activity log held. Those travel from here on
+      // top of our bitmap; a peer that does not send them gets a full sync. (Its epoch says nothing
+      // here: its replica server may already have stored ours.)
+      if (peer.crashedPrimary) {
+        const ranges = (peer.crashRanges ?? []).filter(([o, l]) => o + l <= f.size);
+        if (peer.crashRanges && ranges.length === peer.crashRanges.length)
+          return {
+            kind: 'resync',
+            full: false,
+            mark: ranges.map(([offset, length]) => ({ offset, length })),
+            reason: 'peer is an old primary that crashed: its activity-log extents resync from here',
+          };
+        return {
+          kind: 'resync',
+          full: true,
+          mark: [],
+          reason: 'peer is an old primary that crashed (extents unknown)',
+        };
+      }
+      if (d.kind === 'none') {
+        const afterNone = afterNoneDecision(f.outOfSyncBytes, f.markedBeforePromotion);
+        return afterNone.resync
+          ? { kind: 'resync', full: false, mark: [], reason: d.reason, afterNone }
+          : { kind: 'none', reason: d.reason };
+      }
+      if (d.source === 'peer')
+        return {
+          kind: 'park',
+          state: 'Refused',
+          reason: `peer holds newer data than this primary (${d.reason})`,
+        };
+      return { kind: 'resync', full: false, mark: [], reason: d.reason };
+    }
+    case 'full':
+      if (d.source === 'peer')
+        return {
+          kind: 'park',
+          state: 'Refused',
+          reason: `peer holds newer data than this primary (${d.reason})`,
+        };
+      return { kind: 'resync', full: true, mark: [], reason: d.reason };
+    case 'split-brain': {
+      // An Outdated peer is an old primary fenced by ours, which had quorum: whatever it wrote since
+      // was never acknowledged (it held the acks for quorum). So is an old primary that crashed
+      // (killed while it waited for a quorum it had lost, with writes in flight on its own disk
+      // only; found by the simulation, seed 16). Either is discarded, its blocks saved first.
+      const fencedPeer = (peer.diskState === 'Outdated' || peer.crashedPrimary) && f.quorum !== 'off';
+      if (fencedPeer)
+        return {
+          kind: 'discard',
+          fencedPeer,
+          reason: `split-brain with a fenced or crashed old primary: its unacknowledged writes are saved, then discarded`,
+        };
+      const r = resolveSplitBrain(f.afterSplitBrain, f.localSide, {
+        changedBlocks: peer.changedBlocks,
+        promotedAt: peer.promotedAt,
+        current: peer.generation.current,
+      });
+      if ((r.kind === 'discard' && r.loser === 'peer') || f.forcedSurvivor)
+        return { kind: 'discard', fencedPeer: false, reason: `split-brain: ${d.reason}; ${r.reason}` };
+      return { kind: 'park', state: 'SplitBrain', reason: `split-brain: ${d.reason}; ${r.reason}` };
+    }
+    case 'unrelated':
+      return { kind: 'park', state: 'Unrelated', reason: d.reason };
+    case 'no-source':
+      return { kind: 'park', state: 'Refused', reason: d.reason };
+  }
+}
