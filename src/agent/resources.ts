@@ -144,7 +144,7 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
       const before = await volumeStatus(name);
       if (before.health === 'failed') {
         // The volume's filesystem only returns EIO now: a container still on it is useless.
-        if (isRunning(containerState(name).status)) {
+        if (isRunning((await containerState(name)).status)) {
           log.warn({ vserver: name, event: 'container-killed' }, 'volume failed under a running container');
           await stopVserverProcesses(name, true, 'its volume failed (daemon died)');
         }
@@ -164,7 +164,7 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
   async function stopVserverProcesses(name: string, hard: boolean, reason: string): Promise<void> {
     const def = readDefinition(name);
     if (!def) {
-      if (containerState(name).status !== 'absent') runtime().delete(name);
+      if ((await containerState(name)).status !== 'absent') await runtime().delete(name);
       return;
     }
     updateRuntime(name, (r) => ({ ...r, desired: 'stopped' }));
@@ -255,11 +255,11 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
       );
       ensureRootfs(mnt, spec.template, (m) => log.info({ vserver: name, event: 'rootfs-created' }, m));
       writeDefinition(definitionOf(spec, mnt));
-      const state = containerState(name).status;
+      const state = (await containerState(name)).status;
       if (state !== 'running') updateRuntime(name, (r) => ({ ...r, health: {}, restarts: [] }));
       // Starts the container unless it runs, and the supervisor unless it lives.
       took.mark('rootfs');
-      startVserver(name);
+      await startVserver(name);
       took.mark('container');
       log.info(
         { vserver: name, event: 'vserver-started', epoch, adopted: state === 'running', ms: took.ms },
@@ -294,7 +294,7 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
     scoped(async (): Promise<ResourceObservation> => {
       const name = spec.name;
       const def = readDefinition(name);
-      const container = quickContainerState(name);
+      const container = await quickContainerState(name);
       const labels = (def?.health_checks ?? []).map(checkLabel);
       const health = summarizeHealth(container, labels, def ? readRuntime(name).health : undefined);
       let volume = NO_VOLUME;
@@ -314,7 +314,7 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
     scoped(async () => {
       const name = spec.name;
       const def = readDefinition(name);
-      const container = quickContainerState(name);
+      const container = await quickContainerState(name);
       const labels = (def?.health_checks ?? []).map(checkLabel);
       return {
         container,
@@ -323,11 +323,11 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
     });
 
   /** crun is spawned only when its files cannot tell: no state dir means no container. */
-  const quickContainerState = (name: string): ContainerStatus => {
+  const quickContainerState = async (name: string): Promise<ContainerStatus> => {
     const fast = runningFromStatusFile(crunRoot(), name);
     if (fast) return 'running';
     if (fast === undefined && !existsSync(join(crunRoot(), name))) return 'absent';
-    return containerState(name).status;
+    return (await containerState(name)).status;
   };
 
   const cleanupStale = () =>
@@ -336,7 +336,9 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
         name,
         daemonAlive: volumeDaemonPid(volumeDir(name)) !== undefined,
       }));
-      const containers = listContainers().map((name) => ({ name, status: containerState(name).status }));
+      const containers = await Promise.all(
+        listContainers().map(async (name) => ({ name, status: (await containerState(name)).status })),
+      );
       const actions = planStaleCleanup({
         stateDir: dir,
         mounts: readMounts(),
@@ -364,11 +366,11 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
       case 'kill-container': {
         if (readDefinition(a.name)) await stopVserverProcesses(a.name, true, a.reason);
         for (const pid of cgroupPids(cgroupsPath(a.name))) killQuietly(pid);
-        runtime().delete(a.name);
+        await runtime().delete(a.name);
         return;
       }
       case 'delete-container':
-        runtime().delete(a.name);
+        await runtime().delete(a.name);
         return;
       case 'unmount':
         if (!(await tryRun('umount', [a.dir]))) await run('umount', ['-l', a.dir]);

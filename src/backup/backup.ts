@@ -349,7 +349,7 @@ export async function restoreAs(
     createVserver({ ...def, name: newName, rootfs }, undefined);
     if (o.start !== false) {
       progress(`starting vserver ${newName}`);
-      startVserver(newName);
+      await startVserver(newName);
     }
     return { vserver: newName, volume: newName, rootfs, started: o.start !== false };
   } catch (err) {

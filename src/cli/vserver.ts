@@ -33,8 +33,8 @@ function describe(s: VserverStatus): string {
   ].join('\n');
 }
 
-function mustRunning(name: string): void {
-  const s = vserverStatus(name);
+async function mustRunning(name: string): Promise<void> {
+  const s = await vserverStatus(name);
   if (s.state !== 'running') throw new UserError(`vserver ${name} is not running (${s.state})`);
 }
 
@@ -70,9 +70,9 @@ export function registerVserverCommands(program: Command): void {
   vs.command('start <name>')
     .description('start the vserver and its supervisor; it keeps running after this command exits')
     .option('--json', 'machine-readable output')
-    .action((name: string, o: { json?: boolean }) => {
-      startVserver(name);
-      const s = vserverStatus(name);
+    .action(async (name: string, o: { json?: boolean }) => {
+      await startVserver(name);
+      const s = await vserverStatus(name);
       emit(!!o.json, s, () => describe(s));
     });
 
@@ -89,8 +89,8 @@ export function registerVserverCommands(program: Command): void {
     .option('--json', 'machine-readable output')
     .action(async (name: string, o: { json?: boolean }) => {
       await stopVserver(name, 'restart requested');
-      startVserver(name);
-      const s = vserverStatus(name);
+      await startVserver(name);
+      const s = await vserverStatus(name);
       emit(!!o.json, s, () => describe(s));
     });
 
@@ -126,16 +126,16 @@ export function registerVserverCommands(program: Command): void {
   vs.command('status <name>')
     .description('state (recovered from crun), health, restarts')
     .option('--json', 'machine-readable output')
-    .action((name: string, o: { json?: boolean }) => {
-      const s = vserverStatus(name);
+    .action(async (name: string, o: { json?: boolean }) => {
+      const s = await vserverStatus(name);
       emit(!!o.json, s, () => describe(s));
     });
 
   vs.command('list')
     .description('all vservers on this node')
     .option('--json', 'machine-readable output')
-    .action((o: { json?: boolean }) => {
-      const all = listVservers();
+    .action(async (o: { json?: boolean }) => {
+      const all = await listVservers();
       emit(!!o.json, all, () =>
         table(
           ['NAME', 'STATE', 'PID', 'ADDRESSES', 'HEALTH', 'RESTARTS'],
@@ -157,9 +157,9 @@ export function registerVserverCommands(program: Command): void {
     .description(
       'run a command inside the vserver; exits with its exit code (put -- before a command with options)',
     )
-    .action((name: string, command: string[]) => {
+    .action(async (name: string, command: string[]) => {
       mustDefinition(name);
-      mustRunning(name);
+      await mustRunning(name);
       const r = spawnSync('crun', crunExecArgs(crunRoot(), name, command, false), { stdio: 'inherit' });
       process.exitCode = r.status ?? 1;
     });
@@ -167,9 +167,9 @@ export function registerVserverCommands(program: Command): void {
   vs.command('enter <name>')
     .description('an interactive shell inside the vserver')
     .option('--shell <path>', 'the shell to run', '/bin/sh')
-    .action((name: string, o: { shell: string }) => {
+    .action(async (name: string, o: { shell: string }) => {
       mustDefinition(name);
-      mustRunning(name);
+      await mustRunning(name);
       const r = spawnSync('crun', crunExecArgs(crunRoot(), name, [o.shell], process.stdin.isTTY === true), {
         stdio: 'inherit',
       });

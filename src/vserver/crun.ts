@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -8,12 +8,17 @@ export interface ContainerState {
   pid?: number;
 }
 
+/**
+ * Asynchronous on purpose: the agent stops containers on its main thread, which also renews the
+ * node's lease; a blocking crun call there (hundreds of ms each on a loaded host) cost renewals and
+ * got a node fenced in the middle of a planned move.
+ */
 export interface Runtime {
-  create(id: string, bundle: string, consoleFd: number): void;
-  start(id: string): void;
-  state(id: string): ContainerState;
-  kill(id: string, signal: number): void;
-  delete(id: string): void;
+  create(id: string, bundle: string, consoleFd: number): Promise<void>;
+  start(id: string): Promise<void>;
+  state(id: string): Promise<ContainerState>;
+  kill(id: string, signal: number): Promise<void>;
+  delete(id: string): Promise<void>;
 }
 
 export class CrunError extends Error {}
@@ -21,46 +26,67 @@ export class CrunError extends Error {}
 /** The longest a crun call may take (`crun create` of a large container included). */
 const CRUN_TIMEOUT_MS = 30_000;
 
+interface CrunResult {
+  code: number;
+  out: string;
+  err: string;
+}
+
+/** Runs crun; stdout and stderr are collected unless `outputFd` takes both (crun create's console). */
+function runCrun(root: string, args: string[], outputFd?: number): Promise<CrunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('crun', ['--root', root, ...args], {
+      stdio: outputFd === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', outputFd, outputFd],
+    });
+    let out = '';
+    let err = '';
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => (err += d));
+    // Bounded: a container stuck in the kernel (a dead FUSE daemon under its root) must not hang
+    // the caller forever.
+    const timer = setTimeout(() => child.kill('SIGKILL'), CRUN_TIMEOUT_MS);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new CrunError(`crun ${args[0]}: ${e.message}`));
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      if (signal === 'SIGKILL' && code === null)
+        reject(new CrunError(`crun ${args[0]}: no answer within ${CRUN_TIMEOUT_MS / 1000} s`));
+      else resolve({ code: code ?? 1, out, err: err.trim() });
+    });
+  });
+}
+
 /** crun with its own state root, so each state dir (and each test) has its own set of containers. */
 export function crunRuntime(root: string): Runtime {
-  const run = (args: string[], stdio: ('ignore' | 'pipe' | number)[] = ['ignore', 'pipe', 'pipe']) => {
-    // Bounded: a container stuck in the kernel (a dead FUSE daemon under its root) must not hang
-    // the caller forever; the agent stops containers on its main thread.
-    const r = spawnSync('crun', ['--root', root, ...args], {
-      stdio,
-      encoding: 'utf8',
-      timeout: CRUN_TIMEOUT_MS,
-    });
-    if (r.error) throw new CrunError(`crun ${args[0]}: ${r.error.message}`);
-    return { code: r.status ?? 1, out: r.stdout ?? '', err: (r.stderr ?? '').trim() };
-  };
-  const must = (args: string[], stdio?: ('ignore' | 'pipe' | number)[]) => {
-    const r = run(args, stdio);
+  const must = async (args: string[], outputFd?: number): Promise<string> => {
+    const r = await runCrun(root, args, outputFd);
     if (r.code !== 0) throw new CrunError(`crun ${args.join(' ')}: ${r.err || `exit ${r.code}`}`);
     return r.out;
   };
   return {
     // The container's stdout/stderr are the console log file; crun create returns once it is set up.
-    create: (id, bundle, fd) => {
-      must(['create', '--bundle', bundle, id], ['ignore', fd, fd]);
+    create: async (id, bundle, fd) => {
+      await must(['create', '--bundle', bundle, id], fd);
     },
-    start: (id) => {
-      must(['start', id]);
+    start: async (id) => {
+      await must(['start', id]);
     },
-    state: (id) => {
-      const r = run(['state', id]);
+    state: async (id) => {
+      const r = await runCrun(root, ['state', id]);
       if (r.code !== 0) return { status: 'absent' };
       const s = JSON.parse(r.out) as { status: ContainerState['status']; pid?: number };
       return { status: s.status, pid: s.pid };
     },
-    kill: (id, signal) => {
-      const r = run(['kill', id, String(signal)]);
+    kill: async (id, signal) => {
+      const r = await runCrun(root, ['kill', id, String(signal)]);
       if (r.code !== 0 && !/not running|does not exist|No such process/i.test(r.err)) {
         throw new CrunError(`crun kill ${id}: ${r.err}`);
       }
     },
-    delete: (id) => {
-      run(['delete', '--force', id]);
+    delete: async (id) => {
+      await runCrun(root, ['delete', '--force', id]);
     },
   };
 }

@@ -86,20 +86,20 @@ export function mustDefinition(name: string): VserverDefinition {
   return def;
 }
 
-export function containerState(name: string): ContainerState {
+export function containerState(name: string): Promise<ContainerState> {
   return runtime().state(name);
 }
 
 /** crun create → network → crun start. The container outlives this process. */
-export function startContainer(def: VserverDefinition, reason: string): void {
+export async function startContainer(def: VserverDefinition, reason: string): Promise<void> {
   const rt = runtime();
   const p = vserverPaths(def.name);
   // No state dir in crun's root: no container, and no `crun state` spawned to learn it.
   const st: ContainerState = existsSync(join(crunRoot(), def.name))
-    ? rt.state(def.name)
+    ? await rt.state(def.name)
     : { status: 'absent' };
   if (st.status === 'running') return;
-  if (st.status !== 'absent') rt.delete(def.name);
+  if (st.status !== 'absent') await rt.delete(def.name);
   if (!existsSync(def.rootfs)) throw new UserError(`rootfs: ${def.rootfs} does not exist`);
   if (def.network) checkBridge(def.network);
   // Rewritten on each start so a changed code version's config applies.
@@ -107,7 +107,7 @@ export function startContainer(def: VserverDefinition, reason: string): void {
   const fd = openSync(p.console, 'a');
   const before = statSync(p.console).size;
   try {
-    rt.create(def.name, p.bundle, fd);
+    await rt.create(def.name, p.bundle, fd);
   } catch (e) {
     // crun reports its errors on the container's stderr, which is the console log.
     const tail = readFileSync(p.console).subarray(before).toString().trim().split('\n').slice(-2).join(' / ');
@@ -116,11 +116,11 @@ export function startContainer(def: VserverDefinition, reason: string): void {
     closeSync(fd);
   }
   try {
-    const pid = rt.state(def.name).pid;
+    const pid = (await rt.state(def.name)).pid;
     if (def.network && pid) attachNetwork(def.network, hostInterfaceName(stateDir(), def.name), pid);
-    rt.start(def.name);
+    await rt.start(def.name);
   } catch (e) {
-    rt.delete(def.name);
+    await rt.delete(def.name);
     throw e;
   }
   recordEvent(def.name, 'started', reason);
@@ -135,13 +135,13 @@ export async function stopContainer(
   const began = Date.now();
   let signalled = false;
   let killed = false;
-  let first: ContainerState | undefined = rt.state(def.name);
+  let first: ContainerState | undefined = await rt.state(def.name);
   if (first.status === 'absent') return 'not-running';
   for (;;) {
     // Once signalled, crun's status file and /proc answer without spawning crun every 50 ms.
     const fast = signalled ? runningFromStatusFile(crunRoot(), def.name) : undefined;
     const st: ContainerState =
-      first ?? (fast === undefined ? rt.state(def.name) : { status: fast ? 'running' : 'stopped' });
+      first ?? (fast === undefined ? await rt.state(def.name) : { status: fast ? 'running' : 'stopped' });
     first = undefined;
     const running = st.status === 'running' || st.status === 'created' || st.status === 'paused';
     const step = nextStopStep({
@@ -153,10 +153,10 @@ export async function stopContainer(
     });
     if (step.action === 'done') break;
     if (step.action === 'signal') {
-      rt.kill(def.name, st.status === 'created' ? 9 : signalNumber(stopSignal(def)));
+      await rt.kill(def.name, st.status === 'created' ? 9 : signalNumber(stopSignal(def)));
       signalled = true;
     } else if (step.action === 'kill') {
-      rt.kill(def.name, 9);
+      await rt.kill(def.name, 9);
       killed = true;
     } else if (step.action === 'fail') {
       throw new Error(`vserver ${def.name}: ${step.reason}`);
@@ -164,8 +164,8 @@ export async function stopContainer(
       await new Promise((r) => setTimeout(r, 50));
     }
   }
-  rt.delete(def.name);
-  if (def.network) detachNetwork(def.network, hostInterfaceName(stateDir(), def.name));
+  await rt.delete(def.name);
+  if (def.network) await detachNetwork(def.network, hostInterfaceName(stateDir(), def.name));
   recordEvent(
     def.name,
     'stopped',
@@ -175,14 +175,14 @@ export async function stopContainer(
 }
 
 /** Starts the vserver and its supervisor (health checks, restart policy, OOM events). */
-export function startVserver(name: string): void {
+export async function startVserver(name: string): Promise<void> {
   const def = mustDefinition(name);
   updateRuntime(name, (r) => ({ ...r, desired: 'running' }));
   // The supervisor first: it loads while the container starts (it waits for the container), so the
   // first health check comes sooner.
   spawnSupervisor(name);
   try {
-    startContainer(def, 'start requested');
+    await startContainer(def, 'start requested');
   } catch (e) {
     // As before the supervisor went first: a start that failed leaves no supervisor behind.
     const pid = readRuntime(name).supervisorPid;
@@ -265,9 +265,9 @@ export interface VserverStatus {
   oomKills: number;
 }
 
-export function vserverStatus(name: string): VserverStatus {
+export async function vserverStatus(name: string): Promise<VserverStatus> {
   const def = mustDefinition(name);
-  const st = containerState(name);
+  const st = await containerState(name);
   const rec = readRuntime(name);
   return {
     name,
@@ -281,6 +281,6 @@ export function vserverStatus(name: string): VserverStatus {
   };
 }
 
-export function listVservers(): VserverStatus[] {
-  return listNames().map(vserverStatus);
+export function listVservers(): Promise<VserverStatus[]> {
+  return Promise.all(listNames().map(vserverStatus));
 }

@@ -1,6 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { UserError } from '../lib/errors.ts';
+import { tryRun } from '../lib/exec.ts';
 import type { VserverDefinition } from './definition.ts';
 
 type Network = NonNullable<VserverDefinition['network']>;
@@ -79,6 +80,7 @@ export function attachNetwork(net: Network, hostIf: string, pid: number): void {
   }
 }
 
-export function detachNetwork(net: Network, hostIf: string): void {
-  spawnSync('ip', [...ipArgs(net), 'link', 'del', hostIf], { stdio: 'ignore' });
+/** Asynchronous: it is on the stop path, which runs on the agent's main thread (see crun.ts). */
+export async function detachNetwork(net: Network, hostIf: string): Promise<void> {
+  await tryRun('ip', [...ipArgs(net), 'link', 'del', hostIf]);
 }

@@ -44,7 +44,7 @@ export async function rollbackVserver(
   // Checked before anything stops: a typo must not take the vserver down.
   if (!(await listSnapshots(volume)).some((s) => s.name === snapshot))
     throw new UserError(`vserver ${name}: volume ${volume} has no snapshot "${snapshot}"`);
-  const wasRunning = vserverStatus(name).state === 'running';
+  const wasRunning = (await vserverStatus(name)).state === 'running';
   if (wasRunning) {
     progress(`stopping vserver ${name}`);
     await stopVserver(name, `rollback to snapshot ${snapshot}`);
@@ -57,7 +57,7 @@ export async function rollbackVserver(
   );
   if (wasRunning) {
     progress(`starting vserver ${name}`);
-    startVserver(name);
+    await startVserver(name);
   }
   return { volume, bytes: r.bytes, restarted: wasRunning };
 }

@@ -110,7 +110,7 @@ export async function supervise(name: string, clock: Clock = systemClock): Promi
     recordEvent(name, 'restarting', `${why}; ${decision.reason}`);
     updateRuntime(name, (r) => ({ ...r, restarts: [...pruneHistory(policy, r.restarts, now), now] }));
     await stopContainer(def, `restart: ${why}`);
-    startContainer(def, `restart: ${why}`);
+    await startContainer(def, `restart: ${why}`);
     health = def.health_checks.map(() => initialHealth(clock.now()));
     nextRun = def.health_checks.map(() => clock.now());
     lastOom = 0;
@@ -120,7 +120,7 @@ export async function supervise(name: string, clock: Clock = systemClock): Promi
   // Started beside the container (see startVserver): wait for it to run before watching it.
   const waitUntil = clock.now() + CONTAINER_WAIT_MS;
   while (!stopping && clock.now() < waitUntil && readRuntime(name).desired === 'running') {
-    const st = containerState(name).status;
+    const st = (await containerState(name)).status;
     if (st === 'running' || st === 'stopped') break;
     await clock.sleep(50);
   }
@@ -129,7 +129,7 @@ export async function supervise(name: string, clock: Clock = systemClock): Promi
 
   while (!stopping) {
     if (readRuntime(name).desired !== 'running') break;
-    const st = containerState(name);
+    const st = await containerState(name);
     if (st.status === 'stopped' || st.status === 'absent') {
       const kills = oomKills(name);
       if (kills !== undefined && kills > lastOom)

@@ -106,10 +106,10 @@ test('agent resources: start, move with a newer epoch, guard fence, stale cleanu
     assert.equal(o.container, 'running');
     assert.equal(o.volume.role, 'primary');
     assert.equal(o.volume.epoch, 1);
-    const pid = await inStateDir(a.stateDir, () => containerState('web').pid);
+    const pid = await inStateDir(a.stateDir, async () => (await containerState('web')).pid);
     // Again (a re-adoption): nothing restarts.
     await a.res.start(spec, 1, a.ctx);
-    assert.equal(await inStateDir(a.stateDir, () => containerState('web').pid), pid);
+    assert.equal(await inStateDir(a.stateDir, async () => (await containerState('web')).pid), pid);
     await until(
       'the health check to pass',
       10_000,
@@ -164,9 +164,9 @@ test('agent resources: start, move with a newer epoch, guard fence, stale cleanu
       // The agent going away is no reason to fence early.
       client.close();
       await new Promise((r) => setTimeout(r, 100));
-      assert.equal(await inStateDir(b.stateDir, () => containerState('web').status), 'running');
+      assert.equal(await inStateDir(b.stateDir, async () => (await containerState('web')).status), 'running');
       await until('the guard to fence', 10_000, async () => {
-        const st = await inStateDir(b.stateDir, () => containerState('web').status);
+        const st = await inStateDir(b.stateDir, async () => (await containerState('web')).status);
         return st !== 'running' && !existsSync(`/proc/${daemon}`);
       });
       assert.ok(monotonicMs() >= deadline);
