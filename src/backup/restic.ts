@@ -124,15 +124,23 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs restic; `onLine` sees each stdout line as it comes (progress). */
+/**
+ * How a backup's restic runs beside the vserver it copies: lowest CPU and I/O priority (the
+ * vserver's own writes go first on a shared disk; `nice` and `ionice` are in every Debian).
+ */
+export const BACKGROUND_PRIORITY = ['nice', '-n', '19', 'ionice', '-c', '3'];
+
+/** Runs restic; `onLine` sees each stdout line as it comes (progress); `prefix` runs it through a command (BACKGROUND_PRIORITY). */
 export function runRestic(
   r: Repository,
   args: string[],
   onLine?: (line: string) => void,
   env: NodeJS.ProcessEnv = {},
+  prefix: readonly string[] = [],
 ): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn('restic', [...repoArgs(r), ...args], {
+    const [cmd, ...rest] = [...prefix, 'restic', ...repoArgs(r), ...args];
+    const child = spawn(cmd!, rest, {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...env },
     });
@@ -166,8 +174,9 @@ export async function mustRestic(
   args: string[],
   what: string,
   onLine?: (line: string) => void,
+  prefix: readonly string[] = [],
 ) {
-  const res = await runRestic(r, args, onLine);
+  const res = await runRestic(r, args, onLine, {}, prefix);
   if (res.code !== 0) throw new UserError(explainFailure(r, res.stderr, what));
   return res;
 }
