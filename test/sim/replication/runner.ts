@@ -30,7 +30,9 @@ export async function runSeeds(
   const faults: Record<string, number> = {};
   let total = 0;
   let failed: SimResult | undefined;
+  let ran = 0;
   for (const seed of seeds) {
+    ran++;
     const cfg = { ...configFor(seed, steps, o.profile), ...(o.verbose ? { verbose: true } : {}) };
     const r = await new Simulation(cfg).run();
     total += r.steps;
@@ -43,7 +45,7 @@ export async function runSeeds(
   }
   const ms = performance.now() - started;
   o.print?.(
-    `${failed ? 'stopped after' : 'passed'}: ${seeds.length === 1 ? `seed ${seeds[0]}` : `${seeds.length} seeds`}, ${total} steps in ${(ms / 1000).toFixed(1)} s (${Math.round(total / (ms / 1000))} steps/s)`,
+    `${failed ? 'stopped after' : 'passed'}: ${seeds.length === 1 ? `seed ${seeds[0]}` : `${ran} seeds`}, ${total} steps in ${(ms / 1000).toFixed(1)} s (${Math.round(total / (ms / 1000))} steps/s)`,
   );
   o.print?.(
     `faults: ${Object.entries(faults)

@@ -183,8 +183,8 @@ export class Simulation {
 
   // ---- the application
 
-  write(): void {
-    const p = this.primary;
+  write(to?: SimNode): void {
+    const p = to ?? this.primary;
     if (!p?.proc?.device || this.stopping || this.model.inflight.size >= 6) return;
     const free = [...Array(BLOCKS).keys()].filter((b) => !this.model.inflight.has(b));
     const block = free[this.rand(free.length)]!;
@@ -258,9 +258,11 @@ export class Simulation {
   }
 
   /** Promotes a replica the agent may choose, if there is none running. */
-  async promote(force?: SimNode): Promise<void> {
+  async promote(force?: SimNode, except?: SimNode): Promise<void> {
     if (this.primary || this.busy) return;
-    const candidates = force ? [force] : this.dataNodes.filter((n) => n.up && this.inSync.has(n.name));
+    const candidates = force
+      ? [force]
+      : this.dataNodes.filter((n) => n.up && n !== except && this.inSync.has(n.name));
     const target = candidates[this.rand(candidates.length)];
     if (!target?.proc?.device) return;
     const device = target.proc.device;
@@ -319,6 +321,29 @@ export class Simulation {
       this.crash(p);
     }
     this.primary = undefined;
+  }
+
+  /**
+   * The primary's agent hangs: its lease ends, the manager promotes another replica (a higher
+   * epoch), while the old primary still runs and its application still writes, until the guard
+   * kills it. The epochs must fence it: what it acknowledges meanwhile is kept, the rest refused.
+   */
+  async hungAgent(old: SimNode): Promise<void> {
+    this.count('hung-agent');
+    this.note(`agent of ${old.name} hangs: another replica is promoted while it still runs`);
+    for (let i = 0; i < 3; i++) this.write(old);
+    this.primary = undefined;
+    await this.promote(undefined, old);
+    for (let i = 0; i < 3; i++) this.write(old);
+    await this.advance(this.pick() * 50);
+    if (!old.up) return;
+    this.note(`the guard kills ${old.name}`);
+    const lost = old.crash(this.net);
+    this.model.crashed(old.name);
+    // Its writes still in flight may have reached some disks or none.
+    for (const b of this.model.inflight) this.model.uncertain.add(b);
+    this.model.inflight.clear();
+    this.note(`crash ${old.name} (unsynced sectors lost: ${lost})`);
   }
 
   /** Runs the simulation until `p` settles or `ms` pass (undefined then). */
@@ -413,6 +438,8 @@ export class Simulation {
     } else if (r < 70.5 && this.primary) {
       this.count('planned-move');
       await this.stopPrimary('planned move');
+    } else if (r < 71 && this.primary?.proc?.device && !this.busy && this.cfg.profile === 'full') {
+      await this.hungAgent(this.primary);
     } else if (r < 72 && this.primary) {
       this.count('verify');
       const peers = this.dataNodes.filter((n) => n !== this.primary && n.up);
