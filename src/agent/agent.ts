@@ -256,10 +256,7 @@ export class Agent {
         },
         stop: (v, hard, reason) => this.#inline.stop(this.#vspec(v), hard, reason),
       },
-      {
-        onOutcome: () => this.#wake?.(),
-        onStopFailed: (v, error) => this.#event('agent', `${v}: stop failed: ${error} (stays stopping)`),
-      },
+      { onOutcome: () => this.#wake?.() },
     );
     this.local = emptyLocal(o.node);
     this.backups = new BackupScheduler({

@@ -18,15 +18,10 @@ export class ActionExecutor {
   readonly #busy = new Map<string, number>();
   #outcomes: NodeEvent[] = [];
   readonly #onOutcome: () => void;
-  readonly #onStopFailed: (vserver: string, error: string) => void;
 
-  constructor(
-    runner: ActionRunner,
-    hooks: { onOutcome?: () => void; onStopFailed?: (vserver: string, error: string) => void } = {},
-  ) {
+  constructor(runner: ActionRunner, hooks: { onOutcome?: () => void } = {}) {
     this.#runner = runner;
     this.#onOutcome = hooks.onOutcome ?? (() => {});
-    this.#onStopFailed = hooks.onStopFailed ?? (() => {});
   }
 
   submit(a: NodeAction): void {
@@ -79,9 +74,13 @@ export class ActionExecutor {
       this.#outcomes.push({ kind: 'started', vserver: a.vserver, epoch: a.epoch });
     } catch (err) {
       // A stop that failed (after the runner's own fallbacks) is never reported as done: the vserver
-      // stays "stopping", visible to the operator, and the guard still fences the node at its deadline.
-      if (a.kind === 'stop') this.#onStopFailed(a.vserver, errorMessage(err));
-      else this.#outcomes.push({ kind: 'start-failed', vserver: a.vserver, error: errorMessage(err) });
+      // stays "stopping", visible to the operator, and the node step tries the stop again.
+      const error = errorMessage(err);
+      this.#outcomes.push(
+        a.kind === 'stop'
+          ? { kind: 'stop-failed', vserver: a.vserver, error }
+          : { kind: 'start-failed', vserver: a.vserver, error },
+      );
     }
   }
 }

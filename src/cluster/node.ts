@@ -23,7 +23,12 @@ export interface LocalVserver {
   epoch: number;
   /** The table's restart count this copy was started for. */
   restarts: number;
+  /** A stop failed: it is tried again at this time (the vserver stays stopping until one succeeds). */
+  stopRetryAt?: number;
 }
+
+/** Seconds between tries of a stop that failed (each try already waited for its own timeouts). */
+export const STOP_RETRY_S = 1;
 
 export interface NodeLocal {
   name: string;
@@ -44,6 +49,8 @@ export type NodeEvent =
   | { kind: 'started'; vserver: string; epoch: number }
   | { kind: 'start-failed'; vserver: string; error: string }
   | { kind: 'stopped'; vserver: string }
+  /** The stop ran and failed: its volume may still be primary, so it is not done. */
+  | { kind: 'stop-failed'; vserver: string; error: string }
   | { kind: 'health'; vserver: string; healthy: boolean }
   | { kind: 'crashed'; vserver: string; reason: string };
 
@@ -101,6 +108,7 @@ export function nodeStep(
     const x = l.vservers[v]!;
     x.status = status;
     x.since = now;
+    delete x.stopRetryAt;
   };
   const mine = (v: string) => {
     const a = l.table?.[v];
@@ -170,6 +178,13 @@ export function nodeStep(
         }
         break;
       }
+      case 'stop-failed': {
+        const x = l.vservers[e.vserver];
+        if (x?.status !== 'stopping') break;
+        x.stopRetryAt = now + STOP_RETRY_S;
+        log.push(`${e.vserver}: stop failed: ${e.error} (stays stopping; tried again in ${STOP_RETRY_S} s)`);
+        break;
+      }
       case 'health': {
         const x = l.vservers[e.vserver];
         if (!x) break;
@@ -185,8 +200,11 @@ export function nodeStep(
       case 'crashed': {
         const x = l.vservers[e.vserver];
         if (!x) break;
-        if (x.status === 'stopping') {
-          // It was being stopped anyway: its processes are gone, so the stop is complete.
+        if (x.status === 'stopping' && x.stopRetryAt !== undefined) {
+          // Its container is gone, but the failed stop may have left its volume primary: the retry
+          // finishes the job (a stop of a vanished container only releases the volume).
+        } else if (x.status === 'stopping') {
+          // Killed by the guard (container and volume daemon): its processes are gone, the stop is complete.
           set(e.vserver, 'stopped');
           log.push(`${e.vserver}: stopped (${e.reason})`);
         } else if (x.status === 'starting' || x.status === 'running' || x.status === 'healthy') {
@@ -215,7 +233,16 @@ export function nodeStep(
     const a = mine(v);
     const other = l.table?.[v];
     const where = other ? `now on ${other.node}` : 'removed from the table';
-    if (x.status === 'stopping') continue; // never start again before the stop completed
+    if (x.status === 'stopping') {
+      // Never start again before the stop completed; a stop that failed is tried again.
+      if (x.stopRetryAt !== undefined && now >= x.stopRetryAt) {
+        delete x.stopRetryAt;
+        const reason = `retrying a stop that failed (${a ? 'still assigned here' : where})`;
+        actions.push({ kind: 'stop', vserver: v, hard: l.fenced, reason });
+        log.push(`${v}: stop: ${reason}`);
+      }
+      continue;
+    }
     if (x.status === 'stopped') {
       if (!a) {
         delete l.vservers[v];
