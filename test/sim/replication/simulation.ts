@@ -329,21 +329,32 @@ export class Simulation {
    * kills it. The epochs must fence it: what it acknowledges meanwhile is kept, the rest refused.
    */
   async hungAgent(old: SimNode): Promise<void> {
+    const others = this.dataNodes.filter((n) => n !== old && n.up && this.inSync.has(n.name));
+    const next = others[this.rand(others.length)];
+    if (!next) return;
     this.count('hung-agent');
-    this.note(`agent of ${old.name} hangs: another replica is promoted while it still runs`);
+    this.note(
+      `agent of ${old.name} hangs; ${next.name} is promoted while ${old.name} still runs (they cannot reach each other)`,
+    );
+    // The old primary cannot reach the new one (else the promotion is refused: a primary is up), but
+    // may reach the others: what it sends them must be refused once they have seen the new epoch.
+    this.net.partition([old.name], [next.name]);
     for (let i = 0; i < 3; i++) this.write(old);
     this.primary = undefined;
-    await this.promote(undefined, old);
+    await this.promote(next);
     for (let i = 0; i < 3; i++) this.write(old);
-    await this.advance(this.pick() * 50);
-    if (!old.up) return;
-    this.note(`the guard kills ${old.name}`);
-    const lost = old.crash(this.net);
-    this.model.crashed(old.name);
-    // Its writes still in flight may have reached some disks or none.
-    for (const b of this.model.inflight) this.model.uncertain.add(b);
-    this.model.inflight.clear();
-    this.note(`crash ${old.name} (unsynced sectors lost: ${lost})`);
+    // Its writes end (acknowledged, or failed once it is fenced or its links time out)...
+    const end = this.clock.now() + 8000;
+    while (this.model.inflight.size > 0 && this.clock.now() < end) await this.advance(20);
+    // ...then the guard kills it.
+    if (old.up) {
+      const lost = old.crash(this.net);
+      this.model.crashed(old.name);
+      for (const b of this.model.inflight) this.model.uncertain.add(b);
+      this.model.inflight.clear();
+      this.note(`the guard kills ${old.name} (unsynced sectors lost: ${lost})`);
+    }
+    this.net.heal();
   }
 
   /** Runs the simulation until `p` settles or `ms` pass (undefined then). */
@@ -438,7 +449,15 @@ export class Simulation {
     } else if (r < 70.5 && this.primary) {
       this.count('planned-move');
       await this.stopPrimary('planned move');
-    } else if (r < 71 && this.primary?.proc?.device && !this.busy && this.cfg.profile === 'full') {
+    } else if (
+      r < 71 &&
+      this.primary?.proc?.device &&
+      !this.busy &&
+      !this.net.partitioned &&
+      this.cfg.profile === 'full'
+    ) {
+      // Outside the cluster's timing rules (its guard kills a hung agent's primary before the lease
+      // ends): the epochs alone against a primary that still runs. Full profile only (open issue 3).
       await this.hungAgent(this.primary);
     } else if (r < 72 && this.primary) {
       this.count('verify');
