@@ -34,14 +34,14 @@ import {
 } from './generation.ts';
 import { decideHandshake } from './handshake.ts';
 import { type PeerAddress, PeerGone, PeerLink } from './peer-link.ts';
-import { type DiskStateSource, diskStateReport } from './peer-report.ts';
+import { PeerReplica, type ResyncProgress } from './peer-replica.ts';
+import type { DiskStateSource } from './peer-report.ts';
 import { AckStatus, type PeerState } from './protocol.ts';
 import { blockDigests } from './replica-server.ts';
 import type { ReplicaStore } from './replica-store.ts';
 import {
   admitWrite,
   type ConnectionState,
-  type PeerView,
   promote,
   type QuorumPolicy,
   quorum,
@@ -76,12 +76,7 @@ export interface ReplicationConfig {
   random?: (n: number) => Buffer;
 }
 
-export interface ResyncProgress {
-  totalBytes: number;
-  doneBytes: number;
-  bytesPerSecond: number;
-  etaSeconds: number | undefined;
-}
+export type { ResyncProgress } from './peer-replica.ts';
 
 export interface PeerStatus {
   node: string;
@@ -137,24 +132,6 @@ export interface VerifyResult {
   mismatches: ByteRange[];
 }
 
-interface PeerData {
-  link: PeerLink;
-  bitmap: DirtyBitmap;
-  /** Extents written to the peer since its last FLUSH was sent: lost if it crashes before flushing. */
-  unflushed: ExtentSet;
-  /** FLUSHes on the wire, with the extents each one covers (they become dirty if it fails). */
-  flushing: Array<{ extents: ExtentSet; done: Promise<void> }>;
-  /** The last bitmap save of this peer (saves are chained so the newest content lands last). */
-  saving: Promise<void>;
-  resync: (ResyncProgress & { startedAt: number }) | undefined;
-  resyncRunning: boolean;
-  lastResync: { bytes: number; ms: number; endedAt: string } | undefined;
-  /** Out-of-sync bytes already marked when this node last became primary (for the handshake log). */
-  markedBeforePromotion: number;
-  discarding?: Promise<{ savedTo: string; bytesSaved: number }> | undefined;
-  savingLoserBlocks?: boolean;
-}
-
 const VERIFY_SPAN = 64 * 1024 * 1024;
 /** Resync ranges (up to 1 MiB each) on the wire at once. */
 const RESYNC_DEPTH = 8;
@@ -169,7 +146,7 @@ export class ReplicatedDevice implements BlockDevice {
   #fenced = false;
   /** The epoch of this node's own promotion: any higher one seen anywhere fences it. */
   #epoch = 0;
-  #peers: PeerData[] = [];
+  #peers: PeerReplica[] = [];
   #al: ActivityLogState;
   #alFile: ActivityLogFile;
   #alWaiters: Array<() => void> = [];
@@ -293,8 +270,7 @@ export class ReplicatedDevice implements BlockDevice {
     for (const p of this.#peers) {
       const st = p.link.peerState;
       // An Outdated peer was fenced by a newer primary: it cannot hold acknowledged data we lack.
-      if (!st || p.link.o.peer.tiebreaker || st.diskState === 'Diskless' || st.diskState === 'Outdated')
-        continue;
+      if (!st || p.tiebreaker || st.diskState === 'Diskless' || st.diskState === 'Outdated') continue;
       const d = decideSync(local, {
         generation: st.generation,
         diskState: st.diskState,
@@ -335,8 +311,7 @@ export class ReplicatedDevice implements BlockDevice {
       () => false,
     );
     for (const p of this.#peers) {
-      p.bitmap.markExtents(p.unflushed);
-      for (const f of p.flushing) p.bitmap.markExtents(f.extents);
+      p.markUnflushedDirty();
       await this.#saveBitmap(p);
     }
     if (synced) this.store.save({ ...this.store.load(), primaryOpen: false });
@@ -371,8 +346,8 @@ export class ReplicatedDevice implements BlockDevice {
         this.#maybeRotate();
         const peerWrites: Promise<void>[] = [];
         for (const p of this.#peers) {
-          if (p.link.o.peer.tiebreaker) continue;
-          if (!this.#receivesWrites(p)) {
+          if (p.tiebreaker) continue;
+          if (!p.receivesWrites) {
             p.bitmap.markRange(offset, data.length);
             continue;
           }
@@ -420,7 +395,7 @@ export class ReplicatedDevice implements BlockDevice {
   async flush(): Promise<void> {
     const peerFlushes: Promise<void>[] = [];
     for (const p of this.#peers) {
-      if (p.link.o.peer.tiebreaker || !this.#receivesWrites(p)) continue;
+      if (p.tiebreaker || !p.receivesWrites) continue;
       if (p.unflushed.size === 0) {
         for (const f of p.flushing) peerFlushes.push(f.done);
         continue;
@@ -554,28 +529,7 @@ export class ReplicatedDevice implements BlockDevice {
       afterSplitBrain: this.c.afterSplitBrain,
       resyncRate: this.c.resyncRate ?? 0,
       quorum: { policy: this.c.quorum, ...q, suspendedWrites: this.#suspended },
-      peers: this.#peers.map((p) => ({
-        node: p.link.node,
-        address: `${p.link.o.peer.host}:${p.link.o.peer.port}`,
-        tiebreaker: p.link.o.peer.tiebreaker ?? false,
-        connection: p.link.state,
-        diskState: p.link.peerState?.diskState,
-        ...diskStateReport(p.link.peerStateSource, p.link.peerStateAt, this.#now()),
-        role: p.link.peerState?.role,
-        durableWrites:
-          p.link.peerState && !p.link.o.peer.tiebreaker ? !!p.link.peerState.durableWrites : undefined,
-        outOfSyncBytes: p.bitmap.dirtyBytes,
-        resync: p.resync && {
-          totalBytes: p.resync.totalBytes,
-          doneBytes: p.resync.doneBytes,
-          bytesPerSecond: p.resync.bytesPerSecond,
-          etaSeconds: p.resync.etaSeconds,
-        },
-        lastResync: p.lastResync,
-        lastError: p.link.lastError,
-        bytesSent: p.link.bytesSent,
-        protocolVersion: p.link.protocolVersion,
-      })),
+      peers: this.#peers.map((p) => p.status(this.#now())),
     };
   }
 
@@ -668,7 +622,7 @@ export class ReplicatedDevice implements BlockDevice {
   // ---- internals
 
   /** A peer's replication state: its bitmap (loaded, or clean for a peer never seen) and its link. */
-  #newPeer(peer: PeerAddress, primaryOpen: boolean | undefined): PeerData {
+  #newPeer(peer: PeerAddress, primaryOpen: boolean | undefined): PeerReplica {
     const file = this.#bitmapFile(peer.node);
     const bitmap =
       this.#files.read(file) !== undefined || primaryOpen
@@ -676,35 +630,26 @@ export class ReplicatedDevice implements BlockDevice {
         : new DirtyBitmap(this.size, this.#extentSize);
     // After a crash as primary, every extent the activity log held may have missed any peer.
     if (primaryOpen) for (const r of this.#crashRanges) bitmap.markRange(r.offset, r.length);
-    const data: PeerData = {
-      bitmap,
-      unflushed: new ExtentSet(this.#extentSize),
-      flushing: [],
-      saving: Promise.resolve(),
-      resync: undefined,
-      resyncRunning: false,
-      lastResync: undefined,
-      markedBeforePromotion: 0,
-      link: new PeerLink({
-        node: this.c.node,
-        volumeUuid: this.c.volumeUuid,
-        secret: this.c.secret,
-        peer,
-        log: this.log,
-        localState: () => this.#localState(data),
-        onConnected: (_link, st) => this.#onConnected(data, st),
-        onDisconnected: () => this.#onDisconnected(data),
-        onStateChanged: (_link, st) => this.#onPeerStateChanged(st),
-        onFailure: () => this.#wake(),
-        ...(this.c.now ? { now: this.c.now } : {}),
-        clock: this.#clock,
-        ...(this.c.transport ? { transport: this.c.transport } : {}),
-      }),
-    };
+    const link: PeerLink = new PeerLink({
+      node: this.c.node,
+      volumeUuid: this.c.volumeUuid,
+      secret: this.c.secret,
+      peer,
+      log: this.log,
+      localState: () => this.#localState(data),
+      onConnected: (_link, st) => this.#onConnected(data, st),
+      onDisconnected: () => this.#onDisconnected(data),
+      onStateChanged: (_link, st) => this.#onPeerStateChanged(st),
+      onFailure: () => this.#wake(),
+      ...(this.c.now ? { now: this.c.now } : {}),
+      clock: this.#clock,
+      ...(this.c.transport ? { transport: this.c.transport } : {}),
+    });
+    const data = new PeerReplica(link, bitmap);
     return data;
   }
 
-  #peer(node: string): PeerData {
+  #peer(node: string): PeerReplica {
     const p = this.#peers.find((x) => x.link.node === node);
     if (!p) throw new Error(`no peer named ${node}`);
     return p;
@@ -712,12 +657,6 @@ export class ReplicatedDevice implements BlockDevice {
 
   #bitmapFile(node: string): string {
     return `bitmap-${node.replace(/[^A-Za-z0-9_.-]/g, '_')}`;
-  }
-
-  #receivesWrites(p: PeerData): boolean {
-    // While a split-brain loser's blocks are being saved, new writes only mark its bitmap: they must
-    // not overwrite what is about to be saved.
-    return !p.savingLoserBlocks && (p.link.state === 'Connected' || p.link.state === 'SyncSource');
   }
 
   #roleState(): ReplicaRoleState {
@@ -728,20 +667,12 @@ export class ReplicatedDevice implements BlockDevice {
       epoch: meta.epoch,
       fenced: this.#fenced || (this.#role === 'Primary' && meta.epoch > this.#epoch),
       quorumPolicy: this.c.quorum,
-      peers: this.#peers.map(
-        (p): PeerView => ({
-          id: p.link.node,
-          tiebreaker: p.link.o.peer.tiebreaker ?? false,
-          connection: p.link.state,
-          diskState: p.link.peerState?.diskState,
-          role: p.link.peerState?.role,
-        }),
-      ),
+      peers: this.#peers.map((p) => p.view()),
     };
   }
 
   /** Our STATE as `to` sees it: changedBlocks counts what we wrote that this peer does not have. */
-  #localState(to?: PeerData): PeerState {
+  #localState(to?: PeerReplica): PeerState {
     const meta = this.store.load();
     let changed = 0;
     if (to) changed = to.bitmap.dirtyExtents;
@@ -796,16 +727,6 @@ export class ReplicatedDevice implements BlockDevice {
     return this.c.now ? this.c.now() : this.#clock.now();
   }
 
-  /**
-   * Extents written to the peer but not flushed there: if both crash, the peer may have lost them
-   * while this node's activity log no longer names them. Extents leaving the log are saved as dirty
-   * while they are (found by the simulation, seed 1: a torn block on a replica counted as in sync).
-   */
-  *#unflushedExtents(p: PeerData): Iterable<number> {
-    yield* p.unflushed;
-    for (const f of p.flushing) yield* f.extents;
-  }
-
   async #persistForEviction(): Promise<void> {
     if (!this.#evictedSincePersist) return;
     this.#evictedSincePersist = false;
@@ -822,6 +743,9 @@ export class ReplicatedDevice implements BlockDevice {
       }
       await Promise.all(
         this.#peers
+          // Extents written to a peer but not flushed there: if both crash, the peer may have lost them
+          // while the log no longer names them. They are saved as dirty while they are (found by the
+          // simulation, seed 1: a torn block on a replica counted as in sync).
           .filter((p) => p.bitmap.changedSincePersist || p.unflushed.size > 0 || p.flushing.length > 0)
           .map((p) => this.#saveBitmap(p, true)),
       );
@@ -832,13 +756,13 @@ export class ReplicatedDevice implements BlockDevice {
   }
 
   /** Saves a peer's bitmap without blocking; saves of one peer run in order (latest content last). */
-  #saveBitmap(p: PeerData, withUnflushed = false): Promise<void> {
+  #saveBitmap(p: PeerReplica, withUnflushed = false): Promise<void> {
     const job = p.saving.then(() =>
       saveBitmapTo(
         this.#files,
         this.#bitmapFile(p.link.node),
         p.bitmap,
-        withUnflushed ? this.#unflushedExtents(p) : undefined,
+        withUnflushed ? p.unflushedExtents() : undefined,
       ),
     );
     p.saving = job.catch(() => undefined);
@@ -892,9 +816,7 @@ export class ReplicatedDevice implements BlockDevice {
   /** The first write while some data peer is not in sync starts a new data generation. */
   #maybeRotate(): void {
     if (this.#rotated) return;
-    const allInSync = this.#peers.every(
-      (p) => p.link.o.peer.tiebreaker || (p.link.state === 'Connected' && p.bitmap.dirtyExtents === 0),
-    );
+    const allInSync = this.#peers.every((p) => p.inSync);
     if (allInSync) return;
     const meta = this.store.load();
     const generation = startNewGeneration(meta.generation, randomGenerationId(this.c.random ?? randomBytes));
@@ -904,13 +826,13 @@ export class ReplicatedDevice implements BlockDevice {
     this.log.info({ generation: generation.current }, 'new data generation (a peer is not in sync)');
     // Peers in sync take the new name too, before the write that follows on the same connection.
     for (const p of this.#peers) {
-      if (p.link.state === 'Connected' && !p.link.o.peer.tiebreaker && p.bitmap.dirtyExtents === 0) {
+      if (p.link.state === 'Connected' && !p.tiebreaker && p.bitmap.dirtyExtents === 0) {
         p.link.send({ type: 'state', state: this.#localState(p) });
       }
     }
   }
 
-  #peerAnswered(p: PeerData, status: number, offset: number, length: number): void {
+  #peerAnswered(p: PeerReplica, status: number, offset: number, length: number): void {
     if (status === AckStatus.ok) return;
     p.bitmap.markRange(offset, length);
     this.#maybeRotate();
@@ -922,12 +844,10 @@ export class ReplicatedDevice implements BlockDevice {
     p.link.drop(`peer refused a write (status ${status})`);
   }
 
-  #onDisconnected(p: PeerData): void {
-    p.bitmap.markExtents(p.unflushed);
-    p.unflushed.clearAll();
-    for (const f of p.flushing) p.bitmap.markExtents(f.extents);
+  #onDisconnected(p: PeerReplica): void {
+    p.markUnflushedDirty();
     p.resync = undefined;
-    if (this.#role === 'Primary' && !p.link.o.peer.tiebreaker) this.#rotated = false;
+    if (this.#role === 'Primary' && !p.tiebreaker) this.#rotated = false;
     this.#wake();
   }
 
@@ -951,13 +871,13 @@ export class ReplicatedDevice implements BlockDevice {
     this.#wake();
   }
 
-  #onConnected(p: PeerData, peer: PeerState): void {
+  #onConnected(p: PeerReplica, peer: PeerState): void {
     this.#observePeerEpoch(peer);
     const meta = this.store.load();
     const a = decideHandshake({
       primary: this.#role === 'Primary',
       size: this.size,
-      tiebreaker: p.link.o.peer.tiebreaker ?? false,
+      tiebreaker: p.tiebreaker,
       quorum: this.c.quorum,
       afterSplitBrain: this.c.afterSplitBrain,
       local: { generation: meta.generation, diskState: meta.diskState, crashedPrimary: false },
@@ -1005,7 +925,7 @@ export class ReplicatedDevice implements BlockDevice {
         this.#forceSurvivor.delete(peer.node);
         // Automatic discards retry at the next connection; an operator's choice waits for the operator.
         const automatic = a.fencedPeer;
-        p.link.state = 'SyncSource';
+        p.startSyncing();
         p.discarding = this.#discardPeer(p);
         p.discarding.catch((err: Error) =>
           automatic
@@ -1019,8 +939,8 @@ export class ReplicatedDevice implements BlockDevice {
   }
 
   /** Saves the peer's diverging extents (found by digest) to a file, then resyncs them from here. */
-  async #discardPeer(p: PeerData): Promise<{ savedTo: string; bytesSaved: number }> {
-    p.link.state = 'SyncSource';
+  async #discardPeer(p: PeerReplica): Promise<{ savedTo: string; bytesSaved: number }> {
+    p.startSyncing();
     p.savingLoserBlocks = true;
     try {
       return await this.#saveDiverging(p);
@@ -1030,7 +950,7 @@ export class ReplicatedDevice implements BlockDevice {
     }
   }
 
-  async #saveDiverging(p: PeerData): Promise<{ savedTo: string; bytesSaved: number }> {
+  async #saveDiverging(p: PeerReplica): Promise<{ savedTo: string; bytesSaved: number }> {
     const v = await this.verify(p.link.node);
     const name = savedBlocksName(p.link.node, this.#now());
     const file = this.#files.path(name);
@@ -1050,10 +970,10 @@ export class ReplicatedDevice implements BlockDevice {
     return { savedTo: file, bytesSaved };
   }
 
-  #startResync(p: PeerData): void {
+  #startResync(p: PeerReplica): void {
     if (p.resyncRunning) return;
     p.resyncRunning = true;
-    p.link.state = 'SyncSource';
+    p.startSyncing();
     this.#resync(p)
       .catch((err: Error) => {
         this.log.warn({ peer: p.link.node, err: err.message }, 'resync interrupted');
@@ -1064,7 +984,7 @@ export class ReplicatedDevice implements BlockDevice {
       });
   }
 
-  async #resync(p: PeerData): Promise<void> {
+  async #resync(p: PeerReplica): Promise<void> {
     const now = () => this.#now();
     const startedAt = now();
     const progress: ResyncProgress & { startedAt: number } = {
@@ -1132,21 +1052,15 @@ export class ReplicatedDevice implements BlockDevice {
       throw new Error('peer could not flush after resync');
     }
     // The peer now holds our data: it takes our generation (the STATE message) and is UpToDate.
-    p.link.state = 'Connected';
-    p.resync = undefined;
+    p.synced();
     const endedAt = now();
     p.lastResync = {
       bytes: progress.doneBytes,
       ms: endedAt - startedAt,
       endedAt: new Date(endedAt).toISOString(),
     };
-    p.markedBeforePromotion = 0;
     const meta = this.store.load();
-    if (
-      this.#peers.every(
-        (x) => x.link.o.peer.tiebreaker || (x.link.state === 'Connected' && x.bitmap.dirtyExtents === 0),
-      )
-    ) {
+    if (this.#peers.every((x) => x.inSync)) {
       this.store.save({ ...meta, generation: clearBitmapGeneration(meta.generation) });
       this.#rotated = false;
     }
@@ -1160,7 +1074,7 @@ export class ReplicatedDevice implements BlockDevice {
    * wait, and in-flight ones finish first, so the block we read is not older than one the peer
    * already got directly.
    */
-  async #resyncRange(p: PeerData, r: ByteRange): Promise<void> {
+  async #resyncRange(p: PeerReplica, r: ByteRange): Promise<void> {
     const [first, last] = this.#extents(r.offset, r.length);
     await this.#holding(r, async () => {
       const data = await this.local.read(r.offset, r.length);

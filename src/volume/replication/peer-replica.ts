@@ -1,0 +1,118 @@
+/**
+ * What the primary tracks of one peer (in the spirit of etcd-io/raft's tracker/progress.go): the
+ * extents it misses (bitmap), the ones written to it but not flushed there, its resync, and its
+ * link. Changes of the peer's connection state as the device sees it (syncing, in sync) happen here.
+ */
+import { type DirtyBitmap, ExtentSet } from './bitmap.ts';
+import type { PeerLink } from './peer-link.ts';
+import { diskStateReport } from './peer-report.ts';
+import type { PeerView } from './role.ts';
+
+export interface ResyncProgress {
+  totalBytes: number;
+  doneBytes: number;
+  bytesPerSecond: number;
+  etaSeconds: number | undefined;
+}
+
+export class PeerReplica {
+  readonly link: PeerLink;
+  bitmap: DirtyBitmap;
+  /** Extents written to the peer since its last FLUSH was sent: lost if it crashes before flushing. */
+  unflushed: ExtentSet;
+  /** FLUSHes on the wire, with the extents each one covers (they become dirty if it fails). */
+  flushing: Array<{ extents: ExtentSet; done: Promise<void> }> = [];
+  /** The last bitmap save of this peer (saves are chained so the newest content lands last). */
+  saving: Promise<void> = Promise.resolve();
+  resync: (ResyncProgress & { startedAt: number }) | undefined;
+  resyncRunning = false;
+  lastResync: { bytes: number; ms: number; endedAt: string } | undefined;
+  /** Out-of-sync bytes already marked when this node last became primary (for the handshake log). */
+  markedBeforePromotion = 0;
+  discarding: Promise<{ savedTo: string; bytesSaved: number }> | undefined;
+  /** A split-brain loser's blocks are being saved: new writes only mark its bitmap meanwhile. */
+  savingLoserBlocks = false;
+
+  constructor(link: PeerLink, bitmap: DirtyBitmap) {
+    this.link = link;
+    this.bitmap = bitmap;
+    this.unflushed = new ExtentSet(bitmap.extentSize);
+  }
+
+  get node(): string {
+    return this.link.node;
+  }
+
+  get tiebreaker(): boolean {
+    return this.link.o.peer.tiebreaker ?? false;
+  }
+
+  /** Connected, nothing to resync. (A tiebreaker counts as in sync: it holds no data.) */
+  get inSync(): boolean {
+    return this.tiebreaker || (this.link.state === 'Connected' && this.bitmap.dirtyExtents === 0);
+  }
+
+  /** Application writes go to it (else they only mark its bitmap). */
+  get receivesWrites(): boolean {
+    return !this.savingLoserBlocks && (this.link.state === 'Connected' || this.link.state === 'SyncSource');
+  }
+
+  /** A resync (or the saving of a split-brain loser's blocks) to it begins. */
+  startSyncing(): void {
+    this.link.state = 'SyncSource';
+  }
+
+  /** Its resync is over: it holds our data. */
+  synced(): void {
+    this.link.state = 'Connected';
+    this.resync = undefined;
+    this.markedBeforePromotion = 0;
+  }
+
+  /** Extents written to it but not known flushed there. */
+  *unflushedExtents(): Iterable<number> {
+    yield* this.unflushed;
+    for (const f of this.flushing) yield* f.extents;
+  }
+
+  /** The link is gone or stopped: what it may not have flushed is dirty now. */
+  markUnflushedDirty(): void {
+    this.bitmap.markExtents(this.unflushedExtents());
+    this.unflushed = new ExtentSet(this.bitmap.extentSize);
+  }
+
+  view(): PeerView {
+    return {
+      id: this.node,
+      tiebreaker: this.tiebreaker,
+      connection: this.link.state,
+      diskState: this.link.peerState?.diskState,
+      role: this.link.peerState?.role,
+    };
+  }
+
+  status(now: number) {
+    const l = this.link;
+    return {
+      node: l.node,
+      address: `${l.o.peer.host}:${l.o.peer.port}`,
+      tiebreaker: this.tiebreaker,
+      connection: l.state,
+      diskState: l.peerState?.diskState,
+      ...diskStateReport(l.peerStateSource, l.peerStateAt, now),
+      role: l.peerState?.role,
+      durableWrites: l.peerState && !this.tiebreaker ? !!l.peerState.durableWrites : undefined,
+      outOfSyncBytes: this.bitmap.dirtyBytes,
+      resync: this.resync && {
+        totalBytes: this.resync.totalBytes,
+        doneBytes: this.resync.doneBytes,
+        bytesPerSecond: this.resync.bytesPerSecond,
+        etaSeconds: this.resync.etaSeconds,
+      },
+      lastResync: this.lastResync,
+      lastError: l.lastError,
+      bytesSent: l.bytesSent,
+      protocolVersion: l.protocolVersion,
+    };
+  }
+}
