@@ -1,7 +1,7 @@
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 
-/** Writes a configuration file durably: temp file, fsync, rename (a crash leaves the old or the new one). */
-export function writeFileAtomic(file: string, text: string, mode = 0o644): void {
+/** Writes a file durably: temp file, fsync, rename (a crash leaves the old or the new one). */
+export function writeFileAtomic(file: string, text: string | Uint8Array, mode = 0o644): void {
   const tmp = `${file}.${process.pid}.tmp`;
   const fd = openSync(tmp, 'w', mode);
   try {

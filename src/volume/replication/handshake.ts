@@ -114,21 +114,11 @@ function decide(f: HandshakeFacts): HandshakeAction {
           ? { kind: 'resync', full: false, mark: [], reason: d.reason, afterNone }
           : { kind: 'none', reason: d.reason };
       }
-      if (d.source === 'peer')
-        return {
-          kind: 'park',
-          state: 'Refused',
-          reason: `peer holds newer data than this primary (${d.reason})`,
-        };
+      if (d.source === 'peer') return peerIsNewer(d.reason);
       return { kind: 'resync', full: false, mark: [], reason: d.reason };
     }
     case 'full':
-      if (d.source === 'peer')
-        return {
-          kind: 'park',
-          state: 'Refused',
-          reason: `peer holds newer data than this primary (${d.reason})`,
-        };
+      if (d.source === 'peer') return peerIsNewer(d.reason);
       return { kind: 'resync', full: true, mark: [], reason: d.reason };
     case 'split-brain': {
       // An Outdated peer is an old primary fenced by ours, which had quorum: whatever it wrote since
@@ -156,4 +146,9 @@ function decide(f: HandshakeFacts): HandshakeAction {
     case 'no-source':
       return { kind: 'park', state: 'Refused', reason: d.reason };
   }
+}
+
+/** A peer with newer data than the primary's is refused (the agent promoted the wrong replica). */
+function peerIsNewer(why: string): HandshakeAction {
+  return { kind: 'park', state: 'Refused', reason: `peer holds newer data than this primary (${why})` };
 }

@@ -9,11 +9,9 @@ import {
   closeSync,
   fdatasync,
   fdatasyncSync,
-  fsyncSync,
   mkdirSync,
   openSync,
   readFileSync,
-  renameSync,
   rmSync,
   write,
   writeSync,
@@ -21,6 +19,7 @@ import {
 import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { writeFileAtomic } from '../../lib/json-file.ts';
 
 /** A file written in place at offsets (the activity log's two slots). */
 export interface SlotFile {
@@ -82,16 +81,7 @@ export class DirStateFiles implements StateFiles {
   }
 
   replaceSync(name: string, data: Buffer): void {
-    const file = this.path(name);
-    const tmp = `${file}.tmp`;
-    const fd = openSync(tmp, 'w');
-    try {
-      writeSync(fd, data);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, file);
+    writeFileAtomic(this.path(name), data);
   }
 
   appendSync(name: string, data: Buffer): void {
