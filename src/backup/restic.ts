@@ -124,13 +124,7 @@ export interface RunResult {
   stderr: string;
 }
 
-/**
- * How a backup's restic runs beside the vserver it copies: lowest CPU and I/O priority (the
- * vserver's own writes go first on a shared disk; `nice` and `ionice` are in every Debian).
- */
-export const BACKGROUND_PRIORITY = ['nice', '-n', '19', 'ionice', '-c', '3'];
-
-/** Runs restic; `onLine` sees each stdout line as it comes (progress); `prefix` runs it through a command (BACKGROUND_PRIORITY). */
+/** Runs restic; `onLine` sees each stdout line as it comes (progress); `prefix` runs it through a command (`nice`, `ionice`). */
 export function runRestic(
   r: Repository,
   args: string[],

@@ -89,7 +89,7 @@ export class SnapshotService {
     if (this.exposed.has(name)) return this.deviceFile(name);
     if (this.exposed.size >= MAX_EXPOSED)
       throw new Error(`${MAX_EXPOSED} snapshots are mounted already: unmount one first`);
-    const device = this.o.snapshots.reader(name, true);
+    const device = this.o.snapshots.reader(name);
     const dir = snapshotFuseDir(this.o.layout, name);
     mkdirSync(dir, { recursive: true });
     const fd = await mountFuse(dir, `cvserver:${this.o.layout.name}@${name}`);

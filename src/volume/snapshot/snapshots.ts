@@ -45,9 +45,6 @@ export interface SnapshotsOptions {
   log: Logger;
 }
 
-/** How long a background snapshot read waits at most for the volume's own I/O to pause. */
-const READ_YIELD_MS = 20;
-
 export class Snapshots {
   private readonly o: SnapshotsOptions;
   private readonly stores = new Map<string, SnapshotStore>();
@@ -56,11 +53,6 @@ export class Snapshots {
   /** Writes in progress through the copy-on-write device (create waits until there are none). */
   private writesInFlight = 0;
   private drained: (() => void) | undefined;
-  /** The volume's writes and flushes in progress, and background reads waiting for them to end. */
-  private volumeIoInFlight = 0;
-  private readonly volumeIdle: Array<() => void> = [];
-  /** The background read running or last queued (they run one at a time). */
-  private backgroundTurn: Promise<void> = Promise.resolve();
   /** Snapshots whose files were made ahead of their create (`prepare`), with their info. */
   private readonly prepared = new Map<string, { tmp: string; info: SnapshotInfo }>();
 
@@ -189,24 +181,18 @@ export class Snapshots {
     return {
       size: inner.size,
       read: (offset, length) => inner.read(offset, length),
-      write: (offset, data) => this.volumeIo(() => this.write(inner, offset, data)),
-      flush: () => this.volumeIo(() => inner.flush()),
+      write: (offset, data) => this.write(inner, offset, data),
+      flush: () => inner.flush(),
       close: () => inner.close(),
     };
   }
 
-  /**
-   * One snapshot as a read-only block device. `background` (an exposed snapshot, a backup reading
-   * it): its reads go after the volume's own writes and flushes (afterVolumeIo).
-   */
-  reader(name: string, background = false): BlockDevice {
+  /** One snapshot as a read-only block device. */
+  reader(name: string): BlockDevice {
     const store = this.must(name);
     return {
       size: this.o.volume.size,
-      read: (offset, length) =>
-        background
-          ? this.afterVolumeIo(() => this.readSnapshot(store, offset, length))
-          : this.readSnapshot(store, offset, length),
+      read: (offset, length) => this.readSnapshot(store, offset, length),
       write: async () => {
         throw new DeviceError('EROFS', `snapshot ${name} is read-only`);
       },
@@ -258,41 +244,6 @@ export class Snapshots {
   private async drain(): Promise<void> {
     if (this.writesInFlight === 0) return;
     await new Promise<void>((r) => (this.drained = r));
-  }
-
-  private async volumeIo<T>(op: () => Promise<T>): Promise<T> {
-    this.volumeIoInFlight++;
-    try {
-      return await op();
-    } finally {
-      if (--this.volumeIoInFlight === 0) for (const go of this.volumeIdle.splice(0)) go();
-    }
-  }
-
-  /**
-   * Runs a background snapshot read: one at a time, started when none of the volume's writes or
-   * flushes is in flight, or after READ_YIELD_MS of waiting at the latest (a busy vserver slows its
-   * backup, never stops it). restic's reads reach us through a loop device, so its own ionice does
-   * not carry over to them: the order is decided here.
-   */
-  private async afterVolumeIo<T>(op: () => Promise<T>): Promise<T> {
-    const before = this.backgroundTurn;
-    let done!: () => void;
-    this.backgroundTurn = new Promise<void>((r) => (done = r));
-    try {
-      await before;
-      if (this.volumeIoInFlight > 0)
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, READ_YIELD_MS);
-          this.volumeIdle.push(() => {
-            clearTimeout(timer);
-            resolve();
-          });
-        });
-      return await op();
-    } finally {
-      done();
-    }
   }
 
   private async write(inner: BlockDevice, offset: number, data: Buffer): Promise<void> {
