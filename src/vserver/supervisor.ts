@@ -1,8 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Clock, systemClock } from '../lib/clock.ts';
 import { errorMessage } from '../lib/errors.ts';
-import { crunExecArgs } from './crun.ts';
+import { type ContainerState, crunExecArgs, runningFromStatusFile } from './crun.ts';
 import type { HealthCheck, VserverDefinition } from './definition.ts';
 import { applyResult, type HealthState, initialHealth, nextProbeAt } from './health-state.ts';
 import { containerState, mustDefinition, startContainer, stopContainer } from './manager.ts';
@@ -71,6 +72,18 @@ export function runProbe(def: VserverDefinition, check: HealthCheck): Promise<Pr
   });
 }
 
+/**
+ * The container's state from crun's own files when they tell (no process spawned: the supervisor asks
+ * every tick, and waits for the start in 20 ms steps); `crun state` when they do not, or to confirm an
+ * exit. A live init still waiting on crun's exec fifo is created, not running yet.
+ */
+async function quickState(name: string): Promise<ContainerState['status']> {
+  const root = crunRoot();
+  if (runningFromStatusFile(root, name) === true)
+    return existsSync(join(root, name, 'exec.fifo')) ? 'created' : 'running';
+  return (await containerState(name)).status;
+}
+
 function oomKills(name: string): number | undefined {
   const f = `/sys/fs/cgroup/memory${cgroupsPath(name)}/memory.oom_control`;
   if (!existsSync(f)) return undefined;
@@ -120,21 +133,21 @@ export async function supervise(name: string, clock: Clock = systemClock): Promi
   // Started beside the container (see startVserver): wait for it to run before watching it.
   const waitUntil = clock.now() + CONTAINER_WAIT_MS;
   while (!stopping && clock.now() < waitUntil && readRuntime(name).desired === 'running') {
-    const st = (await containerState(name)).status;
+    const st = await quickState(name);
     if (st === 'running' || st === 'stopped') break;
-    await clock.sleep(50);
+    await clock.sleep(20);
   }
   health = def.health_checks.map(() => initialHealth(clock.now()));
   nextRun = def.health_checks.map(() => clock.now());
 
   while (!stopping) {
     if (readRuntime(name).desired !== 'running') break;
-    const st = await containerState(name);
-    if (st.status === 'stopped' || st.status === 'absent') {
+    const status = await quickState(name);
+    if (status === 'stopped' || status === 'absent') {
       const kills = oomKills(name);
       if (kills !== undefined && kills > lastOom)
         recordEvent(name, 'oom-kill', `memory limit reached: ${kills - lastOom} process(es) killed`);
-      recordEvent(name, 'exited', `container ${st.status === 'absent' ? 'disappeared' : 'exited'}`);
+      recordEvent(name, 'exited', `container ${status === 'absent' ? 'disappeared' : 'exited'}`);
       if (!(await restart('the container exited'))) break;
       continue;
     }

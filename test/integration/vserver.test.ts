@@ -23,7 +23,7 @@ test('a busybox vserver: isolation, limits, capabilities, http health check and 
         'limits: {memory: 32M, pids: 30, cpu: 0.5}',
         'stop: {timeout: 1500ms}',
         'health_checks:',
-        '  - {type: http, port: 80, path: /index.html, body_match: hello, interval: 500ms, timeout: 1s, retries: 3}',
+        '  - {type: http, port: 80, path: /index.html, body_match: hello, interval: 500ms, timeout: 1s, retries: 3, start_period: 5s}',
         'restart: {max_restarts: 3, window: 10m}',
       ].join('\n'),
       `echo hello > /var/www/index.html; httpd -p 80 -h /var/www; trap '' TERM; ${IDLE}`,
