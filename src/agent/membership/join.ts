@@ -43,16 +43,19 @@ export async function promoteWhenCaughtUp(
   promoted: () => void,
 ): Promise<void> {
   while (!stopped()) {
+    let learner = false;
     try {
       const me = (await client.memberList()).find((m) => m.peerUrls.includes(peerUrl));
       if (!me?.isLearner) return;
+      learner = true;
       await client.memberPromote(me.id);
       promoted();
       return;
     } catch (err) {
       const text = errorMessage(err);
-      // "can only promote a learner member which is in sync with leader": the normal wait.
-      if (!/in sync/.test(text)) note(`etcd learner not promoted yet: ${text}`);
+      // Listing fails quietly while the cluster's members start (a voter learns it is one once listed);
+      // "can only promote a learner member which is in sync with leader" is a learner's normal wait.
+      if (learner && !/in sync/.test(text)) note(`etcd learner not promoted yet: ${text}`);
     }
     await sleep(1000);
   }
