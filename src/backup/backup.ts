@@ -31,6 +31,7 @@ import { createVserver, startVserver } from '../vserver/manager.ts';
 import { volumeOfVserver } from '../vserver/snapshot.ts';
 import { readDefinition } from '../vserver/store.ts';
 import {
+  BACKGROUND_PRIORITY,
   BACKUP_HOST,
   checkPasswordFile,
   describeStatus,
@@ -131,14 +132,20 @@ export async function runBackup(
         meta,
       ];
       let last = 0;
-      await mustRestic(repo, args, `restic backup of ${vserver}`, (line) => {
-        const m = parseResticLine(line);
-        if (m?.message_type === 'summary') summary = m;
-        else if (m?.message_type === 'status' && performance.now() - last > 1000) {
-          last = performance.now();
-          progress(describeStatus(m, formatSize));
-        }
-      });
+      await mustRestic(
+        repo,
+        args,
+        `restic backup of ${vserver}`,
+        (line) => {
+          const m = parseResticLine(line);
+          if (m?.message_type === 'summary') summary = m;
+          else if (m?.message_type === 'status' && performance.now() - last > 1000) {
+            last = performance.now();
+            progress(describeStatus(m, formatSize));
+          }
+        },
+        BACKGROUND_PRIORITY,
+      );
     } finally {
       // Released whatever happened: no snapshot is left behind.
       await unmountSnapshot(volume, snapshot).catch(() => undefined);
