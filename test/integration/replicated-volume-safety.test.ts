@@ -34,6 +34,7 @@ import {
   MessageType,
   type PeerState,
 } from '../../src/volume/replication/protocol.ts';
+import { decodeSavedBlocks, encodeSavedBlock } from '../../src/volume/replication/saved-blocks.ts';
 import { readSecret } from '../../src/volume/replication-config.ts';
 import { writeDurably } from '../helpers/files.ts';
 import { ReplicaCluster } from '../helpers/replica-cluster.ts';
@@ -45,15 +46,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** The records of a split-brain save file: offset (u64 BE), length (u32 BE), data. */
 function readSaved(file: string): Array<{ offset: number; data: Buffer }> {
   const buf = readFileSync(file);
-  const out: Array<{ offset: number; data: Buffer }> = [];
-  for (let at = 0; at < buf.length; ) {
-    assert.ok(at + 12 <= buf.length, `truncated record header at byte ${at} of ${file}`);
-    const offset = Number(buf.readBigUInt64BE(at));
-    const length = buf.readUInt32BE(at + 8);
-    assert.ok(at + 12 + length <= buf.length, `truncated record data at byte ${at} of ${file}`);
-    out.push({ offset, data: buf.subarray(at + 12, at + 12 + length) });
-    at += 12 + length;
-  }
+  const out = decodeSavedBlocks(buf);
+  const whole = out.reduce((n, r) => n + encodeSavedBlock(r.offset, r.data).length, 0);
+  assert.equal(whole, buf.length, `${file} ends with a truncated record`);
   return out;
 }
 
