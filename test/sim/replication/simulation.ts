@@ -430,8 +430,8 @@ export class Simulation {
       this.count('link-cut');
       this.note(`cut ${a.name}-${b.name}`);
       this.net.cut(a.name, b.name);
-    } else if (r < 65 && this.cfg.profile === 'ci') {
-      // No partitions in this profile: idle time.
+    } else if (r < 69 && this.cfg.profile === 'ci') {
+      // No partitions (nor heals) in this profile: idle time.
     } else if (r < 65 && !this.net.partitioned) {
       const side = this.nodes.filter(() => this.pick() < 0.5).map((n) => n.name);
       const rest = this.nodes.map((n) => n.name).filter((n) => !side.includes(n));
