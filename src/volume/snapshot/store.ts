@@ -331,7 +331,11 @@ export class SnapshotStore {
     await fdatasyncAsync(this.fd);
     this.stats.batches++;
     this.stats.copies += batch.length;
-    this.zeroAhead();
+    // Zeros ahead pay off for small batches (a copy's latency is one flush, and the journal commit
+    // an allocation adds would double it); large ones are bandwidth-bound, the commit is shared by
+    // the batch, and writing zeros first would double what they write (1 MiB sequential writes
+    // measured 67-94 MB/s with zeros ahead, 99-151 MB/s without).
+    if (batch.length <= INLINE_BATCH) this.zeroAhead();
   }
 
   /** Starts writing zeros past the last slot when the file holds less than ZERO_AHEAD beyond it. */
