@@ -11,7 +11,7 @@ import { type DiskStateSource, stateSource } from './peer-report.ts';
 import type { AckStatusCode, Message, PeerState } from './protocol.ts';
 import type { ConnectionState } from './role.ts';
 import { tcpTransport } from './tcp-transport.ts';
-import type { Transport } from './transport.ts';
+import type { Dialing, Transport } from './transport.ts';
 import { localVersions } from './version.ts';
 
 export class PeerGone extends Error {
@@ -79,6 +79,8 @@ export class PeerLink {
   #stopped = true;
   #parked = false;
   #timer: TimerHandle | undefined;
+  /** The socket of the latest connection attempt. */
+  #dialing: Dialing | undefined;
   readonly #clock: Clock;
   #backoff: number;
   /** Totals over all connections (bytes on the wire, frames included). */
@@ -191,8 +193,13 @@ export class PeerLink {
     if (this.#stopped || this.#parked) return;
     this.state = 'Connecting';
     const socket = (this.o.transport ?? tcpTransport).connect(this.o.peer.host, this.o.peer.port);
+    this.#dialing = socket;
     socket.on('error', () => undefined);
     socket.once('connect', () => {
+      if (this.#dialing !== socket) {
+        socket.destroy();
+        return;
+      }
       this.state = 'Handshaking';
       clientHandshake(socket, {
         node: this.o.node,
@@ -201,8 +208,9 @@ export class PeerLink {
         versions: this.#versions,
         clock: this.#clock,
       }).then(
-        (conn) => this.#established(conn),
+        (conn) => (this.#dialing === socket ? this.#established(conn) : conn.close('superseded')),
         (err: Error) => {
+          if (this.#dialing !== socket) return;
           // Once per reason: the link retries every few seconds until one side is upgraded.
           if (err instanceof HandshakeRefused && err.message !== this.lastError)
             this.o.log.warn({ peer: this.node, reason: err.message }, 'replication handshake refused');
@@ -213,7 +221,9 @@ export class PeerLink {
       );
     });
     socket.once('close', () => {
-      if (this.state === 'Connecting') this.#retry();
+      // Only this attempt's failure: the socket of an earlier, stopped attempt closes later, while a
+      // new one may be connecting (counted, it let a promotion go ahead without the peer's answer).
+      if (this.#dialing === socket && this.state === 'Connecting') this.#retry();
     });
   }
 
