@@ -126,9 +126,9 @@ export interface RunResult {
 
 /**
  * How a vserver's backup runs restic: at the lowest CPU and I/O priority, so the vserver's own work
- * goes first on a shared machine (bench/backup measured its fsync'd writes during a backup at 0.20 and
- * 0.50 of idle against 0.09 and 0.15 at normal priority in one run, no difference in another).
- * `nice` and `ionice` are in every Debian (coreutils, util-linux).
+ * goes first on a shared machine, as backup tools do (bench/backup measures both; on our shared
+ * test VM the effect was not consistent: docs/backup.md). `nice` and `ionice` are in every Debian
+ * (coreutils, util-linux).
  */
 export const BACKGROUND_PRIORITY = ['nice', '-n', '19', 'ionice', '-c', '3'];
 
