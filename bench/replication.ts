@@ -19,8 +19,9 @@ import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { allocAlignedBuffers } from '../src/lib/aligned-buffers.ts';
 import { parseSize } from '../src/lib/size.ts';
-import { allocAlignedBuffers, type BlockDevice } from '../src/volume/block-device.ts';
+import type { BlockDevice } from '../src/volume/block-device.ts';
 import { LocalDevice } from '../src/volume/local-device.ts';
 import { newMetadata, writeMetadata } from '../src/volume/metadata.ts';
 import { ReplicaServer } from '../src/volume/replication/replica-server.ts';

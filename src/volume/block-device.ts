@@ -30,6 +30,3 @@ export class DeviceError extends Error {
     this.errno = errno;
   }
 }
-
-/** Re-exported for the replication modules that import them from here. */
-export { allocAlignedBuffers, DIRECT_IO_ALIGNMENT, isDirectIoAligned } from '../lib/aligned-buffers.ts';

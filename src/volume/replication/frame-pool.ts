@@ -8,7 +8,7 @@
  * DIRECT_IO_ALIGNMENT boundary, so LocalDevice writes it with O_DIRECT straight from the slot,
  * without staging it in a bounce buffer.
  */
-import { allocAlignedBuffers } from '../block-device.ts';
+import { allocAlignedBuffers } from '../../lib/aligned-buffers.ts';
 import { HEADER_LENGTH, MAC_LENGTH, MAX_PAYLOAD } from './frame.ts';
 
 /** Frames at least this long use pooled slots; smaller ones are cheap to allocate. */

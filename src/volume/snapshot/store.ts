@@ -28,7 +28,7 @@ import {
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { crc32 } from 'node:zlib';
-import { allocAlignedBuffers, isDirectIoAligned } from '../block-device.ts';
+import { allocAlignedBuffers, isDirectIoAligned } from '../../lib/aligned-buffers.ts';
 import {
   type BlockMap,
   COPIES_FILE,

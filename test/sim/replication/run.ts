@@ -22,26 +22,22 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-let parsed: ReturnType<typeof parse>;
-function parse() {
-  return parseArgs({
-    options: {
-      seeds: { type: 'string', default: '20' },
-      steps: { type: 'string', default: '2000' },
-      first: { type: 'string', default: '1' },
-      seed: { type: 'string' },
-      verbose: { type: 'boolean', default: false },
-      profile: { type: 'string', default: 'ci' },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
-}
+const OPTIONS = {
+  seeds: { type: 'string', default: '20' },
+  steps: { type: 'string', default: '2000' },
+  first: { type: 'string', default: '1' },
+  seed: { type: 'string' },
+  verbose: { type: 'boolean', default: false },
+  profile: { type: 'string', default: 'ci' },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+let args: ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>;
 try {
-  parsed = parse();
+  args = parseArgs({ options: OPTIONS });
 } catch (err) {
   fail((err as Error).message);
 }
-const { values } = parsed;
+const { values } = args;
 if (values.help) {
   console.log(USAGE);
   process.exit(0);

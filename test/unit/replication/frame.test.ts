@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { crc32 } from 'node:zlib';
-import { isDirectIoAligned } from '../../../src/volume/block-device.ts';
+import { isDirectIoAligned } from '../../../src/lib/aligned-buffers.ts';
 import {
   clientProof,
   HANDSHAKE_KEY,
