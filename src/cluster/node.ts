@@ -200,13 +200,14 @@ export function nodeStep(
       case 'crashed': {
         const x = l.vservers[e.vserver];
         if (!x) break;
-        if (x.status === 'stopping' && x.stopRetryAt !== undefined) {
-          // Its container is gone, but the failed stop may have left its volume primary: the retry
+        if (x.status === 'stopping') {
+          // Killed by the guard (container and volume daemon): its processes are gone, the stop is
+          // complete. Not after a failed stop, which may have left the volume primary: its retry
           // finishes the job (a stop of a vanished container only releases the volume).
-        } else if (x.status === 'stopping') {
-          // Killed by the guard (container and volume daemon): its processes are gone, the stop is complete.
-          set(e.vserver, 'stopped');
-          log.push(`${e.vserver}: stopped (${e.reason})`);
+          if (x.stopRetryAt === undefined) {
+            set(e.vserver, 'stopped');
+            log.push(`${e.vserver}: stopped (${e.reason})`);
+          }
         } else if (x.status === 'starting' || x.status === 'running' || x.status === 'healthy') {
           set(e.vserver, 'failed');
           log.push(`${e.vserver}: crashed: ${e.reason} (reported failed; the manager decides)`);
