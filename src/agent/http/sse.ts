@@ -1,7 +1,8 @@
 /**
  * `/api/events/stream`: server-sent events for the dashboard. `status` (the brief status, sent when it
  * changed, checked every STATUS_MS) and `log` (new events of the cluster's log, polled every LOG_MS
- * while someone listens). One poller per agent, however many clients.
+ * while someone listens; an event that arrives late is sent when it arrives). One poller per agent, however
+ * many clients.
  */
 import type { ServerResponse } from 'node:http';
 import type { EventRecord } from '../records.ts';
@@ -15,25 +16,33 @@ export function sseFrame(event: string, data: unknown): string {
   return `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
 }
 
+/**
+ * Events reach the store late and out of time order: each node flushes its own on its own loop, and keeps
+ * them while etcd is away. Each poll looks back this far and sends what it has not sent yet.
+ */
+export const LATE_MS = 30_000;
+
 export interface LogCursor {
+  /** The newest event time seen; the next poll asks from `at - LATE_MS` on. */
   at: number;
-  /** Events at exactly `at` already sent (the next poll asks from `at` on, inclusive). */
-  seen: string[];
+  /** The events sent that are at or after `at - LATE_MS` (their time and identity). */
+  seen: { at: number; id: string }[];
 }
 
 const idOf = (e: EventRecord) => `${e.at}\0${e.node}\0${e.text}`;
 
-/** The events not sent yet (pure): `events` are oldest first, all at or after `cursor.at`. */
+/** The events not sent yet (pure): `events` are oldest first, all at or after `cursor.at - LATE_MS`. */
 export function freshEvents(
   cursor: LogCursor,
   events: EventRecord[],
 ): { fresh: EventRecord[]; cursor: LogCursor } {
-  const fresh = events.filter(
-    (e) => e.at > cursor.at || (e.at === cursor.at && !cursor.seen.includes(idOf(e))),
-  );
+  const sent = new Set(cursor.seen.map((s) => s.id));
+  const fresh = events.filter((e) => !sent.has(idOf(e)));
   if (fresh.length === 0) return { fresh, cursor };
   const at = Math.max(cursor.at, ...fresh.map((e) => e.at));
-  const seen = [...(at === cursor.at ? cursor.seen : []), ...fresh.filter((e) => e.at === at).map(idOf)];
+  const seen = [...cursor.seen, ...fresh.map((e) => ({ at: e.at, id: idOf(e) }))].filter(
+    (s) => s.at >= at - LATE_MS,
+  );
   return { fresh, cursor: { at, seen } };
 }
 
@@ -126,7 +135,7 @@ export class EventStreamHub {
     this.#busy.log = true;
     try {
       const cur = this.#cursor ?? { at: Date.now(), seen: [] };
-      const { fresh, cursor } = freshEvents(cur, await this.#src.events(500, cur.at));
+      const { fresh, cursor } = freshEvents(cur, await this.#src.events(500, cur.at - LATE_MS));
       this.#cursor = cursor;
       if (fresh.length) this.#broadcast(sseFrame('log', fresh));
     } catch {

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import { bearerToken, FailureLimiter } from '../../../src/agent/http/auth.ts';
 import { escapeLabel, renderMetrics, vserverState } from '../../../src/agent/http/metrics.ts';
 import { type Route, route } from '../../../src/agent/http/routes.ts';
-import { freshEvents, sseFrame } from '../../../src/agent/http/sse.ts';
+import { freshEvents, LATE_MS, sseFrame } from '../../../src/agent/http/sse.ts';
 import { allows, findToken, hashToken, newToken, type TokenRecord } from '../../../src/agent/http/tokens.ts';
 import type { EventRecord } from '../../../src/agent/records.ts';
 import type { ClusterStatus } from '../../../src/agent/status.ts';
@@ -165,6 +165,19 @@ test('the event stream: frames, and only events not sent yet', () => {
   );
   r = freshEvents(r.cursor, [e(3, 'e')]);
   assert.deepEqual(r.fresh, []);
+  // Another node flushes an older event after newer ones were sent: it is sent when it arrives.
+  r = freshEvents(r.cursor, [e(2, 'b'), e(2, 'c'), e(2, 'd'), e(2, 'late'), e(3, 'e')]);
+  assert.deepEqual(
+    r.fresh.map((x) => x.text),
+    ['late'],
+  );
+  assert.equal(r.cursor.at, 3);
+  // What is older than the look-back window is forgotten (the poll no longer asks for it).
+  r = freshEvents(r.cursor, [e(3 + LATE_MS, 'f')]);
+  assert.deepEqual(
+    r.cursor.seen.map((s) => s.at),
+    [3, 3 + LATE_MS],
+  );
 });
 
 function sampleStatus(): ClusterStatus {

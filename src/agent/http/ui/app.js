@@ -140,7 +140,8 @@ function handleFrame(frame) {
     recordRtt(value);
     render();
   } else if (event === 'log') {
-    state.events = [...state.events, ...value].slice(-300);
+    // A late event (another node flushed it later) goes in its place in time.
+    state.events = [...state.events, ...value].sort((a, b) => a.at - b.at).slice(-300);
     renderEvents();
     if (value.some((e) => e.source === 'manager' && / -> expired|: healthy on /.test(e.text)))
       loadFailovers();
