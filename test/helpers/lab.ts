@@ -258,6 +258,22 @@ export class TestLab {
     );
   }
 
+  /** Until `node`'s replica of the demo's volume is UpToDate (and has `role`, when given), as `asked` sees it. */
+  async demoReplicaInSync(node: string, ms: number, role?: string, asked?: string): Promise<ClusterStatus> {
+    return until(
+      `${node}'s replica of the demo's volume ${role ? `${role} and ` : ''}UpToDate`,
+      async () => {
+        const s = await this.status(asked);
+        const r = s.vservers.find((v) => v.name === 'demo')?.replicas.find((x) => x.node === node);
+        const ok = r?.upToDate && r.diskState === 'UpToDate' && (role === undefined || r.role === role);
+        // Else the replica as it is now, for the time-out's message.
+        if (!ok) throw new Error(JSON.stringify(r ?? 'no such replica'));
+        return s;
+      },
+      ms,
+    );
+  }
+
   /** Every record (GET ?all) as number -> body. */
   async records(): Promise<Map<number, string>> {
     const r = await until(

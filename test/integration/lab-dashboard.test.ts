@@ -180,8 +180,19 @@ async function scenario(
     target,
   );
   assert.equal((await lab.whereIsDemo()).node, target);
-  const log = await page.$eval('#events', (o) => o.textContent ?? '');
-  assert.match(log, /migrate to .* requested by token lab-admin/);
+  // The log arrives by its own poll (each node flushes its events on its own loop): wait for the line.
+  await page
+    .waitForFunction(
+      () =>
+        /migrate to .* requested by token lab-admin/.test(
+          document.querySelector('#events')?.textContent ?? '',
+        ),
+      { timeout: 10_000, polling: 250 },
+    )
+    .catch(async () => {
+      const log = await page.$eval('#events', (o) => o.textContent ?? '');
+      assert.fail(`no "migrate to ... requested by token lab-admin" in the page's log:\n${log}`);
+    });
   await page.screenshot({ path: join(SHOTS, '05-migrated.png'), fullPage: true });
   // The power cut is a bar of the failover-time plot (from the events), with its time.
   const bar = await page.waitForSelector(`#failovers g[data-failover^="demo@"] title`, { timeout: 10_000 });

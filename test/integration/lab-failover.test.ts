@@ -48,15 +48,7 @@ test('power cut of the demo node: the demo answers again elsewhere, nothing ackn
 
   const startAt = Date.now();
   await lab.start(before.node);
-  await until(
-    `${before.node}'s replica secondary and UpToDate`,
-    async () => {
-      const s = await lab.status();
-      const r = s.vservers.find((v) => v.name === 'demo')?.replicas.find((x) => x.node === before.node);
-      return r?.role === 'secondary' && r.upToDate && r.diskState === 'UpToDate';
-    },
-    60_000,
-  );
+  await lab.demoReplicaInSync(before.node, 60_000, 'secondary');
   await sleep(3000);
   const events = await lab.events();
   const second = eventsMatching(events, /^demo: (start|restart|running) with epoch/, startAt, before.node);
@@ -132,6 +124,8 @@ test('migrate under writes: zero lost records, epoch + 1, the demo on the target
   const writer = new Writer(lab.demoUrl).start();
   t.after(() => writer.stop());
   await until('a few acknowledged records', () => writer.acks.length >= 5, 10_000);
+  // A migration to a replica still syncing is refused (by design): wait as an operator would.
+  await lab.demoReplicaInSync(target, 120_000);
 
   const r = await lab.exec(before.node, ['migrate', 'demo', target, '--json'], 90_000);
   assert.equal(r.status, 0, r.stderr);

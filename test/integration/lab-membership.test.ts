@@ -164,15 +164,7 @@ test('membership: node remove then add of the demo node, the client writing thro
   const added = JSON.parse(a.stdout) as { steps: string[]; memberId: string | null; seconds: number };
   assert.deepEqual(added.steps, ['member-add-learner', 'unmark-removed']);
   assert.ok(added.memberId);
-  const joined = await until(
-    `${target}'s replica of the demo's volume UpToDate`,
-    async () => {
-      const s = await lab.status(other);
-      const rep = s.vservers.find((v) => v.name === 'demo')?.replicas.find((x) => x.node === target);
-      return rep?.upToDate && rep.diskState === 'UpToDate' ? s : undefined;
-    },
-    150_000,
-  );
+  const joined = await lab.demoReplicaInSync(target, 150_000, undefined, other);
   const joinSeconds = (Date.now() - addAt) / 1000;
   assert.equal(joined.nodes.find((n) => n.name === target)?.lease, 'alive');
   await until(
