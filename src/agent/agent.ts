@@ -37,6 +37,7 @@ import { loadNodeCredentials } from './credentials.ts';
 import { EtcdClient } from './etcd/client.ts';
 import { EtcdMember } from './etcd/member.ts';
 import { ActionExecutor } from './executor.ts';
+import { EXIT_NEEDS_OPERATOR } from './exit-status.ts';
 import { AGENT_FORMATS, clusterGate, decideFormat, type FormatDecision, formatsOf } from './format.ts';
 import { GuardClient, spawnGuard } from './guard.ts';
 import { leaderMove } from './leader-placement.ts';
@@ -677,6 +678,7 @@ export class Agent {
     await this.stop();
     throw new UserError(
       `${reason}: this agent exits (to join again: cvserver node add ${this.o.node} --address ${this.me.addresses.join(',')} on a node of the cluster, then start this agent with an empty state dir and --initial-cluster-state existing)`,
+      EXIT_NEEDS_OPERATOR,
     );
   }
 
@@ -685,7 +687,7 @@ export class Agent {
     this.#event('agent', `agent ${AGENT_VERSION} exits: ${reason}`);
     await this.#flushEvents();
     await this.stop();
-    throw new UserError(reason);
+    throw new UserError(reason, EXIT_NEEDS_OPERATOR);
   }
 
   /**

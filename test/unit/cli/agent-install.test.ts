@@ -12,6 +12,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { EXIT_NEEDS_OPERATOR } from '../../../src/agent/exit-status.ts';
 import {
   envFileText,
   envValueProblem,
@@ -57,6 +58,8 @@ test('the shipped unit passes systemd-analyze verify without a warning, with wha
   assert.equal(keys.get('NotifyAccess'), 'all');
   assert.equal(keys.get('Restart'), 'always');
   assert.equal(keys.get('KillMode'), 'process');
+  // The one exit that restarting cannot cure (node removed, newer cluster format) stops the loop.
+  assert.equal(keys.get('RestartPreventExitStatus'), String(EXIT_NEEDS_OPERATOR));
   assert.match(keys.get('WatchdogSec') ?? '', /^\d+s$/);
   assert.equal(keys.get('EnvironmentFile'), INSTALL_PATHS.env);
   assert.equal(
