@@ -355,8 +355,10 @@ export class EtcdClient {
     const payload = JSON.stringify(body);
     const deadline = Date.now() + (opts.timeoutMs ?? this.timeoutMs);
     let last: EtcdError | null = null;
+    // Fixed before the loop: a failure moves `current` on, and counting from it again skipped an endpoint.
+    const first = this.current;
     for (let tried = 0; tried < this.parsed.length; tried++) {
-      const index = (this.current + tried) % this.parsed.length;
+      const index = (first + tried) % this.parsed.length;
       const ep = this.parsed[index]!;
       const isLast = tried === this.parsed.length - 1;
       const connectBy = isLast ? deadline : Math.min(deadline, Date.now() + this.connectTimeoutMs);
@@ -420,21 +422,27 @@ export class EtcdClient {
         headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
       });
       const now = Date.now();
-      const connectTimer = setTimeout(
-        () => {
-          if (!connected) fail('unavailable', `no connection within ${connectBy - now} ms`, true);
-        },
-        Math.max(0, connectBy - now),
-      );
+      // Armed only for a new connection: a kept-alive one (every renewal) has nothing to wait for, and
+      // a cleared timer still wakes the process at its time (Node re-arms its one timer lazily).
+      let connectTimer: NodeJS.Timeout | undefined;
       const replyTimer = setTimeout(
         () => fail(connected ? 'timeout' : 'unavailable', `no reply within ${deadline - now} ms`, !connected),
         Math.max(0, deadline - now),
       );
       req.on('socket', (socket) => {
         const tls = socket as TLSSocket;
-        if (req.reusedSocket || (!tls.connecting && tls.authorized !== undefined && tls.encrypted))
+        if (req.reusedSocket || (!tls.connecting && tls.authorized !== undefined && tls.encrypted)) {
           connected = true;
-        else tls.once('secureConnect', () => (connected = true));
+          return;
+        }
+        tls.once('secureConnect', () => (connected = true));
+        if (settled) return;
+        connectTimer = setTimeout(
+          () => {
+            if (!connected) fail('unavailable', `no connection within ${connectBy - now} ms`, true);
+          },
+          Math.max(0, connectBy - Date.now()),
+        );
       });
       req.on('error', (err) => {
         const code = errnoCode(err);

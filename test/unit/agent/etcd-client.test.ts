@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -301,6 +301,33 @@ describe('EtcdClient against a fake HTTPS gateway', () => {
       c.close();
       handlers[0] = () => ({ body: '{}' });
       handlers[1] = () => ({ body: '{}' });
+    }
+  });
+
+  test('a member that accepts the connection but never completes TLS: the next endpoint in the same call', async () => {
+    // The connect timer is armed only for a new connection (kept-alive ones skip it): still in force.
+    const silent = createNetServer(() => {});
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    handlers[1] = () => ({ body: '{"header":{"revision":"7"}}' });
+    const stuck = `https://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    const c = new EtcdClient({
+      endpoints: [stuck, urls[1]!],
+      ...creds,
+      timeoutMs: 900,
+      connectTimeoutMs: 150,
+    });
+    try {
+      const t0 = Date.now();
+      assert.deepEqual(await c.put('/k', 'v'), { revision: 7 });
+      const took = Date.now() - t0;
+      assert.ok(took >= 140 && took < 800, `took ${took} ms`);
+      assert.equal(c.endpoint, urls[1]);
+      // Kept alive: the next calls reuse the connection (no connect timer), and answer.
+      assert.deepEqual(await c.put('/k', 'v'), { revision: 7 });
+    } finally {
+      c.close();
+      handlers[1] = () => ({ body: '{}' });
+      silent.close();
     }
   });
 
