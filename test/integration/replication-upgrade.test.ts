@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { HANDSHAKE_KEY, serverProof, type Transcript } from '../../src/volume/replication/auth.ts';
 import { clientHandshake, HandshakeRefused } from '../../src/volume/replication/connection.ts';
-import { encodeFrame, FrameDecoder } from '../../src/volume/replication/frame.ts';
+import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from '../../src/volume/replication/frame.ts';
 import { decodeMessage, encodeMessage, type Message } from '../../src/volume/replication/protocol.ts';
 import { ReplicaServer } from '../../src/volume/replication/replica-server.ts';
 import { MemoryReplicaStore } from '../../src/volume/replication/replica-store.ts';
@@ -94,7 +94,8 @@ test('handshake: the highest common version; a client of before the negotiation;
   raw.write(
     encodeFrame(HANDSHAKE_KEY, { version: 3, type: hello.type, seq: 0, epoch: 0, payload: hello.payload }),
   );
-  const decoder = new FrameDecoder(HANDSHAKE_KEY); // accepts version 3 only, as the old daemon did
+  // Accepts version 3 only, as the old daemon did.
+  const decoder = new FrameDecoder(HANDSHAKE_KEY, undefined, undefined, undefined, { min: 3, max: 3 });
   const reply = await new Promise<ReturnType<FrameDecoder['push']>[number]>((resolve) =>
     raw.on('data', (chunk: Buffer) => {
       const [r] = decoder.push(chunk);
@@ -199,7 +200,7 @@ test('rolling upgrade of a replicated volume: old and new daemons keep replicati
   write(aMnt, 'two', 4);
   cl.ok('b', ['volume', 'up', cl.volume]);
   await cl.until('new b resynced from old a, on version 2', () => inSync(cl.peer('a', 'b'), 2));
-  assert.equal(cl.status('b').daemon.replication.server.versions.max, 3);
+  assert.equal(cl.status('b').daemon.replication.server.versions.max, PROTOCOL_VERSION);
   verifyIdentical(cl, 'a');
 
   // 2. Move the primary to the upgraded node: new b replicates to old a and old tb.
@@ -214,12 +215,15 @@ test('rolling upgrade of a replicated volume: old and new daemons keep replicati
   );
   verifyIdentical(cl, 'b');
 
-  // 3. Upgrade a and the tiebreaker: everyone speaks version 3 again.
+  // 3. Upgrade a and the tiebreaker: everyone speaks the newest version again.
   for (const n of ['a', 'tb']) {
     cl.ok(n, ['volume', 'down', cl.volume]);
     write(bMnt, `four-${n}`, 2);
     cl.ok(n, ['volume', 'up', cl.volume]);
   }
-  await cl.until('all on version 3', () => inSync(cl.peer('b', 'a'), 3) && inSync(cl.peer('b', 'tb'), 3));
+  await cl.until(
+    `all on version ${PROTOCOL_VERSION}`,
+    () => inSync(cl.peer('b', 'a'), PROTOCOL_VERSION) && inSync(cl.peer('b', 'tb'), PROTOCOL_VERSION),
+  );
   verifyIdentical(cl, 'b');
 });

@@ -13,6 +13,7 @@ import {
 } from './generation.ts';
 import { type AfterNone, afterNoneDecision } from './peer-report.ts';
 import type { PeerState } from './protocol.ts';
+import { type ActivitySource, reconcileMarks } from './reconciliation.ts';
 import type { QuorumPolicy } from './role.ts';
 
 export interface HandshakeFacts {
@@ -25,6 +26,8 @@ export interface HandshakeFacts {
   afterSplitBrain: AfterSplitBrainPolicy;
   /** This replica's generation and disk state. */
   local: GenerationView;
+  /** This node and the epoch of its promotion (a peer's activity ranges of this term are its own). */
+  self: ActivitySource;
   /** Its side of a split-brain: blocks it wrote alone (the peer's dirty extents), when it became primary. */
   localSide: SplitBrainSide;
   /** Bytes marked out of sync for this peer, and how many of them were marked before this promotion. */
@@ -85,6 +88,13 @@ function decide(f: HandshakeFacts): HandshakeAction {
     crashedPrimary: peer.crashedPrimary,
   };
   const d = decideSync(f.local, remote);
+  // Reconciliation among survivors: where an earlier primary may have left this peer and us (or a
+  // third replica) with different blocks, though the generations agree (reconciliation.ts).
+  const reconcile = reconcileMarks(f.self, peer.activity, f.size).map(([offset, length]) => ({
+    offset,
+    length,
+  }));
+  const reconciling = `reconciliation: ${reconcile.length} ranges an earlier primary's activity log held on the peer or here resync from here`;
   switch (d.kind) {
     case 'none':
     case 'bitmap': {
@@ -98,7 +108,7 @@ function decide(f: HandshakeFacts): HandshakeAction {
           return {
             kind: 'resync',
             full: false,
-            mark: ranges.map(([offset, length]) => ({ offset, length })),
+            mark: [...ranges.map(([offset, length]) => ({ offset, length })), ...reconcile],
             reason: 'peer is an old primary that crashed: its activity-log extents resync from here',
           };
         return {
@@ -110,12 +120,19 @@ function decide(f: HandshakeFacts): HandshakeAction {
       }
       if (d.kind === 'none') {
         const afterNone = afterNoneDecision(f.outOfSyncBytes, f.markedBeforePromotion);
+        if (reconcile.length > 0)
+          return { kind: 'resync', full: false, mark: reconcile, reason: `${d.reason}; ${reconciling}` };
         return afterNone.resync
           ? { kind: 'resync', full: false, mark: [], reason: d.reason, afterNone }
           : { kind: 'none', reason: d.reason };
       }
       if (d.source === 'peer') return peerIsNewer(d.reason);
-      return { kind: 'resync', full: false, mark: [], reason: d.reason };
+      return {
+        kind: 'resync',
+        full: false,
+        mark: reconcile,
+        reason: reconcile.length > 0 ? `${d.reason}; ${reconciling}` : d.reason,
+      };
     }
     case 'full':
       if (d.source === 'peer') return peerIsNewer(d.reason);

@@ -8,11 +8,11 @@ import { type Clock, systemClock, type TimerHandle } from '../../lib/clock.ts';
 import { type Connection, type ConnectionLog, clientHandshake, HandshakeRefused } from './connection.ts';
 import type { VersionRange } from './frame.ts';
 import { type DiskStateSource, stateSource } from './peer-report.ts';
-import type { AckStatusCode, Message, PeerState } from './protocol.ts';
+import { AckStatus, type AckStatusCode, type Message, type PeerState } from './protocol.ts';
 import type { ConnectionState } from './role.ts';
 import { tcpTransport } from './tcp-transport.ts';
 import type { Dialing, Transport } from './transport.ts';
-import { localVersions } from './version.ts';
+import { ACTIVITY_SINCE, localVersions } from './version.ts';
 
 export class PeerGone extends Error {
   constructor(peer: string, why: string) {
@@ -163,6 +163,17 @@ export class PeerLink {
     // back until it ends, putting the two fdatasyncs in series instead of in parallel.
     this.#conn?.flushNow();
     return reply.then((r) => (r.type === 'ack' ? r.status : 1));
+  }
+
+  /**
+   * Ships the primary's activity-log ranges (reconciliation.ts); resolves with the peer's ack once
+   * they are durable there. A peer of before protocol version 4 keeps no such record: ok at once.
+   */
+  activity(ranges: Array<[number, number]>): Promise<AckStatusCode> {
+    if ((this.protocolVersion ?? 0) < ACTIVITY_SINCE) return Promise.resolve(AckStatus.ok);
+    return this.#request((id) => ({ type: 'activity', id, ranges })).then((r) =>
+      r.type === 'ack' ? r.status : AckStatus.ioError,
+    );
   }
 
   digests(offset: number, length: number, chunk: number): Promise<Buffer | undefined> {

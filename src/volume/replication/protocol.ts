@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { NONCE_LENGTH } from './auth.ts';
 import { MAX_PAYLOAD } from './frame.ts';
+import { MAX_RANGES } from './reconciliation.ts';
 
 export const MessageType = {
   hello: 1,
@@ -15,6 +16,7 @@ export const MessageType = {
   write: 10,
   ack: 11,
   flush: 12,
+  activity: 13,
   digestRequest: 20,
   digestReply: 21,
   readRequest: 22,
@@ -29,6 +31,14 @@ export const AckStatus = { ok: 0, ioError: 1, staleEpoch: 2, notSecondary: 3, ou
 export type AckStatusCode = (typeof AckStatus)[keyof typeof AckStatus];
 
 const genId = z.string().regex(/^[0-9a-f]{1,16}$/);
+const byteRanges = z
+  .array(
+    z.tuple([
+      z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+      z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+    ]),
+  )
+  .max(MAX_RANGES);
 export const peerStateSchema = z.strictObject({
   node: z.string().min(1).max(128),
   role: z.enum(['Primary', 'Secondary']),
@@ -63,6 +73,19 @@ export const peerStateSchema = z.strictObject({
     .max(256)
     .optional(),
   /**
+   * A secondary's record of its primaries' activity-log ranges (reconciliation.ts; version 4): the
+   * primary `from` at `epoch` shipped `current`; `carried` are earlier primaries' not yet resynced
+   * here. A new primary resyncs them from itself. Absent when empty.
+   */
+  activity: z
+    .strictObject({
+      from: z.string().min(1).max(128),
+      epoch: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+      current: byteRanges,
+      carried: byteRanges,
+    })
+    .optional(),
+  /**
    * Why a STATE after a connection's first was sent: `reply` answers the other side's STATE (sent
    * once what it decided there is durable), `update` is pushed because the sender's durable state
    * changed (disk state, generation, epoch, role). Absent on the first STATE of a connection.
@@ -82,6 +105,11 @@ export type Message =
   | { type: 'write'; id: number; offset: number; data: Buffer; resync: boolean }
   | { type: 'ack'; id: number; status: AckStatusCode }
   | { type: 'flush'; id: number }
+  /**
+   * The primary's activity-log ranges, sent whenever its hot set changes and before any write into
+   * a newly hot extent; acknowledged once durable at the replica (version 4).
+   */
+  | { type: 'activity'; id: number; ranges: Array<[number, number]> }
   | { type: 'digestRequest'; id: number; offset: number; length: number; chunk: number }
   | { type: 'digestReply'; id: number; status: AckStatusCode; digests: Buffer }
   | { type: 'readRequest'; id: number; offset: number; length: number }
@@ -111,6 +139,10 @@ const challengeSchema = z.strictObject({
 });
 const authSchema = z.strictObject({ proof: hex(32) });
 const errorSchema = z.strictObject({ message: z.string().max(1024) });
+const activitySchema = z.strictObject({
+  id: z.number().int().nonnegative().max(0xffffffff),
+  ranges: byteRanges,
+});
 /** Control messages are tiny; a huge JSON payload is refused before parsing. */
 const MAX_CONTROL = 16 * 1024;
 
@@ -175,6 +207,8 @@ export function encodeMessage(m: Message): { type: number; payload: Buffer } {
       return { type: MessageType.auth, payload: json({ proof: m.proof.toString('hex') }) };
     case 'state':
       return { type: MessageType.state, payload: json(m.state) };
+    case 'activity':
+      return { type: MessageType.activity, payload: json({ id: m.id, ranges: m.ranges }) };
     case 'error':
       return { type: MessageType.error, payload: json({ message: m.message.slice(0, 1024) }) };
     case 'ping':
@@ -293,6 +327,11 @@ export function decodeMessage(type: number, payload: Buffer): DecodeMessageResul
       const r = parseJson(payload, peerStateSchema);
       if (!r.ok) return r;
       return { ok: true, message: { type: 'state', state: r.value } };
+    }
+    case MessageType.activity: {
+      const r = parseJson(payload, activitySchema);
+      if (!r.ok) return r;
+      return { ok: true, message: { type: 'activity', id: r.value.id, ranges: r.value.ranges } };
     }
     case MessageType.error: {
       const r = parseJson(payload, errorSchema);

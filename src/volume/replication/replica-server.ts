@@ -21,6 +21,7 @@ import { FramePool } from './frame-pool.ts';
 import { adoptSourceGeneration } from './generation.ts';
 import { stateKey } from './peer-report.ts';
 import { AckStatus, type AckStatusCode, type Message, type PeerState } from './protocol.ts';
+import { type ActivityReport, type ActivitySource, mergeRanges, type Range } from './reconciliation.ts';
 import type { ReplicaMeta, ReplicaStore } from './replica-store.ts';
 import { tcpTransport } from './tcp-transport.ts';
 import type { Endpoint, Listener, Transport } from './transport.ts';
@@ -50,6 +51,13 @@ export interface ReplicaServerOptions {
     changedBlocks(peer: string): number | undefined;
     /** After a crash as primary: the activity-log extents (see PeerState.crashRanges). */
     crashRanges?(): Array<{ offset: number; length: number }>;
+    /**
+     * The record of the primaries' activity-log ranges (reconciliation.ts): a primary's ACTIVITY
+     * (resolves once durable), its "you hold my data" STATE, and what STATE reports.
+     */
+    receiveActivity?(from: ActivitySource, ranges: Range[], unflushed: Range[]): Promise<void>;
+    reconciledByPrimary?(): Promise<void>;
+    activityReport?(): ActivityReport | undefined;
   };
   /**
    * Write each replicated block durably (BlockDevice.writeDurable) and say so in STATE, so the
@@ -105,6 +113,8 @@ export class ReplicaServer {
   /** How peer writes reach the disk: durably (see ReplicaServerOptions.durableWrites) or not. */
   readonly #write: ((offset: number, data: Buffer) => Promise<void>) | undefined;
   readonly #durable: boolean;
+  /** Without durable writes: ranges applied since the last FLUSH began (a crash may lose them). */
+  #unflushed: Range[] = [];
 
   constructor(o: ReplicaServerOptions) {
     this.o = o;
@@ -194,6 +204,7 @@ export class ReplicaServer {
       : ((peer !== undefined ? this.o.divergence?.changedBlocks(peer) : undefined) ?? UNKNOWN_CHANGES);
     const crashedPrimary = m.primaryOpen && !this.o.isPrimary?.();
     const crash = crashedPrimary ? this.o.divergence?.crashRanges?.() : undefined;
+    const activity = this.o.device ? this.o.divergence?.activityReport?.() : undefined;
     return {
       node: this.o.node,
       role: this.o.isPrimary?.() ? 'Primary' : 'Secondary',
@@ -207,6 +218,7 @@ export class ReplicaServer {
       promotedAt: 0,
       ...(this.#durable ? { durableWrites: true } : {}),
       ...(crash && crash.length <= 256 ? { crashRanges: crash.map((r) => [r.offset, r.length]) } : {}),
+      ...(activity ? { activity } : {}),
     };
   }
 
@@ -259,6 +271,8 @@ export class ReplicaServer {
           // primary would keep it while the link stays up.
           this.#queue
             .submit(undefined, async () => {
+              // Resynced by this primary (or in sync with it): earlier primaries' leftovers are gone.
+              await this.o.divergence?.reconciledByPrimary?.();
               const now = this.o.store.load();
               this.#answering = conn;
               try {
@@ -306,6 +320,10 @@ export class ReplicaServer {
               this.o.store.save({ ...cur, diskState: 'Inconsistent' });
           }
           await write(m.offset, m.data);
+          if (!this.#durable) {
+            this.#unflushed.push([m.offset, m.data.length]);
+            if (this.#unflushed.length > 1024) this.#unflushed = mergeRanges(this.#unflushed);
+          }
         });
         void job.finally(release).catch(() => undefined);
         job.then(
@@ -324,10 +342,44 @@ export class ReplicaServer {
         }
         const device = this.o.device;
         // Every earlier write, not the later ones: they need not wait for this fdatasync.
-        const job = this.#queue.submit(undefined, () => device.flush(), { holdsLater: false });
+        const job = this.#queue.submit(
+          undefined,
+          async () => {
+            const covered = this.#unflushed;
+            this.#unflushed = [];
+            await device.flush().catch((err: Error) => {
+              this.#unflushed.push(...covered);
+              throw err;
+            });
+          },
+          { holdsLater: false },
+        );
         job.then(
           () => conn.send({ type: 'ack', id: m.id, status: AckStatus.ok }),
           () => conn.send({ type: 'ack', id: m.id, status: AckStatus.ioError }),
+        );
+        return;
+      }
+      case 'activity': {
+        const refuse = this.#admit(epoch, 0, 512, meta);
+        if (refuse !== AckStatus.ok) {
+          this.#refused++;
+          conn.send({ type: 'ack', id: m.id, status: refuse });
+          return;
+        }
+        const from = { node: conn.peerNode, epoch };
+        // A barrier: the writes behind it (into the extents it names) wait until it is durable.
+        const job = this.#queue.submit(undefined, async () => {
+          this.#unflushed = mergeRanges(this.#unflushed);
+          await this.o.divergence?.receiveActivity?.(from, m.ranges, this.#unflushed);
+        });
+        job.then(
+          () => conn.send({ type: 'ack', id: m.id, status: AckStatus.ok }),
+          (err: Error) => {
+            // Writes it should cover must not be acknowledged: the primary marks them for later.
+            conn.send({ type: 'ack', id: m.id, status: AckStatus.ioError });
+            conn.close(`could not record the primary's activity log: ${err.message}`);
+          },
         );
         return;
       }

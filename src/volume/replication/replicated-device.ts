@@ -37,6 +37,15 @@ import { type PeerAddress, PeerGone, PeerLink } from './peer-link.ts';
 import { PeerReplica, type ResyncProgress } from './peer-replica.ts';
 import type { DiskStateSource } from './peer-report.ts';
 import { AckStatus, type PeerState } from './protocol.ts';
+import { ReceivedActivity } from './received-activity.ts';
+import {
+  type ActivityReport,
+  type ActivitySource,
+  activityReport,
+  mergeRanges,
+  promotionMarks,
+  type Range,
+} from './reconciliation.ts';
 import { blockDigests } from './replica-server.ts';
 import type { ReplicaStore } from './replica-store.ts';
 import {
@@ -175,6 +184,8 @@ export class ReplicatedDevice implements BlockDevice {
   #localUnflushed = false;
   /** Resync holds waiting for application writes in their extents to finish. */
   #writeWaiters: Array<() => void> = [];
+  /** The activity-log ranges this replica's primaries shipped to it (reconciliation.ts). */
+  readonly #received: ReceivedActivity;
 
   constructor(local: BlockDevice, store: ReplicaStore, c: ReplicationConfig, log: ConnectionLog) {
     this.local = local;
@@ -192,6 +203,7 @@ export class ReplicatedDevice implements BlockDevice {
       c.alSlots ?? DEFAULT_AL_SLOTS,
     );
     this.#alFile = alFile;
+    this.#received = new ReceivedActivity(this.#files);
     const alExtent = c.alExtentSize ?? DEFAULT_AL_EXTENT_SIZE;
     this.#al = new ActivityLogState(alExtent, c.alSlots ?? DEFAULT_AL_SLOTS);
     if (meta.primaryOpen) this.#crashRanges = ActivityLogState.crashRanges(hot, alExtent, this.size);
@@ -240,7 +252,20 @@ export class ReplicatedDevice implements BlockDevice {
     }
     const meta = this.store.load();
     this.store.save({ ...meta, epoch, primaryOpen: true });
+    // Reconciliation: what earlier primaries may have left on this replica and not on the others
+    // is resynced from here to every peer. Durable in the bitmaps before the record is cleared.
+    const leftovers = promotionMarks(this.#received.record);
+    for (const p of this.#peers)
+      if (!p.tiebreaker) for (const [o, l] of leftovers) p.bitmap.markRange(o, Math.min(l, this.size - o));
     await Promise.all(this.#peers.map((p) => this.#saveBitmap(p)));
+    if (leftovers.length > 0)
+      this.log.info(
+        { ranges: leftovers.length },
+        "reconciliation: earlier primaries' activity-log ranges resync from here",
+      );
+    await this.#received.clear().catch((err: Error) => {
+      this.log.warn({ err: err.message }, 'could not clear the received activity-log ranges');
+    });
     for (const p of this.#peers) p.markedBeforePromotion = p.bitmap.dirtyBytes;
     this.#role = 'Primary';
     this.#fenced = false;
@@ -297,8 +322,12 @@ export class ReplicatedDevice implements BlockDevice {
     // A fenced primary's data is not the newest any more (another primary took over): Outdated
     // until it resyncs, so it can neither be promoted nor win a split-brain. Stored before the role
     // changes: the replica server must never show this disk as a secondary's UpToDate one.
-    if (this.#roleState().fenced) this.store.save({ ...this.store.load(), diskState: 'Outdated' });
+    const fenced = this.#roleState().fenced;
+    if (fenced) this.store.save({ ...this.store.load(), diskState: 'Outdated' });
     this.#role = 'Secondary';
+    // A clean step-down (nothing in flight, all flushed above): the peers hold every write, and
+    // the next primary need not reconcile this one's activity log. (Else they keep the ranges.)
+    if (!fenced && this.#ordered.inFlight === 0) await this.#shipActivity([]);
     for (const p of this.#peers) p.link.stop();
     this.#wake();
     // Writes still in flight end now (refused: not primary). Their failed peer writes must be in the
@@ -439,6 +468,7 @@ export class ReplicatedDevice implements BlockDevice {
     await this.#alFile.settled();
     await Promise.all(this.#peers.map((p) => p.saving));
     this.#alFile.close();
+    this.#received.close();
     this.#wake();
     await this.local.close();
   }
@@ -755,6 +785,51 @@ export class ReplicatedDevice implements BlockDevice {
     }
   }
 
+  /** The activity log's hot extents as byte ranges (what a peer records, reconciliation.ts). */
+  #hotRanges(hot: number[]): Range[] {
+    return mergeRanges(
+      ActivityLogState.crashRanges(hot, this.#al.extentSize, this.size).map(
+        (r): Range => [r.offset, r.length],
+      ),
+    );
+  }
+
+  /**
+   * Sends the activity-log ranges to the data peers that receive writes (or to `to`); resolves when
+   * each has them durably or is gone. A peer that refuses them is dropped (it gets no more writes
+   * on this connection; they are marked in its bitmap).
+   */
+  async #shipActivity(ranges: Range[], to: PeerReplica[] = this.#peers): Promise<void> {
+    await Promise.all(
+      to
+        .filter((p) => !p.tiebreaker && p.link.state !== 'StandAlone' && p.link.peerState !== undefined)
+        .map((p) =>
+          p.link.activity(ranges).then(
+            (status) => {
+              if (status !== AckStatus.ok)
+                p.link.drop(`peer refused the activity-log ranges (status ${status})`);
+            },
+            () => undefined,
+          ),
+        ),
+    );
+  }
+
+  // ---- reconciliation among survivors: the record this replica keeps as a secondary (the
+  // ReplicaServer calls these; see ReplicaServerOptions.divergence)
+
+  receiveActivity(from: ActivitySource, ranges: Range[], unflushed: Range[]): Promise<void> {
+    return this.#received.receive(from, ranges, unflushed);
+  }
+
+  reconciledByPrimary(): Promise<void> {
+    return this.#received.reconciled();
+  }
+
+  activityReport(): ActivityReport | undefined {
+    return this.#role === 'Secondary' ? activityReport(this.#received.record) : undefined;
+  }
+
   /** Saves a peer's bitmap without blocking; saves of one peer run in order (latest content last). */
   #saveBitmap(p: PeerReplica, withUnflushed = false): Promise<void> {
     const job = p.saving.then(() =>
@@ -779,8 +854,15 @@ export class ReplicatedDevice implements BlockDevice {
           if (r.evicted.length > 0) this.#evictedSincePersist = true;
           try {
             await this.#alFile.commitGrouped(
-              () => ({ extentSize: this.#al.extentSize, hot: this.#al.hot }),
+              () => {
+                // The peers record the new hot set too, before any write into it reaches them (on
+                // the same connections, after this), while this commit runs (reconciliation.ts).
+                const hot = this.#al.hot;
+                void this.#shipActivity(this.#hotRanges(hot));
+                return { extentSize: this.#al.extentSize, hot };
+              },
               () => this.#persistForEviction(),
+              (hot) => this.#al.committed(hot),
             );
           } catch (err) {
             this.#al.complete(offset, length);
@@ -881,6 +963,7 @@ export class ReplicatedDevice implements BlockDevice {
       quorum: this.c.quorum,
       afterSplitBrain: this.c.afterSplitBrain,
       local: { generation: meta.generation, diskState: meta.diskState, crashedPrimary: false },
+      self: { node: this.c.node, epoch: this.#epoch },
       localSide: {
         changedBlocks: p.bitmap.dirtyExtents,
         promotedAt: this.#promotedAt,
@@ -905,7 +988,10 @@ export class ReplicatedDevice implements BlockDevice {
       );
     switch (a.kind) {
       case 'observe':
+        break;
       case 'none':
+        // Before any write reaches it on this connection: where this primary may be writing.
+        void this.#shipActivity(this.#hotRanges(this.#al.hot), [p]);
         break;
       case 'retry':
         // Usually transient (an old primary about to step down): retry with backoff, do not park.
@@ -918,10 +1004,12 @@ export class ReplicatedDevice implements BlockDevice {
       case 'resync':
         for (const r of a.mark) p.bitmap.markRange(r.offset, r.length);
         if (a.full) p.bitmap.setAll();
+        void this.#shipActivity(this.#hotRanges(this.#al.hot), [p]);
         this.#startResync(p);
         break;
       case 'discard': {
         if (a.fencedPeer) this.log.warn({ peer: peer.node }, a.reason);
+        void this.#shipActivity(this.#hotRanges(this.#al.hot), [p]);
         this.#forceSurvivor.delete(peer.node);
         // Automatic discards retry at the next connection; an operator's choice waits for the operator.
         const automatic = a.fencedPeer;

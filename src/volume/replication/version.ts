@@ -12,6 +12,7 @@
  *
  *   version 2  frames with a GMAC tag; STATE without `sent`
  *   version 3  STATE may say why it was sent (`sent`: reply or update)
+ *   version 4  ACTIVITY (the primary's activity-log ranges) and STATE's `activity` (reconciliation.ts)
  *
  * A change that an older peer would refuse (a new field in a strict message, a new message type)
  * raises PROTOCOL_VERSION, and this module says what to leave out when speaking an older version.
@@ -25,6 +26,8 @@ export type { VersionRange };
 export const MIN_PROTOCOL_VERSION = 2;
 /** The first version whose STATE may carry `sent`. */
 export const STATE_SENT_SINCE = 3;
+/** The first version with ACTIVITY and STATE's `activity`: older peers are neither sent nor report them. */
+export const ACTIVITY_SINCE = 4;
 /** Limits what a daemon speaks (tests of mixed pairs; an operator pinning the old version). */
 export const MAX_VERSION_ENV = 'CVSERVER_REPLICATION_MAX_VERSION';
 
@@ -70,9 +73,15 @@ export function negotiate(
 
 /** The message as a peer speaking `version` expects it: what that version does not know is left out. */
 export function forVersion(m: Message, version: number): Message {
-  if (m.type === 'state' && version < STATE_SENT_SINCE && m.state.sent !== undefined) {
-    const { sent: _sent, ...state } = m.state;
-    return { type: 'state', state };
+  if (m.type !== 'state') return m;
+  let state = m.state;
+  if (version < STATE_SENT_SINCE && state.sent !== undefined) {
+    const { sent: _sent, ...rest } = state;
+    state = rest;
   }
-  return m;
+  if (version < ACTIVITY_SINCE && state.activity !== undefined) {
+    const { activity: _activity, ...rest } = state;
+    state = rest;
+  }
+  return state === m.state ? m : { type: 'state', state };
 }

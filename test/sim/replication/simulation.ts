@@ -391,12 +391,9 @@ export class Simulation {
   mayCrash(node?: SimNode): boolean {
     if (this.cfg.profile === 'full') return true;
     if (this.nodes.some((n) => !n.up)) return false;
-    // A primary dies with no write in flight: writes in flight at its crash can reach some peers and
-    // not others, which no survivor reconciles (open issue 1 of the notes; the full profile has it).
-    // Nor with writes it acknowledged but has not flushed: its disk may lose part of them, and a
-    // survivor that got them keeps them while another primary resyncs the torn copy elsewhere (the
-    // same open issue; seed 69 of the ci run before this rule).
-    if (node === this.primary && this.model.inflight.size > 0) return false;
+    // A primary dies with no write it acknowledged but has not flushed: its disk may lose part of
+    // them, and a survivor that got them keeps them while another primary resyncs the torn copy
+    // elsewhere (seed 69 of the ci run before this rule).
     const name = node?.name;
     if (node === this.primary && [...this.model.acked.values()].some((w) => !w.flushed && w.writer === name))
       return false;
@@ -404,6 +401,21 @@ export class Simulation {
     if (!p) return false;
     const st = p.status();
     return st.peers.every((x) => x.connection === 'Connected' && x.outOfSyncBytes === 0);
+  }
+
+  /**
+   * The primary loses power while its writes are on the wire: some peers may have applied a write
+   * that others never got (none of them acknowledged). The survivors must end up identical.
+   */
+  async crashMidWrite(p: SimNode): Promise<void> {
+    if (!this.mayCrash(p)) return;
+    const n = 1 + this.rand(4);
+    for (let i = 0; i < n; i++) this.write(p);
+    await this.advance(this.pick() * 3);
+    if (this.primary !== p || !p.up || !this.mayCrash(p)) return;
+    this.count('crash-primary-mid-write');
+    this.note(`crash ${p.name} with ${this.model.inflight.size} writes in flight`);
+    this.crash(p);
   }
 
   async act(): Promise<void> {
@@ -419,9 +431,11 @@ export class Simulation {
         this.primary === n ? 'crash-primary' : n.tiebreaker ? 'crash-tiebreaker' : 'crash-secondary',
       );
       this.crash(n);
-    } else if (r < 54.5 && this.primary?.up && this.mayCrash(this.primary)) {
+    } else if (r < 53.75 && this.primary?.up && this.mayCrash(this.primary)) {
       this.count('crash-primary');
       this.crash(this.primary);
+    } else if (r < 54.5 && this.primary?.up) {
+      await this.crashMidWrite(this.primary);
     } else if (r < 60) {
       // A machine that is down comes back (the weight of a restart is idle time when none is).
       const n = down[this.rand(down.length)];

@@ -74,10 +74,15 @@ test('bitmap file: round trip; damaged or foreign file means everything dirty', 
 test('activity log: commit only when the hot set grows, LRU eviction, never evicts in-flight extents', () => {
   const al = new ActivityLogState(4 * K, 2);
   assert.deepEqual(al.admit(0, 4 * K), { mustCommit: true, evicted: [] });
+  // Hot but not yet durable: a second write into it waits for the commit too.
+  assert.deepEqual(al.admit(100, 10), { mustCommit: true, evicted: [] });
+  al.complete(100, 10);
+  al.committed([0]);
   al.complete(0, 4 * K);
   assert.deepEqual(al.admit(100, 10), { mustCommit: false, evicted: [] }); // hot already
   al.complete(100, 10);
   assert.deepEqual(al.admit(4 * K, 10), { mustCommit: true, evicted: [] }); // extent 1, in flight
+  al.committed([0, 1]);
   assert.deepEqual(al.admit(0, 1), { mustCommit: false, evicted: [] }); // extent 0 in flight now too
   assert.equal(al.admit(8 * K, 1), undefined); // both extents busy: wait
   al.complete(4 * K, 10);

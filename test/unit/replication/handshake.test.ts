@@ -36,6 +36,7 @@ function facts(f: Partial<HandshakeFacts> = {}): HandshakeFacts {
       diskState: 'UpToDate',
       crashedPrimary: false,
     },
+    self: { node: 'a', epoch: 7 },
     localSide: { changedBlocks: 0, promotedAt: 1000, current: 'a1' },
     outOfSyncBytes: 0,
     markedBeforePromotion: 0,
@@ -65,6 +66,9 @@ const localWrote = {
   diskState: 'UpToDate' as const,
   crashedPrimary: false,
 };
+
+/** A peer's record of the activity-log ranges its primaries shipped (reconciliation.ts). */
+const oldPrimary = { from: 'c', epoch: 6, current: [[0, 16384] as [number, number]], carried: [] };
 
 const table: Array<[string, Partial<HandshakeFacts>, string]> = [
   ['a secondary only observes', { primary: false }, 'observe'],
@@ -108,6 +112,64 @@ const table: Array<[string, Partial<HandshakeFacts>, string]> = [
           [0, 4096],
           [65536, 8192],
         ],
+      }),
+    },
+    'resync:bitmap+2 ranges',
+  ],
+  [
+    "same generation, the peer holds a lost primary's activity ranges: reconciled from here",
+    { peer: peer({ activity: oldPrimary }) },
+    'resync:bitmap+1 ranges',
+  ],
+  [
+    'same generation, the peer holds our own ranges of this term: none (our bitmap covers them)',
+    { peer: peer({ activity: { ...oldPrimary, from: 'a', epoch: 7 } }) },
+    'none',
+  ],
+  [
+    'our own ranges of an earlier term: reconciled (we may have crashed since)',
+    { peer: peer({ activity: { ...oldPrimary, from: 'a', epoch: 5 } }) },
+    'resync:bitmap+1 ranges',
+  ],
+  [
+    'our own ranges of this term, and ranges carried from an earlier primary: the carried ones',
+    {
+      peer: peer({
+        activity: {
+          ...oldPrimary,
+          from: 'a',
+          epoch: 7,
+          carried: [
+            [65536, 16384],
+            [1 << 19, 4096],
+          ],
+        },
+      }),
+    },
+    'resync:bitmap+2 ranges',
+  ],
+  [
+    "we wrote since, and the peer holds a lost primary's ranges: bitmap + ranges",
+    { local: localWrote, peer: peer({ activity: oldPrimary }) },
+    'resync:bitmap+1 ranges',
+  ],
+  [
+    "a lost primary's ranges past the end are cut to the device",
+    { peer: peer({ activity: { ...oldPrimary, current: [[SIZE - 4096, 16384]] } }) },
+    'resync:bitmap+1 ranges',
+  ],
+  [
+    "a lost primary's ranges and an Inconsistent peer: full sync",
+    { peer: peer({ diskState: 'Inconsistent', activity: oldPrimary }) },
+    'resync:full',
+  ],
+  [
+    "a crashed old primary with a lost primary's ranges too: both",
+    {
+      peer: peer({
+        crashedPrimary: true,
+        crashRanges: [[0, 4096]],
+        activity: { ...oldPrimary, current: [[65536, 4096]] },
       }),
     },
     'resync:bitmap+2 ranges',

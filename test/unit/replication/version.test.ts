@@ -57,11 +57,11 @@ test('CVSERVER_REPLICATION_MAX_VERSION pins what a daemon speaks; a bad value is
   assert.deepEqual(localVersions({}), r(MIN_PROTOCOL_VERSION, PROTOCOL_VERSION));
   assert.deepEqual(localVersions({ CVSERVER_REPLICATION_MAX_VERSION: '' }), r(2, PROTOCOL_VERSION));
   assert.deepEqual(localVersions({ CVSERVER_REPLICATION_MAX_VERSION: '2' }), r(2));
-  assert.deepEqual(localVersions({ CVSERVER_REPLICATION_MAX_VERSION: String(PROTOCOL_VERSION) }), r(2, 3));
+  assert.deepEqual(localVersions({ CVSERVER_REPLICATION_MAX_VERSION: String(PROTOCOL_VERSION) }), r(2, 4));
   for (const bad of ['1', '9', 'x', '2.5'])
     assert.throws(
       () => localVersions({ CVSERVER_REPLICATION_MAX_VERSION: bad }),
-      /CVSERVER_REPLICATION_MAX_VERSION=.*: expected a replication protocol version from 2 to 3/,
+      /CVSERVER_REPLICATION_MAX_VERSION=.*: expected a replication protocol version from 2 to 4/,
     );
 });
 
@@ -106,4 +106,41 @@ test('HELLO and CHALLENGE carry the versions, and decode without them from older
   const { version: _v, ...plain } = ch;
   const p = encodeMessage(plain);
   assert.ok(!p.payload.toString().includes('version'), 'no version field for an older client');
+});
+
+test('speaking version 3: a STATE leaves out `activity`, and ACTIVITY round-trips in version 4', () => {
+  const state = {
+    node: 'a',
+    role: 'Secondary' as const,
+    diskState: 'UpToDate' as const,
+    generation: { current: 'a1', bitmap: '0', history: [] },
+    crashedPrimary: false,
+    epoch: 4,
+    size: 1 << 20,
+    changedBlocks: 0,
+    promotedAt: 0,
+    sent: 'reply' as const,
+    activity: { from: 'c', epoch: 3, current: [[0, 4096] as [number, number]], carried: [] },
+  };
+  const m: Message = { type: 'state', state };
+  const v3 = forVersion(m, 3);
+  assert.ok(v3.type === 'state' && !('activity' in v3.state) && v3.state.sent === 'reply');
+  const v2 = forVersion(m, 2);
+  assert.ok(v2.type === 'state' && !('activity' in v2.state) && !('sent' in v2.state));
+  assert.equal(forVersion(m, 4), m);
+  const e = encodeMessage(m);
+  assert.deepEqual(decodeMessage(e.type, e.payload), { ok: true, message: m });
+
+  const activity: Message = {
+    type: 'activity',
+    id: 9,
+    ranges: [
+      [0, 4096],
+      [1 << 22, 1 << 22],
+    ],
+  };
+  const a = encodeMessage(activity);
+  assert.deepEqual(decodeMessage(a.type, a.payload), { ok: true, message: activity });
+  const bad = Buffer.from(JSON.stringify({ id: 1, ranges: [[0, 0]] }));
+  assert.equal(decodeMessage(MessageType.activity, bad).ok, false, 'an empty range is refused');
 });
