@@ -115,6 +115,16 @@ describe('etcd cluster with TLS (3 members on loopback)', () => {
       all.kvs.map((kv) => kv.key),
       ['/t/a', '/t/b'],
     );
+    // Ranges in one read (how a snapshot leaves the events out): '/t/b' excluded, one revision.
+    const around = await client.ranges([
+      { key: '/t/', end: '/t/b' },
+      { key: '/t/c', end: '/u' },
+    ]);
+    assert.deepEqual(
+      around.kvs.map((kv) => kv.key),
+      ['/t/a', '/tx'],
+    );
+    assert.equal(around.revision, all.revision);
 
     // Compare-and-swap on mod_revision: the first wins, a stale one fails and reads the current value.
     const rev = one.kvs[0]!.modRevision;

@@ -16,6 +16,7 @@ import {
   decodeTxn,
   encodePut,
   encodeTxn,
+  type KeyValue,
   keyRange,
   MalformedReply,
   type Member,
@@ -178,6 +179,19 @@ export class EtcdClient {
       await this.call('/v3/kv/deleterange', keyRange(key, opts.prefix), false, opts),
       json(decodeDelete),
     );
+  }
+
+  /**
+   * Key ranges (`end` excluded) in one read: a read-only txn, so one revision and linearizable like a
+   * range; the keys in the order of the ranges.
+   */
+  async ranges(
+    rs: { key: string; end: string }[],
+    opts: CallOptions = {},
+  ): Promise<{ kvs: KeyValue[]; revision: number }> {
+    const t = encodeTxn({ compare: [], success: rs.map((r) => ({ op: 'range', key: r.key, end: r.end })) });
+    const r = decodeReply(await this.call('/v3/kv/txn', t, true, opts), json(decodeTxn));
+    return { kvs: r.responses.flatMap((x) => (x.op === 'range' ? x.kvs : [])), revision: r.revision };
   }
 
   async txn(t: TxnRequest, opts: CallOptions = {}): Promise<TxnResult> {

@@ -30,7 +30,8 @@ export type Compare =
 export type TxnOp =
   | { op: 'put'; key: string; value: string; lease?: string }
   | { op: 'delete'; key: string; prefix?: boolean }
-  | { op: 'range'; key: string; prefix?: boolean };
+  /** `end`: the keys from `key` up to `end` (excluded), instead of one key or a prefix. */
+  | { op: 'range'; key: string; prefix?: boolean; end?: string };
 
 export type TxnOpResult =
   | { op: 'put' }
@@ -62,6 +63,13 @@ export function prefixRangeEnd(prefix: Buffer): Buffer {
     }
   }
   return Buffer.from([0]);
+}
+
+/** The first key after every key under `prefix` (its last character, ASCII, plus one): a range's end. */
+export function prefixEnd(prefix: string): string {
+  const last = prefix.charCodeAt(prefix.length - 1);
+  if (!(last >= 0 && last < 0x7f)) throw new Error(`prefixEnd: '${prefix}' must end in an ASCII character`);
+  return prefix.slice(0, -1) + String.fromCharCode(last + 1);
 }
 
 /** `{key, range_end?}` for one key or, with prefix, every key under it (an empty prefix = all keys). */
@@ -109,7 +117,10 @@ export function encodeOp(o: TxnOp): Record<string, unknown> {
     case 'delete':
       return { request_delete_range: keyRange(o.key, o.prefix) };
     case 'range':
-      return { request_range: keyRange(o.key, o.prefix) };
+      return {
+        request_range:
+          o.end === undefined ? keyRange(o.key, o.prefix) : { key: b64(o.key), range_end: b64(o.end) },
+      };
   }
 }
 

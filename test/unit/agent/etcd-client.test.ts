@@ -15,6 +15,7 @@ import {
   encodeCompare,
   encodeTxn,
   keyRange,
+  prefixEnd,
   prefixRangeEnd,
 } from '../../../src/agent/etcd/wire.ts';
 import { UserError } from '../../../src/lib/errors.ts';
@@ -63,6 +64,17 @@ describe('etcd wire encoding', () => {
         ],
       },
     );
+  });
+
+  test('a range with an end (keys around a prefix left out): the end of a prefix is its last character + 1', () => {
+    assert.equal(prefixEnd('/c/events/'), '/c/events0');
+    assert.equal(prefixEnd('/c/'), '/c0');
+    assert.throws(() => prefixEnd('/c/é'), /ASCII/);
+    assert.deepEqual(encodeTxn({ compare: [], success: [{ op: 'range', key: '/c/', end: '/c/events/' }] }), {
+      compare: [],
+      success: [{ request_range: { key: b('/c/'), range_end: b('/c/events/') } }],
+      failure: [],
+    });
   });
 
   test('replies: defaults for left-out fields, big lease IDs kept exact', () => {
@@ -274,6 +286,59 @@ describe('EtcdClient against a fake HTTPS gateway', () => {
       assert.equal(await c.leaseRevoke('42'), false);
     } finally {
       c.close();
+    }
+  });
+
+  test('ranges: one read-only txn, the keys of every range in order, at its revision', async () => {
+    let asked: unknown;
+    handlers[0] = (path, body) => {
+      asked = { path, body: JSON.parse(body) };
+      const kvs = (keys: string[]) => ({
+        kvs: keys.map((k) => ({ key: b(k), value: b(`v${k}`), mod_revision: '4' })),
+      });
+      return {
+        body: JSON.stringify({
+          header: { revision: '11' },
+          succeeded: true,
+          responses: [
+            { response_range: kvs(['/c/a', '/c/b']) },
+            { response_range: {} },
+            { response_range: kvs(['/c/z']) },
+          ],
+        }),
+      };
+    };
+    const c = new EtcdClient({ endpoints: [urls[0]!], ...creds });
+    try {
+      const r = await c.ranges([
+        { key: '/c/', end: '/c/events/' },
+        { key: '/c/events0', end: '/c/x' },
+        { key: '/c/x', end: '/c0' },
+      ]);
+      assert.equal(r.revision, 11);
+      assert.deepEqual(
+        r.kvs.map((x) => [x.key, x.value, x.modRevision]),
+        [
+          ['/c/a', 'v/c/a', 4],
+          ['/c/b', 'v/c/b', 4],
+          ['/c/z', 'v/c/z', 4],
+        ],
+      );
+      assert.deepEqual(asked, {
+        path: '/v3/kv/txn',
+        body: {
+          compare: [],
+          success: [
+            { request_range: { key: b('/c/'), range_end: b('/c/events/') } },
+            { request_range: { key: b('/c/events0'), range_end: b('/c/x') } },
+            { request_range: { key: b('/c/x'), range_end: b('/c0') } },
+          ],
+          failure: [],
+        },
+      });
+    } finally {
+      c.close();
+      handlers[0] = () => ({ body: '{}' });
     }
   });
 

@@ -8,9 +8,13 @@ function kv(key: string, value: string, lease = '0'): KeyValue {
   return { key, value, createRevision: 1, modRevision: 2, version: 1, lease };
 }
 
-/** Only `range` is used by snapshot(). */
+/** Only `ranges` is used by snapshot(): the keys in the ranges it asks for (events are not). */
 function fakeClient(kvs: KeyValue[]): EtcdClient {
-  return { range: async () => ({ kvs, count: kvs.length, revision: 9 }) } as unknown as EtcdClient;
+  const ranges = async (rs: { key: string; end: string }[]) => ({
+    kvs: rs.flatMap((r) => kvs.filter((x) => x.key >= r.key && x.key < r.end)),
+    revision: 9,
+  });
+  return { ranges } as unknown as EtcdClient;
 }
 
 test('a snapshot sorts the records by kind and sets malformed or foreign ones aside with a reason', async () => {
