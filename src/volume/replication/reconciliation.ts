@@ -12,6 +12,7 @@
  * "you now hold my data" STATE (after a resync, or with a clean bitmap) clears `carried`.
  */
 import { crc32 } from 'node:zlib';
+import { z } from 'zod';
 
 /** [offset, length] in bytes, as PeerState carries ranges. */
 export type Range = [number, number];
@@ -119,6 +120,12 @@ export function reconcileMarks(
 // ---- the record on disk: two alternating slots, each JSON with a sequence number and a CRC
 
 const MAGIC = 0x43565241; // "CVRA"
+const ranges = z.array(z.tuple([z.number().int().nonnegative(), z.number().int().positive()]));
+const recordSchema = z.object({
+  from: z.object({ node: z.string(), epoch: z.number().int().nonnegative() }).optional(),
+  current: ranges,
+  carried: ranges,
+});
 export const ACTIVITY_SLOT_BYTES = 16 * 1024;
 
 export function encodeActivitySlot(seq: number, rec: ActivityRecord): Buffer {
@@ -139,8 +146,10 @@ export function decodeActivitySlot(buf: Buffer): { seq: number; rec: ActivityRec
   const len = buf.readUInt32BE(12);
   if (len > ACTIVITY_SLOT_BYTES - 20) return undefined;
   try {
-    const rec = JSON.parse(buf.subarray(16, 16 + len).toString('utf8')) as ActivityRecord;
-    return { seq: Number(buf.readBigUInt64BE(4)), rec };
+    const r = recordSchema.safeParse(JSON.parse(buf.subarray(16, 16 + len).toString('utf8')));
+    if (!r.success) return undefined;
+    const { from, current, carried } = r.data;
+    return { seq: Number(buf.readBigUInt64BE(4)), rec: { from, current, carried } };
   } catch {
     return undefined;
   }
