@@ -14,8 +14,9 @@
  * Baselines in the same run: the lease TTL (the floor of detection) and the targets (unplanned p50
  * ≤ 5 s, p99 ≤ 8 s; migrate p50 ≤ 2 s); for CPU/RSS the etcd member beside the agent and a plain idle
  * node process started by this bench. Figures only, no pass/fail.
- *   scripts/node bench/failover.ts [--trials 10] [--migrations 5] [--idle-seconds 20] [--json]
- * (root; builds lab "bench" on 10.88.0.0/24 and 10.89.0.0/24 and always takes it down at the end, also on error/Ctrl-C)
+ *   scripts/node bench/failover.ts [--trials 10] [--migrations 5] [--idle-seconds 20] [--json] [--keep]
+ * (root; builds lab "bench" on 10.88.0.0/24 and 10.89.0.0/24 and always takes it down at the end, also on
+ * error/Ctrl-C, unless --keep: then it stays up at the end, for its logs)
  */
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -30,12 +31,15 @@ const { values } = parseArgs({
     migrations: { type: 'string', default: '5' },
     'idle-seconds': { type: 'string', default: '20' },
     json: { type: 'boolean', default: false },
+    keep: { type: 'boolean', default: false },
   },
 });
 const TRIALS = Number(values.trials);
 const MIGRATIONS = Number(values.migrations);
 const IDLE_S = Number(values['idle-seconds']);
 const JSON_OUT = values.json;
+/** Leaves the lab up at the end (its logs for a closer look; `cvserver lab down --name bench` after). */
+const KEEP = values.keep;
 
 const ROOT = new URL('../', import.meta.url).pathname;
 const CLI = join(ROOT, 'bin/cvserver');
@@ -320,12 +324,53 @@ async function powerCut(trial: number, client: Client): Promise<Trial> {
   };
 }
 
+/**
+ * A migration's hand-offs, each the end of a phase, from the operator's request (its event on the source
+ * node): the manager accepts and removes the assignment; the source picks the stop up, stops the container
+ * and demotes its volume (agent log `stopped`, its `ms` per step); the manager sees it stopped and assigns
+ * the target; the target picks the start up, is promoted (volume daemon), mounts, starts the container
+ * (`vserver-started`, its `ms`), reports healthy; `done` is when `cvserver migrate` saw it healthy.
+ */
+const MIG_PHASES = [
+  'accept',
+  'stop',
+  'container',
+  'demote',
+  'seen',
+  'assign',
+  'pickup',
+  'promote',
+  'mount',
+  'start',
+  'healthy',
+  'done',
+] as const;
+type MigPhase = (typeof MIG_PHASES)[number];
+
 interface Migration {
   from: string;
   to: string;
   seconds: number;
   gapMs: number;
   lost: number[];
+  /** Milliseconds from the request to the end of each phase (NaN: not seen). */
+  at: Record<MigPhase, number>;
+  /** The `ms` of the source's `stopped` and of the target's `vserver-started` log lines. */
+  stopMs: Record<string, number>;
+  startMs: Record<string, number>;
+}
+
+/** The `ms` field of the first log line with this event (and epoch) at or after `t`. */
+function logMs(file: string, event: string, t: number, epoch?: number): Record<string, number> {
+  if (!existsSync(file)) return {};
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    if (!line.includes(`"event":"${event}"`)) continue;
+    try {
+      const j = JSON.parse(line) as { time: string; epoch?: number; ms?: Record<string, number> };
+      if (Date.parse(j.time) >= t && (epoch === undefined || j.epoch === epoch)) return j.ms ?? {};
+    } catch {}
+  }
+  return {};
 }
 
 async function migrate(client: Client): Promise<Migration> {
@@ -333,19 +378,71 @@ async function migrate(client: Client): Promise<Migration> {
   const from = s.vservers[0]!.node!;
   const to = NODES[(NODES.indexOf(from) + 1) % NODES.length]!;
   const t0 = Date.now();
-  const r = await onNode<{ seconds: number }>(from, 'migrate', 'demo', to, '--json');
+  const r = await onNode<{ seconds: number; epoch: number }>(from, 'migrate', 'demo', to, '--json');
   // The client's first success after the move ends the gap.
   const moved = Date.now();
   while (!client.firstAckAfter(moved)) await sleep(20);
   await sleep(200);
+  // The events reach the store a round after the fact: wait for the manager's "healthy on".
+  let evs: ClusterEvent[] = [];
+  const evEnd = Date.now() + 10_000;
+  for (;;) {
+    evs = (await events(from)).filter((e) => e.at >= t0);
+    if (evs.some((e) => e.source === 'manager' && e.text === `demo: healthy on ${to}`) || Date.now() > evEnd)
+      break;
+    await sleep(300);
+  }
+  const evAt = (pred: (e: ClusterEvent) => boolean) => evs.find(pred)?.at ?? Number.NaN;
+  const req = evAt((e) => e.source === 'operator' && e.text.startsWith(`demo: migrate to ${to} requested`));
+  const rel = (t: number | undefined) => (t === undefined || !Number.isFinite(t) ? Number.NaN : t - req);
+  const src = join(LAB_DIR, 'nodes', from, 'agent.log');
+  const dst = join(LAB_DIR, 'nodes', to);
+  const epoch = r.epoch;
+  const at: Record<MigPhase, number> = {
+    accept: rel(evAt((e) => e.source === 'manager' && e.text === `migrate demo ${to}: accepted`)),
+    stop: rel(evAt((e) => e.source === 'node' && e.node === from && e.text.startsWith('demo: stop:'))),
+    container: rel(firstAfter(logTimes(src, 'container-stopped'), t0)),
+    demote: rel(firstAfter(logTimes(src, 'stopped'), t0)),
+    seen: rel(evAt((e) => e.source === 'manager' && e.text.startsWith(`demo: stopped on ${from}`))),
+    assign: rel(evAt((e) => e.source === 'manager' && e.text.startsWith(`demo: assign to ${to} with epoch`))),
+    pickup: rel(
+      evAt(
+        (e) => e.source === 'node' && e.node === to && e.text.startsWith(`demo: start with epoch ${epoch}`),
+      ),
+    ),
+    promote: rel(firstAfter(logTimes(join(dst, 'volumes/demo/run/daemon.log'), 'promoted', epoch), t0)),
+    mount: rel(firstAfter(logTimes(join(dst, 'agent.log'), 'volume-primary', epoch), t0)),
+    start: rel(firstAfter(logTimes(join(dst, 'agent.log'), 'vserver-started', epoch), t0)),
+    healthy: rel(evAt((e) => e.source === 'node' && e.node === to && e.text === 'demo: healthy')),
+    done: rel(req + r.seconds * 1000),
+  };
   return {
     from,
     to,
     seconds: r.seconds,
     gapMs: client.longestGap(t0, Date.now()),
     lost: await lostRecords(client.acks),
+    at,
+    stopMs: logMs(src, 'stopped', t0),
+    startMs: logMs(join(dst, 'agent.log'), 'vserver-started', t0, epoch),
   };
 }
+
+/** Each migration phase's own length, from the end of the previous one seen. */
+function migSegments(m: Migration): Record<MigPhase, number> {
+  const out = {} as Record<MigPhase, number>;
+  let prev = 0;
+  for (const p of MIG_PHASES) {
+    const at = m.at[p];
+    out[p] = Number.isFinite(at) ? at - prev : Number.NaN;
+    if (Number.isFinite(at)) prev = at;
+  }
+  return out;
+}
+const msLine = (ms: Record<string, number>) =>
+  Object.entries(ms)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(' ');
 
 // ---------------------------------------------------------------- idle CPU and RSS
 
@@ -509,6 +606,9 @@ async function main(): Promise<void> {
       const m = await migrate(client);
       migrations.push(m);
       note(`  ${m.from}→${m.to}: ${m.seconds.toFixed(2)} s, gap ${sec(m.gapMs)} s, lost ${m.lost.length}`);
+      const seg = migSegments(m);
+      note(`    ${MIG_PHASES.map((p) => `${p} ${sec(seg[p])}`).join(', ')}`);
+      note(`    stop ms: ${msLine(m.stopMs)}; start ms: ${msLine(m.startMs)}`);
     }
   } catch (err) {
     // The figures so far are still printed, with what stopped the run.
@@ -574,6 +674,16 @@ function report(r: {
     migrations.map((m) => m.gapMs),
     0.5,
   );
+  const migSegs = migrations.map(migSegments);
+  const migSummary = Object.fromEntries(
+    MIG_PHASES.map((p) => [
+      p,
+      quantile(
+        migSegs.map((x) => x[p]),
+        0.5,
+      ),
+    ]),
+  );
   const lostUnplanned = trials.reduce((n, t) => n + t.lost.length, 0);
   const lostPlanned = migrations.reduce((n, m) => n + m.lost.length, 0);
   if (JSON_OUT) {
@@ -587,7 +697,7 @@ function report(r: {
           total: { p50: totalP50, p99: totalP99 },
           lostUnplanned,
           migrations,
-          migrate: { p50: migP50, p99: migP99, gapP50 },
+          migrate: { p50: migP50, p99: migP99, gapP50, phasesP50: migSummary },
           lostPlanned,
           acknowledged: r.client.acks.length,
           idle: idleFigures,
@@ -644,6 +754,15 @@ function report(r: {
   say(
     `  p50 ${sec(migP50)} s (target 2 s: ${(migP50 / 2000).toFixed(2)}×), p99 ${sec(migP99)} s; client gap p50 ${sec(gapP50)} s; lost ${lostPlanned}`,
   );
+  if (migrations.length) {
+    say('  phases (seconds, each from the end of the previous; from the request on the source node):');
+    say(`     ${MIG_PHASES.map((p) => p.padStart(9)).join(' ')}`);
+    for (const m of migrations) {
+      const seg = migSegments(m);
+      say(`     ${MIG_PHASES.map((p) => sec(seg[p]).padStart(9)).join(' ')}`);
+    }
+    say(`  p50 ${MIG_PHASES.map((p) => sec(migSummary[p]!).padStart(9)).join(' ')}`);
+  }
   say('');
   say(`idle, ${IDLE_S} s with nothing happening (targets for the agent: < 2 % of one core, < 120 MB)`);
   say(`  node  process                       pid     CPU %   RSS MiB`);
@@ -676,5 +795,6 @@ try {
   note(`bench: ${err instanceof Error ? err.stack : String(err)}`);
   process.exitCode = 1;
 } finally {
-  await labDown();
+  if (KEEP) note(`bench: lab "${NAME}" kept (cvserver lab down --name ${NAME})`);
+  else await labDown();
 }

@@ -377,11 +377,11 @@ export class Agent {
     // A change in the cluster (an assignment, a lease gone, a report, a request) starts a round at once
     // instead of at the next tick; the cluster's log is not news.
     const events = this.store.keys.events;
-    const reports = this.store.keys.report('');
+    const nodes = this.store.keys.node('');
     this.#watch = client.watch(this.store.keys.prefix, (keys) => {
       if (!keys.some((k) => !k.startsWith(events))) return;
-      // A lease gone, a request, a new decision: resource work (a start) may follow at once.
-      if (keys.some((k) => !k.startsWith(events) && !k.startsWith(reports))) this.resources.warm();
+      // A lease gone: this node may take over its vservers at once (a planned move: `#warmForMove`).
+      if (keys.some((k) => k.startsWith(nodes))) this.resources.warm();
       this.#dirty = true;
       this.#wake?.();
     });
@@ -611,6 +611,7 @@ export class Agent {
     // The gate (format.ts): no assignments and no manager step from a cluster this agent cannot read.
     const acting = snapshot ? await this.#gate(snapshot) : this.#refusal === '';
     const events: NodeEvent[] = [];
+    if (snapshot && acting) this.#warmForMove(snapshot);
     if (snapshot && acting) events.push({ kind: 'assignments', table: snapshot.state?.table ?? {} });
     events.push(...(await this.#observeLocal()));
     const reports = this.#decide(events);
@@ -628,6 +629,20 @@ export class Agent {
         timeoutMs: this.#ms(this.timing.renewTimeout),
       });
     await this.#flushEvents();
+  }
+
+  /**
+   * A vserver is on its way here (a migration requested to this node, or the manager stopping it
+   * elsewhere with this node as its target): the resource worker loads while the source stops it,
+   * not after. Only here: loading it on every node at once took CPU from the source's stop.
+   */
+  #warmForMove(snap: Snapshot): void {
+    const me = this.o.node;
+    const requested = snap.requests.some(
+      (r) => r.record.event.kind === 'migrate' && r.record.event.node === me,
+    );
+    const targeted = Object.values(snap.state?.state.vservers ?? {}).some((v) => v.stopping?.target === me);
+    if (requested || targeted) this.resources.warm();
   }
 
   // --- Rolling upgrade: the cluster's stored format (format.ts) ---

@@ -13,7 +13,7 @@ import { run, tryRun } from '../lib/exec.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { readMounts } from '../lib/mounts.ts';
 import { stateDir as defaultStateDir, volumeDir } from '../lib/paths.ts';
-import { phases } from '../lib/phases.ts';
+import { type Phases, phases } from '../lib/phases.ts';
 import { callControl } from '../volume/control.ts';
 import { volumeLayout } from '../volume/layout.ts';
 import {
@@ -111,8 +111,9 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
   const scoped = <T>(fn: () => Promise<T> | T) => inStateDir(dir, fn);
   const progress = (vserver: string) => (message: string) => log.debug({ vserver }, message);
 
-  const ensureReplica = (spec: VserverSpec, ctx: ReplicaContext) =>
-    scoped(async () => {
+  /** ensureReplica, answering the volume's status as found (before any repair or daemon start). */
+  const ensureReplicaFound = (spec: VserverSpec, ctx: ReplicaContext) =>
+    scoped(async (): Promise<VolumeStatus> => {
       const name = spec.name;
       const plan = replicaPlan(spec, ctx.cluster, ctx.node, ctx.secretFile);
       const vdir = volumeDir(name);
@@ -158,10 +159,19 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
         await volumeUp(name, {}, progress(name));
         log.info({ vserver: name, event: 'volume-up' }, 'volume daemon up');
       }
+      return before;
     });
+  const ensureReplica = async (spec: VserverSpec, ctx: ReplicaContext) => {
+    await ensureReplicaFound(spec, ctx);
+  };
 
   /** Desired stopped, supervisor gone, container stopped (hard: SIGKILL at once) and deleted. */
-  async function stopVserverProcesses(name: string, hard: boolean, reason: string): Promise<void> {
+  async function stopVserverProcesses(
+    name: string,
+    hard: boolean,
+    reason: string,
+    took?: Phases,
+  ): Promise<void> {
     const def = readDefinition(name);
     if (!def) {
       if ((await containerState(name)).status !== 'absent') await runtime().delete(name);
@@ -175,9 +185,11 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
       } catch {}
     }
     updateRuntime(name, (r) => ({ ...r, supervisorPid: undefined }));
+    took?.mark('supervisor');
     const how = await stopContainer(
       hard ? { ...def, stop: { signal: 'SIGKILL', timeout: 0 } } : def,
       hard ? `${reason} (hard)` : reason,
+      took,
     );
     removeEmptyCgroupParents(name);
     log.info({ vserver: name, event: 'container-stopped', how, hard, reason }, `container ${how}`);
@@ -192,8 +204,12 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
       return;
     }
     if (s.daemon?.role !== 'Primary' && s.loop === null && s.mounts.length === 0) return;
+    let demoted: VolumeStatus | undefined;
     const demoting = volumeSecondary(name, progress(name)).then(
-      () => 'done' as const,
+      (status) => {
+        demoted = status;
+        return 'done' as const;
+      },
       (err: unknown) => errorMessage(err),
     );
     let outcome = await within(demoting, hard ? UNMOUNT_WAIT_MS.hard : UNMOUNT_WAIT_MS.soft);
@@ -214,7 +230,7 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
       }
     }
     if (outcome !== 'done') return downThenUp(name, outcome);
-    const after = await volumeStatus(name);
+    const after = demoted ?? (await volumeStatus(name));
     if (after.health === 'failed' || after.loop !== null) return downThenUp(name, after.reason);
   }
 
@@ -229,25 +245,24 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
 
   const start = async (spec: VserverSpec, epoch: number, ctx: ReplicaContext) => {
     const took = phases();
-    await ensureReplica(spec, ctx);
+    // Each status asks the volume daemon: the one ensureReplica took serves (a daemon it started is no primary).
+    const before = await ensureReplicaFound(spec, ctx);
     took.mark('replica');
     await scoped(async () => {
       const name = spec.name;
       const mnt = mountPoint(dir, name);
       mkdirSync(mnt, { recursive: true });
-      const before = await volumeStatus(name);
       if (before.daemon?.role === 'Primary' && before.epoch !== epoch)
         log.warn(
           { vserver: name, event: 'epoch-kept', epoch: before.epoch, wanted: epoch },
           'already primary: keeps its epoch',
         );
-      await volumeUp(
+      const mounted = await volumeUp(
         name,
         { primary: { epoch, absent: ctx.downPeers ?? [] }, mkfs: spec.volume.filesystem, mountDir: mnt },
         progress(name),
       );
       took.mark('primary-mount');
-      const mounted = await volumeStatus(name);
       if (!mounted.mounts.includes(mnt)) throw new Error(`volume ${name} is not mounted on ${mnt}`);
       log.info(
         { vserver: name, event: 'volume-primary', epoch: mounted.epoch },
@@ -259,8 +274,7 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
       if (state !== 'running') updateRuntime(name, (r) => ({ ...r, health: {}, restarts: [] }));
       // Starts the container unless it runs, and the supervisor unless it lives.
       took.mark('rootfs');
-      await startVserver(name);
-      took.mark('container');
+      await startVserver(name, took);
       log.info(
         { vserver: name, event: 'vserver-started', epoch, adopted: state === 'running', ms: took.ms },
         'running',
@@ -272,8 +286,7 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
     scoped(async () => {
       const name = spec.name;
       const took = phases();
-      await stopVserverProcesses(name, hard, reason);
-      took.mark('container');
+      await stopVserverProcesses(name, hard, reason, took);
       if (!existsSync(join(volumeDir(name), 'meta.json'))) return;
       await releaseVolume(name, hard);
       took.mark('demote');

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** The OCI runtime as cvserver uses it: a small interface so the manager can be tested without crun. */
@@ -102,6 +102,17 @@ export function crunExecArgs(root: string, id: string, command: string[], tty: b
  * ask `crun state` then. A pid counts only with the start time crun recorded (no pid reuse) and not a zombie.
  */
 export function runningFromStatusFile(root: string, id: string): boolean | undefined {
+  const s = statusFile(root, id);
+  return s && livePid(s.pid, s.start);
+}
+
+/** The pid of the container's init from crun's status file when it lives (as above), else undefined. */
+export function pidFromStatusFile(root: string, id: string): number | undefined {
+  const s = statusFile(root, id);
+  return s && livePid(s.pid, s.start) ? s.pid : undefined;
+}
+
+function statusFile(root: string, id: string): { pid: number; start: number } | undefined {
   let status: { pid?: unknown; 'process-start-time'?: unknown };
   try {
     status = JSON.parse(readFileSync(join(root, id, 'status'), 'utf8')) as typeof status;
@@ -110,7 +121,10 @@ export function runningFromStatusFile(root: string, id: string): boolean | undef
   }
   const pid = status.pid;
   const start = status['process-start-time'];
-  if (typeof pid !== 'number' || typeof start !== 'number') return undefined;
+  return typeof pid === 'number' && typeof start === 'number' ? { pid, start } : undefined;
+}
+
+function livePid(pid: number, start: number): boolean {
   let stat: string;
   try {
     stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -120,4 +134,15 @@ export function runningFromStatusFile(root: string, id: string): boolean | undef
   // Fields after the command name (which may hold spaces): state is field 3, starttime field 22.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return fields[0] !== 'Z' && fields[0] !== 'X' && Number(fields[19]) === start;
+}
+
+/**
+ * The container's status from crun's files when they tell (no process spawned), else from `crun state`.
+ * A live init still waiting on crun's exec fifo is created, not running yet; no state dir, no container.
+ */
+export async function quickStatus(rt: Runtime, root: string, id: string): Promise<ContainerState['status']> {
+  const fast = runningFromStatusFile(root, id);
+  if (fast === true) return existsSync(join(root, id, 'exec.fifo')) ? 'created' : 'running';
+  if (fast === undefined && !existsSync(join(root, id))) return 'absent';
+  return (await rt.state(id)).status;
 }

@@ -14,9 +14,17 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { errorMessage, UserError } from '../lib/errors.ts';
 import { stateDir } from '../lib/paths.ts';
-import { type ContainerState, crunRuntime, type Runtime, runningFromStatusFile } from './crun.ts';
+import { type Phases, phases } from '../lib/phases.ts';
+import {
+  type ContainerState,
+  crunRuntime,
+  pidFromStatusFile,
+  quickStatus,
+  type Runtime,
+  runningFromStatusFile,
+} from './crun.ts';
 import { stopSignal, type VserverDefinition } from './definition.ts';
-import { attachNetwork, checkBridge, detachNetwork, hostInterfaceName } from './network.ts';
+import { attachNetwork, detachNetwork, hostInterfaceName } from './network.ts';
 import { buildOciConfig, signalNumber } from './oci-config.ts';
 import { nextStopStep } from './stop-sequence.ts';
 import {
@@ -90,8 +98,12 @@ export function containerState(name: string): Promise<ContainerState> {
   return runtime().state(name);
 }
 
-/** crun create → network → crun start. The container outlives this process. */
-export async function startContainer(def: VserverDefinition, reason: string): Promise<void> {
+/** crun create → network → crun start. The container outlives this process. `took`: its steps' times. */
+export async function startContainer(
+  def: VserverDefinition,
+  reason: string,
+  took: Phases = phases(),
+): Promise<void> {
   const rt = runtime();
   const p = vserverPaths(def.name);
   // No state dir in crun's root: no container, and no `crun state` spawned to learn it.
@@ -101,11 +113,11 @@ export async function startContainer(def: VserverDefinition, reason: string): Pr
   if (st.status === 'running') return;
   if (st.status !== 'absent') await rt.delete(def.name);
   if (!existsSync(def.rootfs)) throw new UserError(`rootfs: ${def.rootfs} does not exist`);
-  if (def.network) checkBridge(def.network);
   // Rewritten on each start so a changed code version's config applies.
   writeJsonAtomic(p.config, buildOciConfig(def, { cgroupsPath: cgroupsPath(def.name) }));
   const fd = openSync(p.console, 'a');
   const before = statSync(p.console).size;
+  took.mark('prepare');
   try {
     await rt.create(def.name, p.bundle, fd);
   } catch (e) {
@@ -115,10 +127,14 @@ export async function startContainer(def: VserverDefinition, reason: string): Pr
   } finally {
     closeSync(fd);
   }
+  took.mark('create');
   try {
-    const pid = (await rt.state(def.name)).pid;
+    // The init's pid from crun's status file: no `crun state` spawned on a failover's path.
+    const pid = pidFromStatusFile(crunRoot(), def.name) ?? (await rt.state(def.name)).pid;
     if (def.network && pid) attachNetwork(def.network, hostInterfaceName(stateDir(), def.name), pid);
+    took.mark('network');
     await rt.start(def.name);
+    took.mark('start');
   } catch (e) {
     await rt.delete(def.name);
     throw e;
@@ -126,16 +142,19 @@ export async function startContainer(def: VserverDefinition, reason: string): Pr
   recordEvent(def.name, 'started', reason);
 }
 
-/** Stop signal, wait up to the stop timeout, SIGKILL, delete; returns how it ended. */
+/** Stop signal, wait up to the stop timeout, SIGKILL, delete; returns how it ended. `took`: its steps' times. */
 export async function stopContainer(
   def: VserverDefinition,
   reason: string,
+  took: Phases = phases(),
 ): Promise<'stopped' | 'killed' | 'not-running'> {
   const rt = runtime();
   const began = Date.now();
   let signalled = false;
   let killed = false;
-  let first: ContainerState | undefined = await rt.state(def.name);
+  // From crun's files when they tell: a stop is on a migration's path, and a spawn costs there.
+  let first: ContainerState | undefined = { status: await quickStatus(rt, crunRoot(), def.name) };
+  took.mark('state');
   if (first.status === 'absent') return 'not-running';
   for (;;) {
     // Once signalled, crun's status file and /proc answer without spawning crun every 50 ms.
@@ -155,6 +174,7 @@ export async function stopContainer(
     if (step.action === 'signal') {
       await rt.kill(def.name, st.status === 'created' ? 9 : signalNumber(stopSignal(def)));
       signalled = true;
+      took.mark('signal');
     } else if (step.action === 'kill') {
       await rt.kill(def.name, 9);
       killed = true;
@@ -164,8 +184,11 @@ export async function stopContainer(
       await new Promise((r) => setTimeout(r, 50));
     }
   }
+  took.mark('exit');
   await rt.delete(def.name);
+  took.mark('delete');
   if (def.network) await detachNetwork(def.network, hostInterfaceName(stateDir(), def.name));
+  took.mark('network');
   recordEvent(
     def.name,
     'stopped',
@@ -175,14 +198,15 @@ export async function stopContainer(
 }
 
 /** Starts the vserver and its supervisor (health checks, restart policy, OOM events). */
-export async function startVserver(name: string): Promise<void> {
+export async function startVserver(name: string, took: Phases = phases()): Promise<void> {
   const def = mustDefinition(name);
   updateRuntime(name, (r) => ({ ...r, desired: 'running' }));
   // The supervisor first: it loads while the container starts (it waits for the container), so the
   // first health check comes sooner.
   spawnSupervisor(name);
+  took.mark('supervisor');
   try {
-    await startContainer(def, 'start requested');
+    await startContainer(def, 'start requested', took);
   } catch (e) {
     // As before the supervisor went first: a start that failed leaves no supervisor behind.
     const pid = readRuntime(name).supervisorPid;
@@ -234,7 +258,7 @@ export function isAlive(pid: number): boolean {
   }
 }
 
-const MAIN = fileURLToPath(new URL('../cli/main.ts', import.meta.url));
+const SUPERVISOR_MAIN = fileURLToPath(new URL('./supervisor-main.ts', import.meta.url));
 
 function spawnSupervisor(name: string): void {
   const old = readRuntime(name).supervisorPid;
@@ -243,7 +267,7 @@ function spawnSupervisor(name: string): void {
   const log = openSync(`${p.dir}/supervisor.log`, 'a');
   const child = spawn(
     process.execPath,
-    ['--disable-warning=ExperimentalWarning', MAIN, 'vserver', 'supervise', name],
+    ['--disable-warning=ExperimentalWarning', SUPERVISOR_MAIN, 'supervise', name],
     {
       detached: true,
       stdio: ['ignore', log, log],

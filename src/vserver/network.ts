@@ -47,17 +47,22 @@ export function checkBridge(net: Network): void {
 export function attachNetwork(net: Network, hostIf: string, pid: number): void {
   const peer = `${hostIf}c`;
   const ns = ['-t', String(pid), '-n'];
-  spawnSync('ip', [...ipArgs(net), 'link', 'del', hostIf], { stdio: 'ignore' });
   // Two `ip -batch` runs (host side, container side) instead of a process per command: each spawn
   // costs tens of milliseconds on a busy host, and this is on the failover path.
-  ipBatch(
-    ['ip', ...ipArgs(net)],
-    [
-      `link add ${hostIf} type veth peer name ${peer}`,
-      `link set ${peer} netns ${pid}`,
-      `link set ${hostIf} master ${net.bridge} up`,
-    ],
-  );
+  const host = [
+    `link add ${hostIf} type veth peer name ${peer}`,
+    `link set ${peer} netns ${pid}`,
+    `link set ${hostIf} master ${net.bridge} up`,
+  ];
+  try {
+    ipBatch(['ip', ...ipArgs(net)], host);
+  } catch {
+    // Rare, so looked at only now: no bridge (a clear error), or a host end left by a stop that did
+    // not finish (removed, then once more).
+    checkBridge(net);
+    spawnSync('ip', [...ipArgs(net), 'link', 'del', hostIf], { stdio: 'ignore' });
+    ipBatch(['ip', ...ipArgs(net)], host);
+  }
   ipBatch(
     ['nsenter', ...ns, 'ip'],
     [

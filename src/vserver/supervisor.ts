@@ -1,12 +1,11 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Clock, systemClock } from '../lib/clock.ts';
 import { errorMessage } from '../lib/errors.ts';
-import { type ContainerState, crunExecArgs, runningFromStatusFile } from './crun.ts';
+import { type ContainerState, crunExecArgs, quickStatus } from './crun.ts';
 import type { HealthCheck, VserverDefinition } from './definition.ts';
 import { applyResult, type HealthState, initialHealth, nextProbeAt } from './health-state.ts';
-import { containerState, mustDefinition, startContainer, stopContainer } from './manager.ts';
+import { mustDefinition, runtime, startContainer, stopContainer } from './manager.ts';
 import { type ProbeResult, probeCommand, probeHost, probeHttp, probeTcp } from './probe.ts';
 import { decideRestart, pruneHistory } from './restart-policy.ts';
 import { cgroupsPath, crunRoot, readRuntime, recordEvent, rotateConsole, updateRuntime } from './store.ts';
@@ -72,16 +71,9 @@ export function runProbe(def: VserverDefinition, check: HealthCheck): Promise<Pr
   });
 }
 
-/**
- * The container's state from crun's own files when they tell (no process spawned: the supervisor asks
- * every tick, and waits for the start in 20 ms steps); `crun state` when they do not, or to confirm an
- * exit. A live init still waiting on crun's exec fifo is created, not running yet.
- */
-async function quickState(name: string): Promise<ContainerState['status']> {
-  const root = crunRoot();
-  if (runningFromStatusFile(root, name) === true)
-    return existsSync(join(root, name, 'exec.fifo')) ? 'created' : 'running';
-  return (await containerState(name)).status;
+/** The supervisor asks every tick, and waits for the start in 20 ms steps: crun is spawned only when needed. */
+function quickState(name: string): Promise<ContainerState['status']> {
+  return quickStatus(runtime(), crunRoot(), name);
 }
 
 function oomKills(name: string): number | undefined {
