@@ -358,6 +358,7 @@ export class Agent {
       log: this.log,
       record: (text) => this.#event('agent', text),
       clock: this.#clocks.monotonic,
+      gridClock: this.#clocks.wall,
       leaseAlive: (peer) => (this.snapshot ? this.snapshot.nodes[peer] !== undefined : undefined),
     });
     const client = new EtcdClient({

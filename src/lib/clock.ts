@@ -31,6 +31,16 @@ export const systemClock: Clock = {
   sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
 };
 
+/**
+ * Milliseconds from `now` to the next multiple of `period`: timers of several processes on this grid
+ * (one clock, or wall clocks kept in step) fire together. A multiple less than a quarter period away is
+ * skipped, so a timer that fired a little early does not fire again at once (at most 1.25 periods).
+ */
+export function delayToGrid(now: number, period: number): number {
+  const d = period - (((now % period) + period) % period);
+  return d < period / 4 ? d + period : d;
+}
+
 /** Milliseconds on CLOCK_MONOTONIC: comparable between processes of one boot, blind to wall-clock jumps. */
 export function monotonicMs(): number {
   return Number(process.hrtime.bigint()) / 1e6;

@@ -7,7 +7,7 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Clock, monotonicClock, type TimerHandle } from '../../lib/clock.ts';
+import { type Clock, delayToGrid, monotonicClock, type TimerHandle } from '../../lib/clock.ts';
 import { errnoCode, errorMessage } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import { rateLimited } from '../../lib/log-limiter.ts';
@@ -38,6 +38,12 @@ export interface MeshServiceOptions {
   onEvent(e: MeshEvent): void;
   /** Sends, ticks and round trips are timed on it: CLOCK_MONOTONIC by default (a simulated one in tests). */
   clock?: Clock;
+  /**
+   * Heartbeats go out at the multiples of the interval on this clock (`clock` by default): the agent
+   * gives the wall clock, so every node sends at the same instants and what a node sends and what it
+   * receives share its wake-ups (each costs an idle agent more than the work it does).
+   */
+  gridClock?: Clock;
 }
 
 const REBIND_MS = 5000;
@@ -62,6 +68,7 @@ export class MeshService {
   readonly #out = new Map<string, { buf: Buffer; seq: number }[]>();
   /** Monotonic (shared by every process of the boot: an earlier life's echo is older). */
   readonly #clock: Clock;
+  readonly #grid: Clock;
   #timer: TimerHandle | undefined;
   #sent = 0;
   #sendErrors = 0;
@@ -73,6 +80,7 @@ export class MeshService {
   constructor(o: MeshServiceOptions) {
     this.o = o;
     this.#clock = o.clock ?? monotonicClock;
+    this.#grid = o.gridClock ?? this.#clock;
     this.#keys = meshKeys(o.secret, o.cluster);
     this.#boot = this.#nextBoot();
     const now = this.#clock.now();
@@ -112,18 +120,19 @@ export class MeshService {
 
   start(): void {
     for (let i = 0; i < this.#sockets.length; i++) this.#bind(i);
-    this.#every(this.o.timing.intervalMs, () => this.#tick());
+    this.#schedule();
     this.o.log.info(
       { event: 'mesh', port: this.o.port, links: this.o.setup.myAddresses, boot: this.#boot },
       'membership mesh started',
     );
   }
 
-  /** `fn` every `ms` until close; the timer alone does not keep the process running. */
-  #every(ms: number, fn: () => void): void {
+  /** The next tick, on the grid (`gridClock`), until close; the timer alone does not keep the process running. */
+  #schedule(): void {
+    const ms = delayToGrid(this.#grid.now(), this.o.timing.intervalMs);
     this.#timer = this.#clock.setTimer(() => {
-      this.#every(ms, fn);
-      fn();
+      this.#schedule();
+      this.#tick();
     }, ms);
     this.#timer.unref?.();
   }

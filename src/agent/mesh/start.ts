@@ -28,6 +28,8 @@ export interface StartMeshOptions {
   leaseAlive(peer: string): boolean | undefined;
   /** Monotonic (see MeshServiceOptions.clock). */
   clock?: Clock;
+  /** The wall clock: heartbeats on its grid (see MeshServiceOptions.gridClock). */
+  gridClock?: Clock;
 }
 
 export function startMesh(o: StartMeshOptions): MeshHandle {
@@ -75,6 +77,7 @@ export function startMesh(o: StartMeshOptions): MeshHandle {
     stateDir: o.stateDir,
     log: o.log,
     clock: o.clock,
+    gridClock: o.gridClock,
     onEvent: (e) => o.record(describeMeshEvent(e, e.kind === 'node' ? o.leaseAlive(e.peer) : undefined)),
   });
   service.start();
