@@ -355,6 +355,8 @@ interface Migration {
   lost: number[];
   /** Milliseconds from the request to the end of each phase (NaN: not seen). */
   at: Record<MigPhase, number>;
+  /** The client's first answer from the target, from its `vserver-started` (ms; NaN: not seen). */
+  httpAfterStart: number;
   /** The `ms` of the source's `stopped` and of the target's `vserver-started` log lines. */
   stopMs: Record<string, number>;
   startMs: Record<string, number>;
@@ -416,6 +418,7 @@ async function migrate(client: Client): Promise<Migration> {
     healthy: rel(evAt((e) => e.source === 'node' && e.node === to && e.text === 'demo: healthy')),
     done: rel(req + r.seconds * 1000),
   };
+  const started = req + at.start;
   return {
     from,
     to,
@@ -423,6 +426,7 @@ async function migrate(client: Client): Promise<Migration> {
     gapMs: client.longestGap(t0, Date.now()),
     lost: await lostRecords(client.acks),
     at,
+    httpAfterStart: (client.firstAckAfter(started)?.at ?? Number.NaN) - started,
     stopMs: logMs(src, 'stopped', t0),
     startMs: logMs(join(dst, 'agent.log'), 'vserver-started', t0, epoch),
   };
@@ -608,7 +612,9 @@ async function main(): Promise<void> {
       note(`  ${m.from}→${m.to}: ${m.seconds.toFixed(2)} s, gap ${sec(m.gapMs)} s, lost ${m.lost.length}`);
       const seg = migSegments(m);
       note(`    ${MIG_PHASES.map((p) => `${p} ${sec(seg[p])}`).join(', ')}`);
-      note(`    stop ms: ${msLine(m.stopMs)}; start ms: ${msLine(m.startMs)}`);
+      note(
+        `    stop ms: ${msLine(m.stopMs)}; start ms: ${msLine(m.startMs)}; client's first answer ${sec(m.httpAfterStart)} s after the start`,
+      );
     }
   } catch (err) {
     // The figures so far are still printed, with what stopped the run.

@@ -166,15 +166,18 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
   };
 
   /** Desired stopped, supervisor gone, container stopped (hard: SIGKILL at once) and deleted. */
+  /** `alongside`: run once the container's processes are gone, while crun deletes it (see stopContainer). */
   async function stopVserverProcesses(
     name: string,
     hard: boolean,
     reason: string,
     took?: Phases,
+    alongside?: () => Promise<void>,
   ): Promise<void> {
     const def = readDefinition(name);
     if (!def) {
       if ((await containerState(name)).status !== 'absent') await runtime().delete(name);
+      await alongside?.();
       return;
     }
     updateRuntime(name, (r) => ({ ...r, desired: 'stopped' }));
@@ -190,6 +193,7 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
       hard ? { ...def, stop: { signal: 'SIGKILL', timeout: 0 } } : def,
       hard ? `${reason} (hard)` : reason,
       took,
+      alongside,
     );
     removeEmptyCgroupParents(name);
     log.info({ vserver: name, event: 'container-stopped', how, hard, reason }, `container ${how}`);
@@ -286,10 +290,9 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
     scoped(async () => {
       const name = spec.name;
       const took = phases();
-      await stopVserverProcesses(name, hard, reason, took);
-      if (!existsSync(join(volumeDir(name), 'meta.json'))) return;
-      await releaseVolume(name, hard);
-      took.mark('demote');
+      if (!existsSync(join(volumeDir(name), 'meta.json'))) return stopVserverProcesses(name, hard, reason);
+      // Released while crun deletes the container: its processes, and so its mounts, are gone by then.
+      await stopVserverProcesses(name, hard, reason, took, () => releaseVolume(name, hard));
       log.info({ vserver: name, event: 'stopped', hard, reason, ms: took.ms }, 'stopped, volume secondary');
     });
 

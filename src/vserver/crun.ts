@@ -146,3 +146,17 @@ export async function quickStatus(rt: Runtime, root: string, id: string): Promis
   if (fast === undefined && !existsSync(join(root, id))) return 'absent';
   return (await rt.state(id)).status;
 }
+
+/**
+ * Signals the container's init directly when crun's status file names a live one (no crun spawned:
+ * a stop is on a migration's path), else through `crun kill`. Like `crun kill` without --all.
+ */
+export async function signalInit(rt: Runtime, root: string, id: string, signal: number): Promise<void> {
+  const pid = pidFromStatusFile(root, id);
+  if (pid === undefined) return rt.kill(id, signal);
+  try {
+    process.kill(pid, signal);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+  }
+}

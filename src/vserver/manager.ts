@@ -22,6 +22,7 @@ import {
   quickStatus,
   type Runtime,
   runningFromStatusFile,
+  signalInit,
 } from './crun.ts';
 import { stopSignal, type VserverDefinition } from './definition.ts';
 import { attachNetwork, detachNetwork, hostInterfaceName } from './network.ts';
@@ -142,11 +143,16 @@ export async function startContainer(
   recordEvent(def.name, 'started', reason);
 }
 
-/** Stop signal, wait up to the stop timeout, SIGKILL, delete; returns how it ended. `took`: its steps' times. */
+/**
+ * Stop signal, wait up to the stop timeout, SIGKILL, delete; returns how it ended. `took`: its steps'
+ * times. `alongside`: work that needs only the container's processes gone (its volume's release), run
+ * while crun deletes the container and its veth goes, not after.
+ */
 export async function stopContainer(
   def: VserverDefinition,
   reason: string,
   took: Phases = phases(),
+  alongside?: () => Promise<void>,
 ): Promise<'stopped' | 'killed' | 'not-running'> {
   const rt = runtime();
   const began = Date.now();
@@ -155,7 +161,10 @@ export async function stopContainer(
   // From crun's files when they tell: a stop is on a migration's path, and a spawn costs there.
   let first: ContainerState | undefined = { status: await quickStatus(rt, crunRoot(), def.name) };
   took.mark('state');
-  if (first.status === 'absent') return 'not-running';
+  if (first.status === 'absent') {
+    await alongside?.();
+    return 'not-running';
+  }
   for (;;) {
     // Once signalled, crun's status file and /proc answer without spawning crun every 50 ms.
     const fast = signalled ? runningFromStatusFile(crunRoot(), def.name) : undefined;
@@ -172,23 +181,28 @@ export async function stopContainer(
     });
     if (step.action === 'done') break;
     if (step.action === 'signal') {
-      await rt.kill(def.name, st.status === 'created' ? 9 : signalNumber(stopSignal(def)));
+      await signalInit(rt, crunRoot(), def.name, st.status === 'created' ? 9 : signalNumber(stopSignal(def)));
       signalled = true;
       took.mark('signal');
     } else if (step.action === 'kill') {
-      await rt.kill(def.name, 9);
+      await signalInit(rt, crunRoot(), def.name, 9);
       killed = true;
     } else if (step.action === 'fail') {
       throw new Error(`vserver ${def.name}: ${step.reason}`);
     } else {
-      await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 20));
     }
   }
   took.mark('exit');
-  await rt.delete(def.name);
-  took.mark('delete');
-  if (def.network) await detachNetwork(def.network, hostInterfaceName(stateDir(), def.name));
-  took.mark('network');
+  // Its init gone, so is every process of its pid namespace, and with them its mounts.
+  const remove = async () => {
+    await rt.delete(def.name);
+    if (def.network) await detachNetwork(def.network, hostInterfaceName(stateDir(), def.name));
+  };
+  // Both finish before the stop does (a failed one fails it: a stop is tried again, never overlapped).
+  const done = await Promise.allSettled([remove(), alongside?.()]);
+  for (const d of done) if (d.status === 'rejected') throw d.reason;
+  took.mark(alongside ? 'delete+release' : 'delete');
   recordEvent(
     def.name,
     'stopped',
