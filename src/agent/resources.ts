@@ -27,7 +27,7 @@ import {
 } from '../volume/lifecycle.ts';
 import { readMetadata } from '../volume/metadata.ts';
 import { readReplicationConfig } from '../volume/replication-config.ts';
-import { runningFromStatusFile } from '../vserver/crun.ts';
+import { quickStatus, runningFromStatusFile } from '../vserver/crun.ts';
 import type { VserverDefinition } from '../vserver/definition.ts';
 import {
   containerState,
@@ -200,8 +200,9 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
   }
 
   /** Primary → secondary; an unmount stuck on suspended I/O or a failed volume: down, then up as secondary. */
-  async function releaseVolume(name: string, hard: boolean): Promise<void> {
-    const s = await volumeStatus(name);
+  /** `found`: the volume's status taken while the container stopped (nothing there changes it). */
+  async function releaseVolume(name: string, hard: boolean, found?: Promise<VolumeStatus>): Promise<void> {
+    const s = (await found?.catch(() => undefined)) ?? (await volumeStatus(name));
     if (s.health === 'failed') return downThenUp(name, `failed: ${s.reason}`);
     if (s.pid === null) {
       await volumeUp(name, {}, progress(name));
@@ -274,7 +275,7 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
       );
       ensureRootfs(mnt, spec.template, (m) => log.info({ vserver: name, event: 'rootfs-created' }, m));
       writeDefinition(definitionOf(spec, mnt));
-      const state = (await containerState(name)).status;
+      const state = await quickStatus(runtime(), crunRoot(), name);
       if (state !== 'running') updateRuntime(name, (r) => ({ ...r, health: {}, restarts: [] }));
       // Starts the container unless it runs, and the supervisor unless it lives.
       took.mark('rootfs');
@@ -291,8 +292,11 @@ export function createNodeResources(o: { stateDir?: string; log?: Logger } = {})
       const name = spec.name;
       const took = phases();
       if (!existsSync(join(volumeDir(name), 'meta.json'))) return stopVserverProcesses(name, hard, reason);
-      // Released while crun deletes the container: its processes, and so its mounts, are gone by then.
-      await stopVserverProcesses(name, hard, reason, took, () => releaseVolume(name, hard));
+      // The volume daemon is asked for its state while the container stops, and the volume released
+      // while crun deletes the container: its processes, and so its mounts, are gone by then.
+      const found = volumeStatus(name);
+      found.catch(() => undefined);
+      await stopVserverProcesses(name, hard, reason, took, () => releaseVolume(name, hard, found));
       log.info({ vserver: name, event: 'stopped', hard, reason, ms: took.ms }, 'stopped, volume secondary');
     });
 
