@@ -233,20 +233,22 @@ function quantile(xs: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)]!;
 }
 const sec = (ms: number) => (Number.isFinite(ms) ? (ms / 1000).toFixed(2) : '  -  ');
-/**
- * Each phase's own length: from the end of the previous one seen; healthy and http both from start
- * (the first answer does not wait for the reported "healthy", which can come later).
- */
-function segments(t: Trial): Record<Phase, number> {
-  const out = {} as Record<Phase, number>;
+/** Each phase's own length: from the end of the previous one seen (`aside`: phases the next does not follow). */
+function phaseLengths<P extends string>(
+  phases: readonly P[],
+  at: Record<P, number>,
+  aside: P[] = [],
+): Record<P, number> {
+  const out = {} as Record<P, number>;
   let prev = 0;
-  for (const p of PHASES) {
-    const at = t.at[p];
-    out[p] = Number.isFinite(at) ? at - prev : Number.NaN;
-    if (Number.isFinite(at) && p !== 'healthy') prev = at;
+  for (const p of phases) {
+    out[p] = Number.isFinite(at[p]) ? at[p] - prev : Number.NaN;
+    if (Number.isFinite(at[p]) && !aside.includes(p)) prev = at[p];
   }
   return out;
 }
+/** A power cut's phases: healthy and http both from start (the first answer does not wait for the reported "healthy"). */
+const segments = (t: Trial) => phaseLengths(PHASES, t.at, ['healthy']);
 
 async function powerCut(trial: number, client: Client): Promise<Trial> {
   const before = await waitStatus('the demo healthy and every replica in sync', allInSync, 180_000);
@@ -432,17 +434,7 @@ async function migrate(client: Client): Promise<Migration> {
   };
 }
 
-/** Each migration phase's own length, from the end of the previous one seen. */
-function migSegments(m: Migration): Record<MigPhase, number> {
-  const out = {} as Record<MigPhase, number>;
-  let prev = 0;
-  for (const p of MIG_PHASES) {
-    const at = m.at[p];
-    out[p] = Number.isFinite(at) ? at - prev : Number.NaN;
-    if (Number.isFinite(at)) prev = at;
-  }
-  return out;
-}
+const migSegments = (m: Migration) => phaseLengths(MIG_PHASES, m.at);
 const msLine = (ms: Record<string, number>) =>
   Object.entries(ms)
     .map(([k, v]) => `${k} ${v}`)

@@ -8,7 +8,7 @@
  * Time for fencing is this process's monotonic clock; wall-clock time only labels reports and events.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, type FSWatcher, mkdirSync, readFileSync, rmSync, watch, writeFileSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { join } from 'node:path';
 import { type FoundVserver, planAdoption } from '../cluster/adoption.ts';
@@ -215,6 +215,8 @@ export class Agent {
   #watch: { close(): void } | undefined;
   /** A change arrived while a round ran: the next round starts at once. */
   #dirty = false;
+  /** runtime.json of the vservers just started (`#watchHealth`). */
+  readonly #healthWatch = new Map<string, FSWatcher>();
   #leaderAt = 0;
   #leaderBusy = false;
   /** Vservers whose replica here was refused promotion (a peer has newer data), with that epoch. */
@@ -411,9 +413,11 @@ export class Agent {
       );
       // Just started, not healthy yet: its first passing check ends a failover or a migration, so it
       // is looked for often, for a while (the check's state is a file the supervisor writes).
-      const fresh = settling.some(
-        (x) => x.status === 'running' && this.#monoSeconds() - x.since < SETTLE_FAST_S,
-      );
+      const freshNames = Object.entries(this.local.vservers)
+        .filter(([, x]) => x.status === 'running' && this.#monoSeconds() - x.since < SETTLE_FAST_S)
+        .map(([v]) => v);
+      const fresh = freshNames.length > 0;
+      this.#watchHealth(freshNames);
       const period = fresh
         ? Math.min(this.timing.loopInterval, SETTLE_FAST_PERIOD_S)
         : settling.length
@@ -430,6 +434,32 @@ export class Agent {
         };
       });
       this.#wake = undefined;
+    }
+  }
+
+  /**
+   * The vservers just started: the supervisor writes a check's first pass into their runtime.json, and
+   * that change wakes the loop at once (the loop's fast turns remain as the safety net).
+   */
+  #watchHealth(vservers: string[]): void {
+    for (const [v, w] of this.#healthWatch)
+      if (!vservers.includes(v)) {
+        w.close();
+        this.#healthWatch.delete(v);
+      }
+    for (const v of vservers) {
+      if (this.#healthWatch.has(v)) continue;
+      try {
+        const w = watch(join(this.o.stateDir, 'vservers', v), (_event, file) => {
+          if (file !== 'runtime.json') return;
+          this.#dirty = true;
+          this.#wake?.();
+        });
+        w.on('error', () => w.close());
+        this.#healthWatch.set(v, w);
+      } catch {
+        // No directory to watch: the loop's fast turns find the health.
+      }
     }
   }
 
@@ -577,6 +607,7 @@ export class Agent {
     this.#stopping = true;
     this.#fenceTimer?.cancel();
     this.#watch?.close();
+    this.#watchHealth([]);
     this.#wake?.();
     this.#server?.close();
     await this.#http?.close(); // issue 13
