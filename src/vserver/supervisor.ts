@@ -1,14 +1,21 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { type Clock, systemClock } from '../lib/clock.ts';
-import { errorMessage } from '../lib/errors.ts';
-import { type ContainerState, crunExecArgs, quickStatus } from './crun.ts';
+import { errorMessage, UserError } from '../lib/errors.ts';
+import { type ContainerState, crunExecArgs, crunRuntime, quickStatus } from './crun.ts';
 import type { HealthCheck, VserverDefinition } from './definition.ts';
 import { applyResult, type HealthState, initialHealth, nextProbeAt } from './health-state.ts';
-import { mustDefinition, runtime, startContainer, stopContainer } from './manager.ts';
 import { type ProbeResult, probeCommand, probeHost, probeHttp, probeTcp } from './probe.ts';
 import { decideRestart, pruneHistory } from './restart-policy.ts';
-import { cgroupsPath, crunRoot, readRuntime, recordEvent, rotateConsole, updateRuntime } from './store.ts';
+import {
+  cgroupsPath,
+  crunRoot,
+  readDefinition,
+  readRuntime,
+  recordEvent,
+  rotateConsole,
+  updateRuntime,
+} from './store.ts';
 
 const PROBE_MAIN = fileURLToPath(new URL('./probe-main.ts', import.meta.url));
 const TICK_MS = 200;
@@ -73,7 +80,7 @@ export function runProbe(def: VserverDefinition, check: HealthCheck): Promise<Pr
 
 /** The supervisor asks every tick, and waits for the start in 20 ms steps: crun is spawned only when needed. */
 function quickState(name: string): Promise<ContainerState['status']> {
-  return quickStatus(runtime(), crunRoot(), name);
+  return quickStatus(crunRuntime(crunRoot()), crunRoot(), name);
 }
 
 function oomKills(name: string): number | undefined {
@@ -88,7 +95,11 @@ function oomKills(name: string): number | undefined {
  * reports OOM kills, rotates the console log, and applies the restart policy. Every transition is an event.
  */
 export async function supervise(name: string, clock: Clock = systemClock): Promise<void> {
-  const def = mustDefinition(name);
+  const def = readDefinition(name);
+  if (!def) throw new UserError(`no vserver named "${name}"`);
+  // Only a restart needs the container's start and stop (manager.ts and all it loads): loaded then,
+  // so the supervisor is ready for the first health check sooner.
+  const containers = () => import('./manager.ts');
   const policy = {
     policy: def.restart.policy,
     maxRestarts: def.restart.max_restarts,
@@ -109,11 +120,12 @@ export async function supervise(name: string, clock: Clock = systemClock): Promi
     if (!decision.restart) {
       recordEvent(name, 'restart-refused', `${why}; ${decision.reason}`);
       updateRuntime(name, (r) => ({ ...r, desired: 'stopped', supervisorPid: undefined }));
-      await stopContainer(def, `${why}; not restarted`);
+      await (await containers()).stopContainer(def, `${why}; not restarted`);
       return false;
     }
     recordEvent(name, 'restarting', `${why}; ${decision.reason}`);
     updateRuntime(name, (r) => ({ ...r, restarts: [...pruneHistory(policy, r.restarts, now), now] }));
+    const { startContainer, stopContainer } = await containers();
     await stopContainer(def, `restart: ${why}`);
     await startContainer(def, `restart: ${why}`);
     health = def.health_checks.map(() => initialHealth(clock.now()));
