@@ -44,16 +44,16 @@ export class ReceivedActivity {
     return this.#save(receiveActivity(this.#record, from, ranges, unflushed));
   }
 
-  /** The primary resynced this replica: earlier primaries' ranges are done with. */
-  reconciled(): Promise<void> {
-    const next = reconciledByPrimary(this.#record);
+  /** Primary `by` resynced this replica: earlier primaries' ranges are done with. */
+  reconciled(by: ActivitySource): Promise<void> {
+    const next = reconciledByPrimary(this.#record, by);
     return next === this.#record ? this.#saving : this.#save(next);
   }
 
   /** This node became primary and marked its ranges out of sync for every peer (durably). */
   clear(): Promise<void> {
-    if (this.#record.current.length === 0 && this.#record.carried.length === 0 && !this.#record.from)
-      return this.#saving;
+    // Nothing to forget (a clean handover shipped no ranges): no write, promotion stays fast.
+    if (this.#record.current.length === 0 && this.#record.carried.length === 0) return this.#saving;
     return this.#save(NO_ACTIVITY);
   }
 

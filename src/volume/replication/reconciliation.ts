@@ -77,9 +77,14 @@ export function receiveActivity(
   return { from, current, carried: mergeRanges([...rec.carried, ...rec.current]) };
 }
 
-/** A primary declared that this replica holds its data: no earlier primary's leftovers remain. */
-export function reconciledByPrimary(rec: ActivityRecord): ActivityRecord {
-  return rec.carried.length === 0 ? rec : { ...rec, carried: [] };
+/**
+ * Primary `by` declared that this replica holds its data (it resynced what this replica reported):
+ * no earlier primary's leftovers remain, nor the current ones when they are not `by`'s.
+ */
+export function reconciledByPrimary(rec: ActivityRecord, by: ActivitySource): ActivityRecord {
+  const keepCurrent = sameSource(rec.from, by) || rec.current.length === 0;
+  if (rec.carried.length === 0 && keepCurrent) return rec;
+  return { from: rec.from, current: keepCurrent ? rec.current : [], carried: [] };
 }
 
 /** At its promotion, a node resyncs to every peer what it holds from earlier primaries. */

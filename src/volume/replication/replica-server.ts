@@ -56,7 +56,7 @@ export interface ReplicaServerOptions {
      * (resolves once durable), its "you hold my data" STATE, and what STATE reports.
      */
     receiveActivity?(from: ActivitySource, ranges: Range[], unflushed: Range[]): Promise<void>;
-    reconciledByPrimary?(): Promise<void>;
+    reconciledByPrimary?(by: ActivitySource): Promise<void>;
     activityReport?(): ActivityReport | undefined;
   };
   /**
@@ -272,7 +272,7 @@ export class ReplicaServer {
           this.#queue
             .submit(undefined, async () => {
               // Resynced by this primary (or in sync with it): earlier primaries' leftovers are gone.
-              await this.o.divergence?.reconciledByPrimary?.();
+              await this.o.divergence?.reconciledByPrimary?.({ node: conn.peerNode, epoch });
               const now = this.o.store.load();
               this.#answering = conn;
               try {

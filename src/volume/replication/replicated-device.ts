@@ -318,7 +318,10 @@ export class ReplicatedDevice implements BlockDevice {
   /** Back to secondary: waits for nothing new (the caller has unmounted), flushes, saves bitmaps. */
   async demote(): Promise<void> {
     if (this.#role !== 'Primary') return;
-    await this.flush().catch(() => undefined);
+    const flushed = await this.flush().then(
+      () => true,
+      () => false,
+    );
     // A fenced primary's data is not the newest any more (another primary took over): Outdated
     // until it resyncs, so it can neither be promoted nor win a split-brain. Stored before the role
     // changes: the replica server must never show this disk as a secondary's UpToDate one.
@@ -327,7 +330,7 @@ export class ReplicatedDevice implements BlockDevice {
     this.#role = 'Secondary';
     // A clean step-down (nothing in flight, all flushed above): the peers hold every write, and
     // the next primary need not reconcile this one's activity log. (Else they keep the ranges.)
-    if (!fenced && this.#ordered.inFlight === 0) await this.#shipActivity([]);
+    if (flushed && !fenced && this.#ordered.inFlight === 0) await this.#shipActivity([]);
     for (const p of this.#peers) p.link.stop();
     this.#wake();
     // Writes still in flight end now (refused: not primary). Their failed peer writes must be in the
@@ -822,8 +825,8 @@ export class ReplicatedDevice implements BlockDevice {
     return this.#received.receive(from, ranges, unflushed);
   }
 
-  reconciledByPrimary(): Promise<void> {
-    return this.#received.reconciled();
+  reconciledByPrimary(by: ActivitySource): Promise<void> {
+    return this.#received.reconciled(by);
   }
 
   activityReport(): ActivityReport | undefined {
@@ -990,8 +993,9 @@ export class ReplicatedDevice implements BlockDevice {
       case 'observe':
         break;
       case 'none':
-        // Before any write reaches it on this connection: where this primary may be writing.
-        void this.#shipActivity(this.#hotRanges(this.#al.hot), [p]);
+        // Before any write reaches it on this connection: where this primary may be writing
+        // (an empty log needs nothing: the first write into it commits and ships).
+        if (this.#al.hot.length > 0) void this.#shipActivity(this.#hotRanges(this.#al.hot), [p]);
         break;
       case 'retry':
         // Usually transient (an old primary about to step down): retry with backoff, do not park.

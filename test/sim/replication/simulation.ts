@@ -386,17 +386,12 @@ export class Simulation {
 
   /**
    * The `ci` profile crashes a machine only when every other one is up and in sync with the primary
-   * (one failure at a time, repaired before the next); `full` crashes any, any time.
+   * (one failure at a time, repaired before the next), a primary also with writes in flight or
+   * acknowledged and unflushed (reconciliation.ts); `full` crashes any, any time.
    */
-  mayCrash(node?: SimNode): boolean {
+  mayCrash(): boolean {
     if (this.cfg.profile === 'full') return true;
     if (this.nodes.some((n) => !n.up)) return false;
-    // A primary dies with no write it acknowledged but has not flushed: its disk may lose part of
-    // them, and a survivor that got them keeps them while another primary resyncs the torn copy
-    // elsewhere (seed 69 of the ci run before this rule).
-    const name = node?.name;
-    if (node === this.primary && [...this.model.acked.values()].some((w) => !w.flushed && w.writer === name))
-      return false;
     const p = this.primary?.proc?.device;
     if (!p) return false;
     const st = p.status();
@@ -408,11 +403,11 @@ export class Simulation {
    * that others never got (none of them acknowledged). The survivors must end up identical.
    */
   async crashMidWrite(p: SimNode): Promise<void> {
-    if (!this.mayCrash(p)) return;
+    if (!this.mayCrash()) return;
     const n = 1 + this.rand(4);
     for (let i = 0; i < n; i++) this.write(p);
     await this.advance(this.pick() * 3);
-    if (this.primary !== p || !p.up || !this.mayCrash(p)) return;
+    if (this.primary !== p || !p.up || !this.mayCrash()) return;
     this.count('crash-primary-mid-write');
     this.note(`crash ${p.name} with ${this.model.inflight.size} writes in flight`);
     this.crash(p);
@@ -426,12 +421,12 @@ export class Simulation {
     else if (r < 50) this.flush();
     else if (r < 53 && alive.length > 0) {
       const n = alive[this.rand(alive.length)]!;
-      if (!this.mayCrash(n)) return;
+      if (!this.mayCrash()) return;
       this.count(
         this.primary === n ? 'crash-primary' : n.tiebreaker ? 'crash-tiebreaker' : 'crash-secondary',
       );
       this.crash(n);
-    } else if (r < 53.75 && this.primary?.up && this.mayCrash(this.primary)) {
+    } else if (r < 53.75 && this.primary?.up && this.mayCrash()) {
       this.count('crash-primary');
       this.crash(this.primary);
     } else if (r < 54.5 && this.primary?.up) {

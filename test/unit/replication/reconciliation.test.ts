@@ -105,8 +105,14 @@ const receive: Array<[string, ActivityRecord, () => ActivityRecord, ActivityReco
   [
     'reconciled by a primary: nothing carried any more',
     { from: a, current: [[0, 4 * K]], carried: [[8 * K, 4 * K]] },
-    () => reconciledByPrimary({ from: a, current: [[0, 4 * K]], carried: [[8 * K, 4 * K]] }),
+    () => reconciledByPrimary({ from: a, current: [[0, 4 * K]], carried: [[8 * K, 4 * K]] }, a),
     { from: a, current: [[0, 4 * K]], carried: [] },
+  ],
+  [
+    "reconciled by a primary that shipped nothing yet: the earlier one's current ranges are done too",
+    { from: c, current: [[0, 4 * K]], carried: [[8 * K, 4 * K]] },
+    () => reconciledByPrimary({ from: c, current: [[0, 4 * K]], carried: [[8 * K, 4 * K]] }, a),
+    { from: c, current: [], carried: [] },
   ],
 ];
 for (const [name, , run, expected] of receive) {
@@ -166,7 +172,7 @@ test('the record on disk: newest valid slot wins, a torn slot falls back, each c
   r.close();
   const again = new ReceivedActivity(files);
   assert.deepEqual(again.record, { from: a, current: [[8 * K, 4 * K]], carried: [[0, 4 * K]] });
-  await again.reconciled();
+  await again.reconciled(a);
   await again.clear();
   again.close();
   assert.deepEqual(new ReceivedActivity(files).record, NO_ACTIVITY);
