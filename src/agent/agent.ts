@@ -664,17 +664,20 @@ export class Agent {
   }
 
   /**
-   * A vserver is on its way here (a migration requested to this node, or the manager stopping it
-   * elsewhere with this node as its target): the resource worker loads while the source stops it,
-   * not after. Only here: loading it on every node at once took CPU from the source's stop.
+   * A vserver may be on its way here (a migration requested to this node; the manager stopping it
+   * elsewhere to move it here, or to move it without a target yet: standby, relocation): the resource
+   * worker loads while the other node stops it, not after. Not on the node that stops it, nor on
+   * the others when the move has its target: loading it on every node at once took CPU from the stop.
    */
   #warmForMove(snap: Snapshot): void {
     const me = this.o.node;
     const requested = snap.requests.some(
       (r) => r.record.event.kind === 'migrate' && r.record.event.node === me,
     );
-    const targeted = Object.values(snap.state?.state.vservers ?? {}).some((v) => v.stopping?.target === me);
-    if (requested || targeted) this.resources.warm();
+    const coming = Object.values(snap.state?.state.vservers ?? {}).some(
+      ({ stopping: s }) => s && s.node !== me && s.why !== 'desired' && (s.target ?? me) === me,
+    );
+    if (requested || coming) this.resources.warm();
   }
 
   // --- Rolling upgrade: the cluster's stored format (format.ts) ---
