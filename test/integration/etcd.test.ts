@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { initCredentials, loadNodeCredentials } from '../../src/agent/credentials.ts';
 import { EtcdClient, EtcdError } from '../../src/agent/etcd/client.ts';
+import { KeepAliveStream } from '../../src/agent/etcd/keepalive-stream.ts';
 import { EtcdMember, type EtcdMemberOptions } from '../../src/agent/etcd/member.ts';
 import { ROOT } from '../helpers/cli.ts';
 
@@ -174,6 +175,15 @@ describe('etcd cluster with TLS (3 members on loopback)', () => {
     });
     assert.equal(mine.succeeded, true);
 
+    // Renewals on the gRPC stream (keepalive-stream.ts), itself and through the client; the gateway agrees.
+    const creds = loadNodeCredentials(tlsDir, 'e1');
+    const stream = new KeepAliveStream(creds);
+    try {
+      for (let i = 0; i < 3; i++) assert.equal(await stream.renew(NODES[1]!.client, lease.id, 1000), 2);
+    } finally {
+      stream.close();
+    }
+    assert.equal((await client.leaseKeepAliveGateway(lease.id)).ttl, 2);
     for (let i = 0; i < 6; i++) {
       await new Promise((r) => setTimeout(r, 500));
       const ka = await client.leaseKeepAlive(lease.id);
@@ -189,6 +199,20 @@ describe('etcd cluster with TLS (3 members on loopback)', () => {
     assert.ok(gone >= 1500 && gone <= 3500, `key vanished ${gone} ms after the last keepalive (TTL 2 s)`);
     assert.ok(Date.now() - stoppedAt < 4000);
     assert.equal((await client.leaseKeepAlive(lease.id)).ttl, 0, 'an expired lease renews with ttl 0');
+    assert.equal((await client.leaseKeepAliveGateway(lease.id)).ttl, 0);
+    // A refused endpoint first: the renewal is still answered (by the gateway of the next), and the
+    // next ones go to the stream of the member that answered.
+    const refused = new EtcdClient({ endpoints: ['https://127.0.0.1:1', NODES[0]!.client], ...creds });
+    try {
+      const held = await refused.leaseGrant(5);
+      for (let i = 0; i < 3; i++)
+        assert.equal((await refused.leaseKeepAlive(held.id, { timeoutMs: 1000 })).ttl, 5);
+      assert.equal(refused.endpoint, NODES[0]!.client);
+      await refused.leaseRevoke(held.id);
+      assert.equal((await refused.leaseKeepAlive(held.id)).ttl, 0, 'a revoked lease renews with ttl 0');
+    } finally {
+      refused.close();
+    }
     assert.equal(await client.leaseRevoke(lease.id), false);
 
     const other = await client.leaseGrant(5);

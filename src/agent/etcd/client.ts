@@ -1,6 +1,7 @@
 import { Agent, request } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { errnoCode, errorMessage } from '../../lib/errors.ts';
+import { KeepAliveStream, StreamFailure } from './keepalive-stream.ts';
 import {
   checkLeaseId,
   checkMemberId,
@@ -124,6 +125,8 @@ export class EtcdClient {
   readonly endpoints: readonly string[];
   private readonly parsed: Endpoint[];
   private readonly agent: Agent;
+  /** Lease renewals (keepalive-stream.ts). */
+  private readonly keepAliveStream: KeepAliveStream;
   private readonly timeoutMs: number;
   private readonly connectTimeoutMs: number;
   /** The endpoint that answered last: calls start there, and move on after it fails. */
@@ -136,6 +139,7 @@ export class EtcdClient {
     this.timeoutMs = opts.timeoutMs ?? 1000;
     this.connectTimeoutMs = opts.connectTimeoutMs ?? Math.max(50, Math.floor(this.timeoutMs / 3));
     this.agent = new Agent({ keepAlive: true, maxSockets: 16, ca: opts.ca, cert: opts.cert, key: opts.key });
+    this.keepAliveStream = new KeepAliveStream({ ca: opts.ca, cert: opts.cert, key: opts.key });
   }
 
   /** The endpoint the next call starts with (the one that answered last, or the next after a failure). */
@@ -208,8 +212,31 @@ export class EtcdClient {
     );
   }
 
-  /** Renews the lease; `ttl <= 0` means the lease is gone (expired or revoked). */
+  /**
+   * Renews the lease; `ttl <= 0` means the lease is gone (expired or revoked). On the gRPC stream
+   * (keepalive-stream.ts) to the current endpoint; after a failure there, the JSON gateway call (every
+   * endpoint in turn) within what is left of the deadline, and the next renewal opens a new stream
+   * where that call was answered.
+   */
   async leaseKeepAlive(id: string, opts: CallOptions = {}): Promise<{ ttl: number }> {
+    checkLeaseId(id);
+    const deadline = Date.now() + (opts.timeoutMs ?? this.timeoutMs);
+    const ep = this.parsed[this.current]!;
+    try {
+      return { ttl: await this.keepAliveStream.renew(ep.url, id, deadline - Date.now()) };
+    } catch (err) {
+      if (!(err instanceof StreamFailure)) throw err;
+      this.current = (this.current + 1) % this.parsed.length;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new EtcdError(err.notSent ? 'unavailable' : err.kind, err.message, { endpoint: ep.url });
+      }
+      return this.leaseKeepAliveGateway(id, { timeoutMs: left });
+    }
+  }
+
+  /** The renewal as one request to the JSON gateway. */
+  async leaseKeepAliveGateway(id: string, opts: CallOptions = {}): Promise<{ ttl: number }> {
     const reply = await this.call('/v3/lease/keepalive', { ID: checkLeaseId(id) }, true, opts);
     const r = decodeReply(reply, decodeKeepAlive);
     if ('error' in r)
@@ -359,6 +386,7 @@ export class EtcdClient {
   /** Closes the kept-alive connections. */
   close(): void {
     this.agent.destroy();
+    this.keepAliveStream.close();
   }
 
   /**
