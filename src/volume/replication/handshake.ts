@@ -165,6 +165,30 @@ function decide(f: HandshakeFacts): HandshakeAction {
   }
 }
 
+/**
+ * Why a reachable peer forbids this replica's promotion, if it does: it holds newer or diverged data,
+ * and this replica may have been away while another primary wrote (its disk still says UpToDate).
+ * An Outdated peer does not (a newer primary fenced it: it holds no acknowledged data we lack), nor
+ * an old primary that crashed on our generation: it started a new generation before any write
+ * without us, and acknowledged none before we had it (protocol C), so its activity-log extents hold
+ * only unacknowledged writes, resynced to it from the new primary at the handshake (the simulation's
+ * open issue 2: promotions refused for ever while that old primary was up again).
+ */
+export function promotionBlockedBy(local: GenerationView, peer: PeerState): string | undefined {
+  if (peer.diskState === 'Diskless' || peer.diskState === 'Outdated') return undefined;
+  const d = decideSync(local, {
+    generation: peer.generation,
+    diskState: peer.diskState,
+    crashedPrimary: peer.crashedPrimary,
+  });
+  const crashedOnOurs =
+    peer.crashedPrimary && !local.crashedPrimary && peer.generation.current === local.generation.current;
+  const newer = (d.kind === 'bitmap' || d.kind === 'full') && d.source === 'peer' && !crashedOnOurs;
+  if (newer || d.kind === 'split-brain' || d.kind === 'unrelated')
+    return `peer ${peer.node} holds newer or diverged data (${d.kind}: ${d.reason}); promote it instead`;
+  return undefined;
+}
+
 /** A peer with newer data than the primary's is refused (the agent promoted the wrong replica). */
 function peerIsNewer(why: string): HandshakeAction {
   return { kind: 'park', state: 'Refused', reason: `peer holds newer data than this primary (${why})` };

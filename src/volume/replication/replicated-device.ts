@@ -27,12 +27,11 @@ import type { ConnectionLog } from './connection.ts';
 import {
   type AfterSplitBrainPolicy,
   clearBitmapGeneration,
-  decideSync,
   type GenerationView,
   randomGenerationId,
   startNewGeneration,
 } from './generation.ts';
-import { decideHandshake } from './handshake.ts';
+import { decideHandshake, promotionBlockedBy } from './handshake.ts';
 import { type PeerAddress, PeerGone, PeerLink } from './peer-link.ts';
 import { PeerReplica, type ResyncProgress } from './peer-replica.ts';
 import type { DiskStateSource } from './peer-report.ts';
@@ -294,23 +293,9 @@ export class ReplicatedDevice implements BlockDevice {
     };
     for (const p of this.#peers) {
       const st = p.link.peerState;
-      // An Outdated peer was fenced by a newer primary: it cannot hold acknowledged data we lack.
-      if (!st || p.tiebreaker || st.diskState === 'Diskless' || st.diskState === 'Outdated') continue;
-      const d = decideSync(local, {
-        generation: st.generation,
-        diskState: st.diskState,
-        crashedPrimary: st.crashedPrimary,
-      });
-      if (
-        ((d.kind === 'bitmap' || d.kind === 'full') && d.source === 'peer') ||
-        d.kind === 'split-brain' ||
-        d.kind === 'unrelated'
-      ) {
-        return {
-          ok: false,
-          reason: `peer ${st.node} holds newer or diverged data (${d.kind}: ${d.reason}); promote it instead`,
-        };
-      }
+      if (!st || p.tiebreaker) continue;
+      const reason = promotionBlockedBy(local, st);
+      if (reason) return { ok: false, reason };
     }
     return undefined;
   }

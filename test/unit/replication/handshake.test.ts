@@ -4,6 +4,7 @@ import {
   decideHandshake,
   type HandshakeAction,
   type HandshakeFacts,
+  promotionBlockedBy,
 } from '../../../src/volume/replication/handshake.ts';
 import type { PeerState } from '../../../src/volume/replication/protocol.ts';
 
@@ -240,5 +241,40 @@ const table: Array<[string, Partial<HandshakeFacts>, string]> = [
 for (const [name, f, expected] of table) {
   test(`handshake: ${name} -> ${expected}`, () => {
     assert.equal(summary(decideHandshake(facts(f))), expected);
+  });
+}
+
+// Before a promotion: does a reachable peer forbid it (it holds newer or diverged data)?
+const local = {
+  generation: { current: 'a1', bitmap: '0', history: [] },
+  diskState: 'UpToDate' as const,
+  crashedPrimary: false,
+};
+const promotionTable: Array<[string, Partial<PeerState>, boolean]> = [
+  ['a peer on our generation', {}, false],
+  ['a peer that wrote since (tracked in its bitmap)', { generation: localWrote.generation }, true],
+  [
+    'an old primary that crashed on our generation: only unacknowledged writes in its log',
+    { crashedPrimary: true, crashRanges: [[0, 4096]] },
+    false,
+  ],
+  [
+    'an old primary that crashed after writing without us',
+    { crashedPrimary: true, generation: localWrote.generation },
+    true,
+  ],
+  [
+    'an Outdated (fenced) peer that wrote since',
+    { diskState: 'Outdated', generation: localWrote.generation },
+    false,
+  ],
+  ['a diverged peer', diverged, true],
+  ['unrelated data', { generation: { current: 'ff', bitmap: '0', history: [] } }, true],
+  ['an Inconsistent peer', { diskState: 'Inconsistent' }, false],
+];
+for (const [name, p, blocked] of promotionTable) {
+  test(`promotion: ${name} -> ${blocked ? 'refused' : 'allowed'}`, () => {
+    const why = promotionBlockedBy(local, peer(p));
+    assert.equal(why !== undefined, blocked, why);
   });
 }
