@@ -65,19 +65,20 @@ test('CVSERVER_REPLICATION_MAX_VERSION pins what a daemon speaks; a bad value is
     );
 });
 
+const baseState = {
+  node: 'a',
+  role: 'Secondary' as const,
+  diskState: 'UpToDate' as const,
+  generation: { current: 'a1', bitmap: '0', history: [] },
+  crashedPrimary: false,
+  epoch: 4,
+  size: 1024,
+  changedBlocks: 0,
+  promotedAt: 0,
+};
+
 test('speaking version 2: a STATE leaves out `sent` (a version 2 peer refuses unknown fields)', () => {
-  const state = {
-    node: 'a',
-    role: 'Secondary' as const,
-    diskState: 'UpToDate' as const,
-    generation: { current: 'a1', bitmap: '0', history: [] },
-    crashedPrimary: false,
-    epoch: 4,
-    size: 1024,
-    changedBlocks: 0,
-    promotedAt: 0,
-    sent: 'update' as const,
-  };
+  const state = { ...baseState, sent: 'update' as const };
   const m: Message = { type: 'state', state };
   const v2 = forVersion(m, 2);
   assert.ok(v2.type === 'state' && !('sent' in v2.state));
@@ -110,15 +111,7 @@ test('HELLO and CHALLENGE carry the versions, and decode without them from older
 
 test('speaking version 3: a STATE leaves out `activity`, and ACTIVITY round-trips in version 4', () => {
   const state = {
-    node: 'a',
-    role: 'Secondary' as const,
-    diskState: 'UpToDate' as const,
-    generation: { current: 'a1', bitmap: '0', history: [] },
-    crashedPrimary: false,
-    epoch: 4,
-    size: 1 << 20,
-    changedBlocks: 0,
-    promotedAt: 0,
+    ...baseState,
     sent: 'reply' as const,
     activity: { from: 'c', epoch: 3, current: [[0, 4096] as [number, number]], carried: [] },
   };
