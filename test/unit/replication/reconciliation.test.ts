@@ -188,6 +188,10 @@ test('the record on disk: newest valid slot wins, a torn slot falls back, each c
 for (const [seed, before] of [
   [7, 'step 1039: n3 vs n1: block 44: 265 vs 325 (no reconciliation)'],
   [29, 'step 1507: n3 vs n1: block 4: 471 vs 430 (a second write into an extent not yet committed)'],
+  [
+    176,
+    'step 1358: n1 vs n2: block 0: 340 vs 145 (the same activity-log race, re-introduced on the final code)',
+  ],
 ] as const) {
   test(`simulation seed ${seed} (failed before: ${before})`, async () => {
     const r = await new Simulation(configFor(seed, 2000, 'ci')).run();
