@@ -32,7 +32,7 @@ import {
   startNewGeneration,
 } from './generation.ts';
 import { decideHandshake, promotionBlockedBy } from './handshake.ts';
-import { type PeerAddress, PeerGone, PeerLink } from './peer-link.ts';
+import { type PeerAddress, PeerLink } from './peer-link.ts';
 import { PeerReplica, type ResyncProgress } from './peer-replica.ts';
 import type { DiskStateSource } from './peer-report.ts';
 import { AckStatus, type PeerState } from './protocol.ts';
@@ -47,6 +47,7 @@ import {
 } from './reconciliation.ts';
 import { blockDigests } from './replica-server.ts';
 import type { ReplicaStore } from './replica-store.ts';
+import { resyncPeer } from './resync-loop.ts';
 import {
   admitWrite,
   type ConnectionState,
@@ -141,8 +142,6 @@ export interface VerifyResult {
 }
 
 const VERIFY_SPAN = 64 * 1024 * 1024;
-/** Resync ranges (up to 1 MiB each) on the wire at once. */
-const RESYNC_DEPTH = 8;
 
 export class ReplicatedDevice implements BlockDevice {
   readonly size: number;
@@ -1062,107 +1061,28 @@ export class ReplicatedDevice implements BlockDevice {
   }
 
   async #resync(p: PeerReplica): Promise<void> {
-    const now = () => this.#now();
-    const startedAt = now();
-    const progress: ResyncProgress & { startedAt: number } = {
-      totalBytes: p.bitmap.dirtyBytes,
-      doneBytes: 0,
-      bytesPerSecond: 0,
-      etaSeconds: undefined,
-      startedAt,
-    };
-    p.resync = progress;
-    const maxSpan = 16 * this.#extentSize;
-    // Pacing restarts from "now" when the cap changes (volume adjust) while this resync runs.
-    let pace = { rate: this.c.resyncRate ?? 0, at: startedAt, bytes: 0 };
-    // Dirty bytes without a scan of the whole bitmap (the last extent may be short: cosmetic).
-    const dirtyBytes = () => Math.min(this.size, p.bitmap.dirtyExtents * this.#extentSize);
-    // Several ranges on the wire at once: one at a time would wait a round trip per MiB.
-    const inFlight = new Set<Promise<void>>();
-    let failure: Error | undefined;
-    while (p.bitmap.dirtyExtents > 0) {
-      // One pass over the bitmap; ranges still dirty after it (none, unless new bits) get another.
-      for (const r of p.bitmap.dirtyRanges(maxSpan)) {
-        if (failure) throw failure;
-        if (p.link.state !== 'SyncSource') throw new PeerGone(p.link.node, 'connection lost during resync');
-        const job: Promise<void> = this.#resyncRange(p, r).then(
-          () => {
-            inFlight.delete(job);
-            progress.doneBytes += r.length;
-            const done = progress.doneBytes;
-            const elapsed = Math.max(1, now() - startedAt) / 1000;
-            progress.totalBytes = Math.max(progress.totalBytes, done + dirtyBytes());
-            progress.bytesPerSecond = Math.round(done / elapsed);
-            progress.etaSeconds =
-              progress.bytesPerSecond > 0 ? Math.ceil(dirtyBytes() / progress.bytesPerSecond) : undefined;
-          },
-          (err: Error) => {
-            inFlight.delete(job);
-            failure ??= err;
-          },
-        );
-        inFlight.add(job);
-        if (inFlight.size >= RESYNC_DEPTH) await Promise.race(inFlight);
-        for (;;) {
-          const rate = this.c.resyncRate ?? 0;
-          if (rate !== pace.rate) pace = { rate, at: now(), bytes: progress.doneBytes };
-          if (rate <= 0) break;
-          const sent = progress.doneBytes - pace.bytes + inFlight.size * maxSpan;
-          const ahead = sent / rate - (now() - pace.at) / 1000;
-          if (ahead <= 0) break;
-          // In slices, so that a raised cap takes effect within a fraction of a second.
-          await this.#clock.sleep(Math.min(ahead * 1000, 250));
-        }
-        // Application writes first: yield when they are waiting.
-        if (this.#writing.size > 0 && [...this.#writing.values()].some((n) => n > 0))
-          await new Promise((res) => setImmediate(res));
-      }
-      await Promise.all(inFlight);
-      if (failure) throw failure;
-    }
-    // The FLUSH covers what was sent before it; writes sent after it stay unflushed.
-    const covered = p.unflushed;
-    p.unflushed = new ExtentSet(this.#extentSize);
-    const flushed = await p.link.flush().catch(() => AckStatus.ioError);
-    if (flushed !== AckStatus.ok) {
-      p.bitmap.markExtents(covered);
-      throw new Error('peer could not flush after resync');
-    }
-    // The peer now holds our data: it takes our generation (the STATE message) and is UpToDate.
-    p.synced();
-    const endedAt = now();
-    p.lastResync = {
-      bytes: progress.doneBytes,
-      ms: endedAt - startedAt,
-      endedAt: new Date(endedAt).toISOString(),
-    };
+    await resyncPeer(
+      {
+        extentSize: this.#extentSize,
+        size: this.size,
+        local: this.local,
+        clock: this.#clock,
+        now: () => this.#now(),
+        resyncRate: () => this.c.resyncRate ?? 0,
+        writesWaiting: () => this.#writing.size > 0 && [...this.#writing.values()].some((n) => n > 0),
+        holding: (r, fn) => this.#holding(r, fn),
+      },
+      p,
+    );
     const meta = this.store.load();
     if (this.#peers.every((x) => x.inSync)) {
       this.store.save({ ...meta, generation: clearBitmapGeneration(meta.generation) });
       this.#rotated = false;
     }
+    // The peer now holds our data: it takes our generation (this STATE) and is UpToDate.
     p.link.send({ type: 'state', state: this.#localState(p) });
     await this.#saveBitmap(p);
     this.log.info({ peer: p.link.node, ...p.lastResync }, 'resync finished');
-  }
-
-  /**
-   * Sends one dirty range to a peer. The extents are held meanwhile: application writes into them
-   * wait, and in-flight ones finish first, so the block we read is not older than one the peer
-   * already got directly.
-   */
-  async #resyncRange(p: PeerReplica, r: ByteRange): Promise<void> {
-    const [first, last] = this.#extents(r.offset, r.length);
-    await this.#holding(r, async () => {
-      const data = await this.local.read(r.offset, r.length);
-      const status = await p.link.write(r.offset, data, true);
-      if (status !== AckStatus.ok) {
-        p.link.drop(`resync write refused (status ${status})`);
-        throw new Error(`peer refused resync write (status ${status})`);
-      }
-      p.unflushed.markRange(r.offset, r.length);
-      for (let e = first; e <= last; e++) p.bitmap.clearExtent(e);
-    });
   }
 
   /**
