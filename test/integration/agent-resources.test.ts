@@ -165,16 +165,19 @@ test('agent resources: start, move with a newer epoch, guard fence, stale cleanu
       client.close();
       await new Promise((r) => setTimeout(r, 100));
       assert.equal(await inStateDir(b.stateDir, async () => (await containerState('web')).status), 'running');
+      // The guard logs its fence after the kills: wait for the line too (it may lag the kills' effects).
+      const fencedLine = () =>
+        readFileSync(gp.log, 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l) as Record<string, unknown>)
+          .find((e) => e.event === 'fenced');
       await until('the guard to fence', 10_000, async () => {
         const st = await inStateDir(b.stateDir, async () => (await containerState('web')).status);
-        return st !== 'running' && !existsSync(`/proc/${daemon}`);
+        return st !== 'running' && !existsSync(`/proc/${daemon}`) && fencedLine() !== undefined;
       });
       assert.ok(monotonicMs() >= deadline);
-      const fenced = readFileSync(gp.log, 'utf8')
-        .trim()
-        .split('\n')
-        .map((l) => JSON.parse(l) as Record<string, unknown>)
-        .find((e) => e.event === 'fenced') as
+      const fenced = fencedLine() as
         | {
             lateMs: number;
             containers: { name: string; pids: number[] }[];
