@@ -362,6 +362,9 @@ export class Agent {
       clock: this.#clocks.monotonic,
       gridClock: this.#clocks.wall,
       leaseAlive: (peer) => (this.snapshot ? this.snapshot.nodes[peer] !== undefined : undefined),
+      // The mesh hears a power cut about a second before the lease ends: the resource worker loads
+      // meanwhile, so a start that follows here does not wait for it (it ends again when unused).
+      peerLost: () => this.resources.warm(),
     });
     const client = new EtcdClient({
       endpoints: etcdEndpoints(this.boot, this.o.node),

@@ -26,6 +26,8 @@ export interface StartMeshOptions {
   record(text: string): void;
   /** Is the peer's lease valid in the store as last read (undefined: not read yet)? */
   leaseAlive(peer: string): boolean | undefined;
+  /** A peer that was reachable is silent on every link (maybe a power cut: a failover may follow). */
+  peerLost?(peer: string): void;
   /** Monotonic (see MeshServiceOptions.clock). */
   clock?: Clock;
   /** The wall clock: heartbeats on its grid (see MeshServiceOptions.gridClock). */
@@ -78,7 +80,10 @@ export function startMesh(o: StartMeshOptions): MeshHandle {
     log: o.log,
     clock: o.clock,
     gridClock: o.gridClock,
-    onEvent: (e) => o.record(describeMeshEvent(e, e.kind === 'node' ? o.leaseAlive(e.peer) : undefined)),
+    onEvent: (e) => {
+      if (e.kind === 'node' && !e.reachable) o.peerLost?.(e.peer);
+      o.record(describeMeshEvent(e, e.kind === 'node' ? o.leaseAlive(e.peer) : undefined));
+    },
   });
   service.start();
   return service;
