@@ -124,6 +124,14 @@ function buildNode(lab: Lab, node: LabNode): void {
     must('ip', ['-n', lab.hub, 'link', 'set', hubIf, 'master', hubBridge(l), 'up']);
     ensureBridge(node.namespace, nodeBridge(l));
     must('ip', ['-n', node.namespace, 'link', 'set', uplink, 'master', nodeBridge(l), 'up']);
+    // The bridge's MAC pinned to its uplink's: else it follows the lowest MAC among its ports, and a
+    // vserver's veth joining or leaving changes the node's own MAC (stale ARP entries everywhere).
+    const mac = (
+      JSON.parse(must('ip', ['-j', '-n', node.namespace, 'link', 'show', 'dev', uplink])) as {
+        address: string;
+      }[]
+    )[0]!.address;
+    must('ip', ['-n', node.namespace, 'link', 'set', 'dev', nodeBridge(l), 'address', mac]);
     must('ip', ['-n', node.namespace, 'addr', 'replace', `${node.addresses[l]}/24`, 'dev', nodeBridge(l)]);
   }
 }

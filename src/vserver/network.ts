@@ -25,6 +25,12 @@ export function hostInterfaceName(stateDir: string, name: string): string {
   return `vs${createHash('sha256').update(`${stateDir}\0${name}`).digest('hex').slice(0, 10)}`;
 }
 
+/** The host end's MAC address: locally administered, unicast, above any vendor's (fe:...), stable per name. */
+export function hostInterfaceMac(hostIf: string): string {
+  const bytes = createHash('sha256').update(hostIf).digest().subarray(0, 5);
+  return ['fe', ...[...bytes].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+}
+
 function ipArgs(net: Network): string[] {
   return net.netns ? ['-n', net.netns] : [];
 }
@@ -50,7 +56,10 @@ export function attachNetwork(net: Network, hostIf: string, pid: number): void {
   // Two `ip -batch` runs (host side, container side) instead of a process per command: each spawn
   // costs tens of milliseconds on a busy host, and this is on the failover path.
   const host = [
-    `link add ${hostIf} type veth peer name ${peer}`,
+    // The host end gets a high MAC address (fe:...): a Linux bridge whose address was not set takes
+    // the lowest of its ports', so a lower one joining or leaving would change the MAC of the host's
+    // own address on that bridge, and its neighbours' ARP caches would point nowhere for seconds.
+    `link add ${hostIf} address ${hostInterfaceMac(hostIf)} type veth peer name ${peer}`,
     `link set ${peer} netns ${pid}`,
     `link set ${hostIf} master ${net.bridge} up`,
   ];
