@@ -370,6 +370,8 @@ export class Agent {
       endpoints: etcdEndpoints(this.boot, this.o.node),
       ...creds,
       timeoutMs: this.#ms(this.timing.renewTimeout),
+      // Its own member first (etcdEndpoints): back to it when it serves again after a start or failure.
+      preferFirst: this.boot.etcd.endpoints.length === 0,
     });
     if (this.boot.etcd.endpoints.length === 0) await this.#startMember(client);
     this.store = new ClusterStore(client, this.boot.cluster, this.o.node, this.#clocks.wall);

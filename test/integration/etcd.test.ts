@@ -272,6 +272,50 @@ describe('etcd cluster with TLS (3 members on loopback)', () => {
     }
   });
 
+  test('a watch follows the calls: away from a silent member, home again when it serves (preferFirst)', async () => {
+    const creds = loadNodeCredentials(tlsDir, 'e1');
+    const home = members[0]!;
+    const c = new EtcdClient({ endpoints: NODES.map((n) => n.client), ...creds, preferFirst: true });
+    const seen: string[] = [];
+    const w = c.watch('/w/', (keys) => seen.push(...keys));
+    const pid = home.pid!;
+    const putSeen = async (key: string, ms: number) => {
+      await waitFor(`a put of ${key}`, ms, () =>
+        c.put(key, 'x').then(
+          () => true,
+          () => false,
+        ),
+      );
+      return waitFor(`the watch to report ${key}`, ms, () => seen.includes(key));
+    };
+    try {
+      await waitFor('the watch to be open', 5000, async () => {
+        await c.put('/w/probe', String(Date.now()));
+        return seen.includes('/w/probe');
+      });
+      assert.equal(c.endpoint, NODES[0]!.client);
+      // A member that stops answering without closing anything (a power cut looks the same): the
+      // calls time out there and move on, and the watch with them.
+      process.kill(pid, 'SIGSTOP');
+      await putSeen('/w/away', 8000);
+      assert.notEqual(c.endpoint, NODES[0]!.client, 'the calls left the stopped member');
+      assert.ok(seen.includes('/w/'), 'the reopened watch said that it may have missed changes');
+      process.kill(pid, 'SIGCONT');
+      // Home again once it has a leader: the next call after the probe goes there, and the watch too.
+      const back = await waitFor('the calls to return home', 15_000, async () => {
+        await c.get('/w/away').catch(() => null);
+        return c.endpoint === NODES[0]!.client;
+      });
+      assert.ok(back > 0);
+      await putSeen('/w/home', 8000);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+      w.close();
+      c.close();
+    }
+    await home.waitHealthy(10_000);
+  });
+
   test('killing the leader: the client keeps working, the member is restarted and catches up', async () => {
     const statuses = await Promise.all(NODES.map((n) => client.status(n.client)));
     const leaderIndex = statuses.findIndex((s) => s.memberId === s.leader);

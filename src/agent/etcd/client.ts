@@ -58,6 +58,12 @@ export interface EtcdClientOptions {
   timeoutMs?: number;
   /** How long a new connection may take before the next endpoint is tried. Default timeoutMs / 3. */
   connectTimeoutMs?: number;
+  /**
+   * The first endpoint is home (the node's own member): while calls go elsewhere after a failure there,
+   * it is asked for its status every HOME_PROBE_MS and calls (and watches) return to it once it has a
+   * leader and is a voter. Default false: the endpoint that answered last is kept.
+   */
+  preferFirst?: boolean;
 }
 
 export interface CallOptions {
@@ -121,6 +127,9 @@ interface RawReply {
   text: string;
 }
 
+/** While away from home (`preferFirst`), how often home is asked whether it can serve again. */
+export const HOME_PROBE_MS = 2000;
+
 export class EtcdClient {
   readonly endpoints: readonly string[];
   private readonly parsed: Endpoint[];
@@ -131,6 +140,12 @@ export class EtcdClient {
   private readonly connectTimeoutMs: number;
   /** The endpoint that answered last: calls start there, and move on after it fails. */
   private current = 0;
+  private readonly preferFirst: boolean;
+  /** When home was last asked (ms, Date.now), and whether that probe is still out. */
+  private homeProbedAt = 0;
+  private homeProbing = false;
+  /** Told when `current` changes: a watch moves to where the calls go (a watch alone sees no failure). */
+  private readonly moved = new Set<() => void>();
 
   constructor(opts: EtcdClientOptions) {
     if (opts.endpoints.length === 0) throw new Error('EtcdClient: no endpoints');
@@ -138,6 +153,7 @@ export class EtcdClient {
     this.parsed = opts.endpoints.map(parseEndpoint);
     this.timeoutMs = opts.timeoutMs ?? 1000;
     this.connectTimeoutMs = opts.connectTimeoutMs ?? Math.max(50, Math.floor(this.timeoutMs / 3));
+    this.preferFirst = opts.preferFirst ?? false;
     this.agent = new Agent({ keepAlive: true, maxSockets: 16, ca: opts.ca, cert: opts.cert, key: opts.key });
     this.keepAliveStream = new KeepAliveStream({ ca: opts.ca, cert: opts.cert, key: opts.key });
   }
@@ -221,12 +237,13 @@ export class EtcdClient {
   async leaseKeepAlive(id: string, opts: CallOptions = {}): Promise<{ ttl: number }> {
     checkLeaseId(id);
     const deadline = Date.now() + (opts.timeoutMs ?? this.timeoutMs);
+    this.probeHome();
     const ep = this.parsed[this.current]!;
     try {
       return { ttl: await this.keepAliveStream.renew(ep.url, id, deadline - Date.now()) };
     } catch (err) {
       if (!(err instanceof StreamFailure)) throw err;
-      this.current = (this.current + 1) % this.parsed.length;
+      this.moveTo((this.current + 1) % this.parsed.length);
       const left = deadline - Date.now();
       if (left <= 0) {
         throw new EtcdError(err.notSent ? 'unavailable' : err.kind, err.message, { endpoint: ep.url });
@@ -325,62 +342,116 @@ export class EtcdClient {
    * Watches the keys under `prefix` (a streaming `/v3/watch`) and calls `onChange` with the keys of each
    * batch of changes, until `close()`. After an error or the end of the stream it opens a new one (on
    * the next endpoint) after `retryMs`. Only a wake-up signal: the caller reads what changed itself.
+   * The stream follows the calls: when they move to another endpoint (one failed, or home is back), it
+   * reopens there, since a member that died without a word (a power cut) leaves it silent, not ended;
+   * and it asks for a member with a leader (etcd's `hasleader`), so an isolated member ends it. Every
+   * new stream after the first reports `[prefix]`: what changed in between was not seen.
    */
   watch(prefix: string, onChange: (keys: string[]) => void, retryMs = 500): { close(): void } {
     let closed = false;
     let at = this.current;
+    let opened = 0;
     let req: ReturnType<typeof request> | undefined;
     let timer: NodeJS.Timeout | undefined;
     const retry = () => {
       if (closed || timer) return;
       req?.destroy();
+      req = undefined;
       at = (at + 1) % this.parsed.length;
       timer = setTimeout(() => {
         timer = undefined;
         open();
       }, retryMs);
     };
+    const follow = () => {
+      if (closed || at === this.current) return;
+      clearTimeout(timer);
+      timer = undefined;
+      req?.destroy();
+      req = undefined;
+      at = this.current;
+      open();
+    };
     const open = () => {
       if (closed) return;
       const ep = this.parsed[at]!;
       const body = JSON.stringify({ create_request: keyRange(prefix, true) });
       const splitter = new JsonStreamSplitter();
-      req = request(
+      const mine = request(
         {
           hostname: ep.hostname,
           port: ep.port,
           path: '/v3/watch',
           method: 'POST',
           agent: this.agent,
-          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+          headers: {
+            'content-type': 'application/json',
+            'content-length': Buffer.byteLength(body),
+            // gRPC metadata through the gateway: the member cancels the stream when it loses its leader.
+            'grpc-metadata-hasleader': 'true',
+          },
         },
         (res) => {
+          if (req !== mine) return res.resume();
           if (res.statusCode !== 200) {
             res.resume();
             return retry();
           }
+          if (opened++ > 0) onChange([prefix]);
           res.setEncoding('utf8');
           res.on('data', (chunk: string) => {
+            if (req !== mine) return;
             for (const text of splitter.push(chunk)) {
               const keys = watchedKeys(text);
               if (keys.length) onChange(keys);
             }
           });
-          res.on('end', retry);
-          res.on('error', retry);
+          res.on('end', () => req === mine && retry());
+          res.on('error', () => req === mine && retry());
         },
       );
-      req.on('error', retry);
-      req.end(body);
+      req = mine;
+      mine.on('error', () => req === mine && retry());
+      mine.end(body);
     };
+    this.moved.add(follow);
     open();
     return {
       close: () => {
         closed = true;
+        this.moved.delete(follow);
         clearTimeout(timer);
         req?.destroy();
       },
     };
+  }
+
+  private moveTo(index: number): void {
+    if (index === this.current) return;
+    this.current = index;
+    for (const tell of this.moved) tell();
+  }
+
+  /**
+   * Away from home (`preferFirst`): at most every HOME_PROBE_MS, in the background, home is asked for its
+   * status; calls go back to it once it answers with a leader as a voter. Without this, a node whose
+   * own member was still starting when its agent started stayed on another node's member: a power cut
+   * there then held the node's watch silent and its calls until their deadlines (a failover's pickup).
+   */
+  private probeHome(): void {
+    if (!this.preferFirst || this.current === 0 || this.homeProbing) return;
+    const now = Date.now();
+    if (now - this.homeProbedAt < HOME_PROBE_MS) return;
+    this.homeProbing = true;
+    this.homeProbedAt = now;
+    this.status(this.parsed[0]!.url, { timeoutMs: this.connectTimeoutMs })
+      .then((s) => {
+        if (s.leader !== '0' && !s.isLearner) this.moveTo(0);
+      })
+      .catch(() => undefined) // still away: asked again later
+      .finally(() => {
+        this.homeProbing = false;
+      });
   }
 
   /** Closes the kept-alive connections. */
@@ -397,6 +468,7 @@ export class EtcdClient {
     const payload = JSON.stringify(body);
     const deadline = Date.now() + (opts.timeoutMs ?? this.timeoutMs);
     let last: EtcdError | null = null;
+    this.probeHome();
     // Fixed before the loop: a failure moves `current` on, and counting from it again skipped an endpoint.
     const first = this.current;
     for (let tried = 0; tried < this.parsed.length; tried++) {
@@ -407,13 +479,13 @@ export class EtcdClient {
       try {
         const reply = await this.attempt(ep, path, payload, deadline, connectBy);
         const text = this.checkReply(ep, path, reply);
-        this.current = index;
+        this.moveTo(index);
         return { text, endpoint: ep.url };
       } catch (err) {
         if (!(err instanceof AttemptFailure)) throw err;
         last = err.error;
         // This endpoint failed: the next call starts at the next one even if this one gives up now.
-        this.current = (index + 1) % this.parsed.length;
+        this.moveTo((index + 1) % this.parsed.length);
         if (!(err.notSent || idempotent) || Date.now() >= deadline) break;
       }
     }

@@ -223,6 +223,7 @@ const statusSchema = z
     raftIndex: int64.optional(),
     raftTerm: int64.optional(),
     errors: z.array(z.string()).optional(),
+    isLearner: z.boolean().optional(),
   })
   .loose();
 /** The body of a non-2xx reply. */
@@ -376,6 +377,8 @@ export interface MemberStatus {
   dbSize: number;
   revision: number;
   errors: string[];
+  /** A learner (a member still catching up after joining) serves no linearizable request. */
+  isLearner: boolean;
 }
 
 export function decodeStatus(body: unknown): MemberStatus {
@@ -389,6 +392,7 @@ export function decodeStatus(body: unknown): MemberStatus {
     dbSize: revisionNumber(r.dbSize, 'dbSize'),
     revision: revisionNumber(r.header?.revision, 'revision'),
     errors: r.errors ?? [],
+    isLearner: r.isLearner ?? false,
   };
 }
 
