@@ -37,6 +37,7 @@ export async function runSeeds(
     const r = await new Simulation(cfg).run();
     total += r.steps;
     for (const [k, v] of Object.entries(r.faults)) faults[k] = (faults[k] ?? 0) + v;
+    if (r.stuck) o.print?.(`seed ${seed}: ${r.stuck}`);
     if (r.violation) {
       failed = r;
       o.print?.(describeFailure(r));
