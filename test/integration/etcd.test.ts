@@ -294,6 +294,9 @@ describe('etcd cluster with TLS (3 members on loopback)', () => {
         return seen.includes('/w/probe');
       });
       assert.equal(c.endpoint, NODES[0]!.client);
+      // A quiet, healthy stream is kept (not reopened after the client's deadline: no [prefix] report).
+      await new Promise((r) => setTimeout(r, 2500));
+      assert.ok(!seen.includes('/w/'), `reopened while healthy: ${seen.join(' ')}`);
       // A member that stops answering without closing anything (a power cut looks the same): the
       // calls time out there and move on, and the watch with them.
       process.kill(pid, 'SIGSTOP');

@@ -353,11 +353,14 @@ export class EtcdClient {
     let opened = 0;
     let req: ReturnType<typeof request> | undefined;
     let timer: NodeJS.Timeout | undefined;
+    let answerTimer: NodeJS.Timeout | undefined;
     const retry = () => {
       if (closed || timer) return;
+      clearTimeout(answerTimer);
       req?.destroy();
       req = undefined;
-      at = (at + 1) % this.parsed.length;
+      // Where the calls go, unless that is where it just failed.
+      at = at === this.current ? (at + 1) % this.parsed.length : this.current;
       timer = setTimeout(() => {
         timer = undefined;
         open();
@@ -366,6 +369,7 @@ export class EtcdClient {
     const follow = () => {
       if (closed || at === this.current) return;
       clearTimeout(timer);
+      clearTimeout(answerTimer);
       timer = undefined;
       req?.destroy();
       req = undefined;
@@ -393,6 +397,7 @@ export class EtcdClient {
         },
         (res) => {
           if (req !== mine) return res.resume();
+          clearTimeout(answerTimer);
           if (res.statusCode !== 200) {
             res.resume();
             return retry();
@@ -413,6 +418,8 @@ export class EtcdClient {
       req = mine;
       mine.on('error', () => req === mine && retry());
       mine.end(body);
+      // A member on a host that is gone never answers nor fails: give up on it like a call would.
+      answerTimer = setTimeout(() => req === mine && retry(), this.timeoutMs);
     };
     this.moved.add(follow);
     open();
@@ -421,6 +428,7 @@ export class EtcdClient {
         closed = true;
         this.moved.delete(follow);
         clearTimeout(timer);
+        clearTimeout(answerTimer);
         req?.destroy();
       },
     };
