@@ -70,6 +70,8 @@ export class Connection {
   readonly #clock: Clock;
   #lastInput: number;
   #liveness: TimerHandle | undefined;
+  /** Who waits for the next input (see answered()). */
+  #inputWaiters: Array<(heard: boolean) => void> = [];
 
   constructor(
     socket: Endpoint,
@@ -181,12 +183,36 @@ export class Connection {
       this.socket.uncork();
     }
     this.socket.destroy();
+    for (const w of this.#inputWaiters.splice(0)) w(false);
     for (const h of this.#onClose.splice(0)) h(reason);
+  }
+
+  /**
+   * Pings the peer now and resolves true once anything arrives from it after this call, false if
+   * nothing does within `ms` or the connection closes: a vote counted from a link not timed out yet
+   * may be a dead peer's (a quorum check, as DRBD pings before a new current UUID).
+   */
+  answered(ms: number): Promise<boolean> {
+    if (this.#closed) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      let done = false;
+      const finish = (heard: boolean) => {
+        if (done) return;
+        done = true;
+        timer.cancel();
+        resolve(heard);
+      };
+      const timer = this.#clock.setTimer(() => finish(false), ms);
+      timer.unref?.();
+      this.#inputWaiters.push(finish);
+      this.send({ type: 'ping' });
+    });
   }
 
   #input(chunk: Buffer): void {
     if (this.#closed) return;
     this.#lastInput = this.#clock.now();
+    for (const w of this.#inputWaiters.splice(0)) w(true);
     this.bytesReceived += chunk.length;
     for (const r of this.#decoder.push(chunk)) {
       if (!r.ok) {

@@ -136,6 +136,11 @@ export class PeerLink {
     this.state = state;
   }
 
+  /** A fresh answer from the peer within `ms` (Connection.answered); false when not connected. */
+  answered(ms: number): Promise<boolean> {
+    return this.#conn?.answered(ms) ?? Promise.resolve(false);
+  }
+
   /** Drop the connection now (tests, admin); it reconnects with backoff. */
   drop(reason: string): void {
     this.#conn?.close(reason);

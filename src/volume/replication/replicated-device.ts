@@ -23,7 +23,7 @@ import {
   loadBitmapFrom,
   saveBitmapTo,
 } from './bitmap.ts';
-import type { ConnectionLog } from './connection.ts';
+import { type ConnectionLog, PEER_TIMEOUT_MS } from './connection.ts';
 import {
   type AfterSplitBrainPolicy,
   clearBitmapGeneration,
@@ -51,10 +51,12 @@ import { resyncPeer } from './resync-loop.ts';
 import {
   admitWrite,
   type ConnectionState,
+  mustStartGeneration,
   promote,
   type QuorumPolicy,
   quorum,
   type ReplicaRoleState,
+  stepDown,
 } from './role.ts';
 import { encodeSavedBlock, savedBlocksName } from './saved-blocks.ts';
 import { DirStateFiles, type StateFiles } from './state-files.ts';
@@ -142,6 +144,8 @@ export interface VerifyResult {
 }
 
 const VERIFY_SPAN = 64 * 1024 * 1024;
+/** How long a quorum check waits for each peer's answer (see #checkQuorum). */
+const QUORUM_CHECK_MS = Math.max(100, Math.floor(PEER_TIMEOUT_MS / 6));
 
 export class ReplicatedDevice implements BlockDevice {
   readonly size: number;
@@ -168,6 +172,15 @@ export class ReplicatedDevice implements BlockDevice {
   #stateWaiters: Array<() => void> = [];
   #suspended = 0;
   #rotated = false;
+  /** This term, a write failed after it could reach this disk (see stepDown in role.ts). */
+  #unacknowledgedLocal = false;
+  /**
+   * This term's failed writes, by byte range: some replicas may hold them and others not, so every
+   * activity-log record shipped from now on keeps them, though their extents leave the log.
+   */
+  #failedRanges: Range[] = [];
+  /** A quorum check after a peer was lost (#checkQuorum): no write is admitted or acknowledged meanwhile. */
+  #quorumCheck: Promise<void> | undefined;
   /** Per bitmap extent: application writes in flight, and extents a resync holds. */
   #writing = new Map<number, number>();
   #locked = new Map<number, Promise<void>>();
@@ -206,6 +219,19 @@ export class ReplicatedDevice implements BlockDevice {
     this.#al = new ActivityLogState(alExtent, c.alSlots ?? DEFAULT_AL_SLOTS);
     if (meta.primaryOpen) this.#crashRanges = ActivityLogState.crashRanges(hot, alExtent, this.size);
     for (const peer of c.peers) this.#peers.push(this.#newPeer(peer, meta.primaryOpen));
+    if (meta.primaryOpen) this.#crashRanges = this.#uncleanRanges();
+  }
+
+  /**
+   * Where this disk may hold writes nobody acknowledged, after a crash or an unclean step-down: the
+   * activity log's extents, and every extent a data peer's bitmap marks (a failed write's extent can
+   * leave the log before this node stops; the bitmap still names it, as DRBD ORs both bitmaps).
+   */
+  #uncleanRanges(): ByteRange[] {
+    const all: Range[] = this.#crashRanges.map((r): Range => [r.offset, r.length]);
+    for (const p of this.#peers)
+      if (!p.tiebreaker) for (const r of p.bitmap.dirtyRanges()) all.push([r.offset, r.length]);
+    return mergeRanges(all).map(([offset, length]) => ({ offset, length }));
   }
 
   get role(): 'Primary' | 'Secondary' {
@@ -249,10 +275,12 @@ export class ReplicatedDevice implements BlockDevice {
       return d;
     }
     const meta = this.store.load();
+    const ownLeftovers = this.crashRanges().map((r): Range => [r.offset, r.length]);
     this.store.save({ ...meta, epoch, primaryOpen: true });
     // Reconciliation: what earlier primaries may have left on this replica and not on the others
     // is resynced from here to every peer. Durable in the bitmaps before the record is cleared.
-    const leftovers = promotionMarks(this.#received.record);
+    // So are the extents an unclean step-down of this node left (crashRanges()): its peers may lack them.
+    const leftovers = [...promotionMarks(this.#received.record), ...ownLeftovers];
     for (const p of this.#peers)
       if (!p.tiebreaker) for (const [o, l] of leftovers) p.bitmap.markRange(o, Math.min(l, this.size - o));
     await Promise.all(this.#peers.map((p) => this.#saveBitmap(p)));
@@ -261,15 +289,31 @@ export class ReplicatedDevice implements BlockDevice {
         { ranges: leftovers.length },
         "reconciliation: earlier primaries' activity-log ranges resync from here",
       );
-    await this.#received.clear().catch((err: Error) => {
-      this.log.warn({ err: err.message }, 'could not clear the received activity-log ranges');
-    });
+    // The record also covers what this replica applied but has not flushed (replicas without durable
+    // writes): on stable storage first, else a crash of the new primary loses blocks its peers kept
+    // and nothing marks them (simulation, `full` seed 13: a secondary's unflushed write lost when it
+    // crashed as the next primary).
+    const durable = await this.local.flush().then(
+      () => true,
+      () => false,
+    );
+    if (durable)
+      await this.#received.clear().catch((err: Error) => {
+        this.log.warn({ err: err.message }, 'could not clear the received activity-log ranges');
+      });
     for (const p of this.#peers) p.markedBeforePromotion = p.bitmap.dirtyBytes;
     this.#role = 'Primary';
     this.#fenced = false;
     this.#epoch = epoch;
     this.#rotated = false;
+    this.#unacknowledgedLocal = false;
+    this.#failedRanges = [];
     this.#promotedAt = Math.floor(this.#now()); // an integer on the wire, whatever the clock
+    // Our own unclean step-down's extents become the data now, and a peer away at this moment lacks
+    // them: as a write without it, that needs a new name, else a replica resynced from us would hold
+    // the same generation as that peer with different blocks and no bitmap saying so (simulation,
+    // `full` seed 13 once a failed write no longer renamed the data by itself).
+    if (ownLeftovers.length > 0) this.#maybeRotate();
     for (const p of this.#peers) {
       p.link.epoch = epoch;
       // Re-run the handshake decision now that we are primary.
@@ -314,7 +358,17 @@ export class ReplicatedDevice implements BlockDevice {
     this.#role = 'Secondary';
     // A clean step-down (nothing in flight, all flushed above): the peers hold every write, and
     // the next primary need not reconcile this one's activity log. (Else they keep the ranges.)
-    if (flushed && !fenced && this.#ordered.inFlight === 0) await this.#shipActivity([]);
+    const inFlight = this.#ordered.inFlight;
+    if (
+      stepDown({
+        flushed,
+        fenced,
+        inFlight,
+        localSynced: true,
+        unacknowledgedLocal: this.#unacknowledgedLocal,
+      }).shipEmptyActivity
+    )
+      await this.#shipActivity([]);
     for (const p of this.#peers) p.link.stop();
     this.#wake();
     // Writes still in flight end now (refused: not primary). Their failed peer writes must be in the
@@ -330,7 +384,18 @@ export class ReplicatedDevice implements BlockDevice {
       p.markUnflushedDirty();
       await this.#saveBitmap(p);
     }
-    if (synced) this.store.save({ ...this.store.load(), primaryOpen: false });
+    const end = stepDown({
+      flushed,
+      fenced,
+      inFlight,
+      localSynced: synced,
+      unacknowledgedLocal: this.#unacknowledgedLocal,
+    });
+    if (end.clearPrimaryOpen) this.store.save({ ...this.store.load(), primaryOpen: false });
+    else {
+      this.#crashRanges = ActivityLogState.crashRanges(this.#al.hot, this.#al.extentSize, this.size);
+      this.#crashRanges = this.#uncleanRanges();
+    }
     this.#wake();
   }
 
@@ -376,20 +441,29 @@ export class ReplicatedDevice implements BlockDevice {
                 // The peer went away with this write in flight: it is behind now, which must show in
                 // the generation before the write is acknowledged (as for a write made without it).
                 p.bitmap.markRange(offset, data.length);
+                this.#checkQuorum();
                 this.#maybeRotate();
               },
             ),
           );
         }
         try {
-          await this.local.write(offset, data);
-          this.#localUnflushed = true;
-        } finally {
-          await Promise.all(peerWrites);
+          try {
+            await this.local.write(offset, data);
+            this.#localUnflushed = true;
+          } finally {
+            await Promise.all(peerWrites);
+          }
+          // A peer lost mid-write: the data may now be on a minority only. Hold the ack until quorum.
+          if (this.#fenced) throw new DeviceError('EIO', 'fenced by a newer epoch');
+          await this.#admit();
+        } catch (err) {
+          this.#unacknowledgedLocal = true;
+          this.#failedRanges = mergeRanges([...this.#failedRanges, [offset, data.length]]);
+          throw err;
         }
-        // A peer lost mid-write: the data may now be on a minority only. Hold the ack until quorum.
-        if (this.#fenced) throw new DeviceError('EIO', 'fenced by a newer epoch');
-        await this.#admit();
+        // Named anew before the ack if a peer was lost meanwhile without quorum (mustStartGeneration).
+        this.#maybeRotate();
       } finally {
         for (let e = range[0]; e <= range[1]; e++) this.#writing.set(e, (this.#writing.get(e) ?? 1) - 1);
         for (const w of this.#writeWaiters.splice(0)) w();
@@ -710,6 +784,10 @@ export class ReplicatedDevice implements BlockDevice {
   async #admit(): Promise<void> {
     for (;;) {
       if (this.#closed) throw new DeviceError('EIO', 'device closed');
+      if (this.#quorumCheck) {
+        await this.#quorumCheck;
+        continue;
+      }
       const a = admitWrite(this.#roleState());
       if (a.kind === 'proceed') return;
       if (a.kind === 'fail') throw new DeviceError(a.errno, a.reason);
@@ -774,11 +852,12 @@ export class ReplicatedDevice implements BlockDevice {
 
   /** The activity log's hot extents as byte ranges (what a peer records, reconciliation.ts). */
   #hotRanges(hot: number[]): Range[] {
-    return mergeRanges(
-      ActivityLogState.crashRanges(hot, this.#al.extentSize, this.size).map(
+    return mergeRanges([
+      ...ActivityLogState.crashRanges(hot, this.#al.extentSize, this.size).map(
         (r): Range => [r.offset, r.length],
       ),
-    );
+      ...this.#failedRanges,
+    ]);
   }
 
   /**
@@ -884,9 +963,9 @@ export class ReplicatedDevice implements BlockDevice {
 
   /** The first write while some data peer is not in sync starts a new data generation. */
   #maybeRotate(): void {
-    if (this.#rotated) return;
     const allInSync = this.#peers.every((p) => p.inSync);
-    if (allInSync) return;
+    const hasQuorum = quorum(this.#roleState()).hasQuorum && !this.#quorumCheck;
+    if (!mustStartGeneration({ rotated: this.#rotated, allInSync, hasQuorum })) return;
     const meta = this.store.load();
     const generation = startNewGeneration(meta.generation, randomGenerationId(this.c.random ?? randomBytes));
     this.store.save({ ...meta, generation });
@@ -913,7 +992,32 @@ export class ReplicatedDevice implements BlockDevice {
     p.link.drop(`peer refused a write (status ${status})`);
   }
 
+  /**
+   * A peer was lost while primary: the other links may be as dead and not timed out yet (a partition
+   * cuts them at once; their timeouts fire apart), so a vote counts again only once its peer answers
+   * a fresh ping; one that does not within QUORUM_CHECK_MS is dropped. Until then no write is
+   * admitted or acknowledged and the data is not renamed (simulation, `full` seed 14: an old primary
+   * acknowledged with itself and a tiebreaker that had already voted for the new primary).
+   */
+  #checkQuorum(): void {
+    if (this.#role !== 'Primary' || this.#quorumCheck || this.c.quorum === 'off') return;
+    const voting = this.#peers.filter(
+      (p) => p.link.state === 'Connected' || p.link.state === 'SyncSource' || p.link.state === 'SyncTarget',
+    );
+    this.#quorumCheck = Promise.all(
+      voting.map((p) =>
+        p.link.answered(QUORUM_CHECK_MS).then((heard) => {
+          if (!heard) p.link.drop('no answer to a quorum check after another peer was lost');
+        }),
+      ),
+    ).then(() => {
+      this.#quorumCheck = undefined;
+      this.#wake();
+    });
+  }
+
   #onDisconnected(p: PeerReplica): void {
+    this.#checkQuorum();
     p.markUnflushedDirty();
     p.resync = undefined;
     if (this.#role === 'Primary' && !p.tiebreaker) this.#rotated = false;
@@ -979,7 +1083,8 @@ export class ReplicatedDevice implements BlockDevice {
       case 'none':
         // Before any write reaches it on this connection: where this primary may be writing
         // (an empty log needs nothing: the first write into it commits and ships).
-        if (this.#al.hot.length > 0) void this.#shipActivity(this.#hotRanges(this.#al.hot), [p]);
+        if (this.#al.hot.length > 0 || this.#failedRanges.length > 0)
+          void this.#shipActivity(this.#hotRanges(this.#al.hot), [p]);
         break;
       case 'retry':
         // Usually transient (an old primary about to step down): retry with backoff, do not park.

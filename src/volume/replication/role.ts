@@ -105,6 +105,48 @@ export function admitWrite(s: ReplicaRoleState): WriteAdmission {
   return s.quorumPolicy === 'io-error' ? { kind: 'fail', errno: 'EIO', reason } : { kind: 'suspend', reason };
 }
 
+/**
+ * Must the primary name its data anew before this write is acknowledged? Only when a data peer is
+ * not in sync (it misses writes from now on) and a quorum is reachable: without one nothing is
+ * acknowledged (the write fails or waits), and a new name would make this disk look diverged from
+ * the replicas a newer primary writes on, a false split-brain that parks them (DRBD 9.0.20 checks
+ * its quorum before a new current UUID too; found by the simulation, `full` seed 13). The writes
+ * that reached this disk unacknowledged are resynced from the next primary instead (`stepDown`).
+ */
+export function mustStartGeneration(f: {
+  rotated: boolean;
+  allInSync: boolean;
+  hasQuorum: boolean;
+}): boolean {
+  return !f.rotated && !f.allInSync && f.hasQuorum;
+}
+
+export interface StepDown {
+  /** Tell the peers the activity log is empty: they hold every write, nothing to reconcile. */
+  shipEmptyActivity: boolean;
+  /**
+   * Clear primaryOpen: this disk holds no write that some peer may lack unknowingly. Kept when a
+   * write failed after it could reach this disk (quorum lost, fenced, a peer refused): the replica
+   * then reports itself as an old primary that stopped uncleanly, and the next primary resyncs its
+   * activity-log extents to it, as after a crash.
+   */
+  clearPrimaryOpen: boolean;
+}
+
+/** What a demote may declare, from how it ended. */
+export function stepDown(f: {
+  flushed: boolean;
+  fenced: boolean;
+  inFlight: number;
+  localSynced: boolean;
+  unacknowledgedLocal: boolean;
+}): StepDown {
+  return {
+    shipEmptyActivity: f.flushed && !f.fenced && f.inFlight === 0 && !f.unacknowledgedLocal,
+    clearPrimaryOpen: f.localSynced && !f.unacknowledgedLocal,
+  };
+}
+
 /** A frame stamped with `epoch` arrived from a peer. */
 export function observeEpoch(s: ReplicaRoleState, epoch: number): ReplicaRoleState {
   if (epoch <= s.epoch) return s;

@@ -4,12 +4,14 @@ import {
   admitPeerWrite,
   admitWrite,
   demote,
+  mustStartGeneration,
   observeEpoch,
   type PeerView,
   promote,
   quorum,
   type ReplicaRoleState,
   setPeer,
+  stepDown,
 } from '../../../src/volume/replication/role.ts';
 
 const peer = (id: string, connection: PeerView['connection'], extra: Partial<PeerView> = {}): PeerView => ({
@@ -92,4 +94,39 @@ test('secondaries refuse writes from an older epoch and follow newer ones', () =
   const p = promote(s, 9);
   assert.ok(p.ok);
   if (p.ok) assert.deepEqual(admitPeerWrite(p.next, 9), { accept: false, reason: 'not-secondary' });
+});
+
+test('a new data generation only for a write some data peer misses, and only with quorum', () => {
+  const cases: Array<[string, { rotated: boolean; allInSync: boolean; hasQuorum: boolean }, boolean]> = [
+    ['every peer in sync: the name stays', { rotated: false, allInSync: true, hasQuorum: true }, false],
+    ['a peer behind, quorum: new name', { rotated: false, allInSync: false, hasQuorum: true }, true],
+    ['already renamed since the peer left', { rotated: true, allInSync: false, hasQuorum: true }, false],
+    // full seed 13: an old primary cut from the majority renamed its data on a write that failed
+    // for want of quorum, then looked diverged from the next primary's replicas (a false split-brain).
+    [
+      'a peer behind, no quorum: nothing will be acknowledged',
+      { rotated: false, allInSync: false, hasQuorum: false },
+      false,
+    ],
+  ];
+  for (const [name, f, want] of cases) assert.equal(mustStartGeneration(f), want, name);
+});
+
+test('a step-down is clean only when no write failed after it could reach this disk', () => {
+  const clean = { flushed: true, fenced: false, inFlight: 0, localSynced: true, unacknowledgedLocal: false };
+  const cases: Array<
+    [string, Partial<typeof clean>, { shipEmptyActivity: boolean; clearPrimaryOpen: boolean }]
+  > = [
+    ['clean', {}, { shipEmptyActivity: true, clearPrimaryOpen: true }],
+    ['fenced: peers keep its ranges', { fenced: true }, { shipEmptyActivity: false, clearPrimaryOpen: true }],
+    ['writes in flight', { inFlight: 2 }, { shipEmptyActivity: false, clearPrimaryOpen: true }],
+    ['flush failed', { flushed: false }, { shipEmptyActivity: false, clearPrimaryOpen: true }],
+    ['local disk not synced', { localSynced: false }, { shipEmptyActivity: true, clearPrimaryOpen: false }],
+    [
+      'a write failed after reaching this disk (quorum lost): resynced from the next primary as after a crash',
+      { unacknowledgedLocal: true },
+      { shipEmptyActivity: false, clearPrimaryOpen: false },
+    ],
+  ];
+  for (const [name, f, want] of cases) assert.deepEqual(stepDown({ ...clean, ...f }), want, name);
 });
