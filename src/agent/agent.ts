@@ -218,6 +218,8 @@ export class Agent {
   /** runtime.json of the vservers just started (`#watchHealth`). */
   readonly #healthWatch = new Map<string, FSWatcher>();
   #leaderAt = 0;
+  /** The nodes running vservers at the last placement check ('' when this node was not the manager). */
+  #leaderWhere = '';
   #leaderBusy = false;
   /** Vservers whose replica here was refused promotion (a peer has newer data), with that epoch. */
   readonly #behind = new Map<string, number>();
@@ -1074,7 +1076,10 @@ export class Agent {
     if (mine !== this.#isManager && !mine)
       this.#event('agent', `no longer the manager (${snap.manager.node} is)`);
     this.#isManager = mine;
-    if (!mine) return;
+    if (!mine) {
+      this.#leaderWhere = ''; // a manager again later checks the etcd leader's place at once
+      return;
+    }
     if (this.#now() - this.#trimmedAt > 60_000) {
       // The cluster's log has a bounded size: the manager keeps the newest events.
       this.#trimmedAt = this.#now();
@@ -1127,17 +1132,16 @@ export class Agent {
 
   /** Every few seconds, in the background: keep etcd's leader off the nodes that run vservers. */
   #placeLeader(snap: Snapshot): void {
-    if (
-      this.boot.etcd.endpoints.length > 0 ||
-      this.#leaderBusy ||
-      this.#now() - this.#leaderAt < LEADER_CHECK_MS
-    )
-      return;
-    this.#leaderBusy = true;
-    this.#leaderAt = this.#now();
+    if (this.boot.etcd.endpoints.length > 0 || this.#leaderBusy) return;
     const active: Record<string, number> = {};
     for (const r of Object.values(snap.reports))
       active[r.node] = Object.values(r.vservers).filter((x) => isActive(x.status)).length;
+    // At once when where vservers run changed (or this node just became the manager), else now and then.
+    const where = JSON.stringify(Object.keys(active).filter((n) => active[n]! > 0));
+    if (where === this.#leaderWhere && this.#now() - this.#leaderAt < LEADER_CHECK_MS) return;
+    this.#leaderWhere = where;
+    this.#leaderBusy = true;
+    this.#leaderAt = this.#now();
     const port = this.boot.etcd.client_port;
     const endpointOf = (node: string) =>
       `https://${this.boot.nodes.find((n) => n.name === node)?.addresses[0]}:${port}`;
@@ -1158,7 +1162,10 @@ export class Agent {
         }),
       );
       const leaderId = members.find((m) => m.status)?.status?.leader ?? '0';
-      const move = leaderMove(leaderId, members, active, Object.keys(snap.standby));
+      const move = leaderMove(leaderId, members, active, {
+        draining: Object.keys(snap.standby),
+        manager: this.o.node,
+      });
       if (!move) return;
       const from = members.find((m) => m.id === leaderId)!;
       await client.moveLeader(endpointOf(from.node), move.to.id);

@@ -25,6 +25,19 @@ test('it stays when its node runs nothing, when no idle healthy member exists, o
 
 test('a node in standby (being emptied, maybe removed) is never given the leadership', () => {
   const members = [m('n1', '1'), m('n2', '2'), m('n3', '3')];
-  assert.equal(leaderMove('1', members, { n1: 1 }, ['n2'])?.to.node, 'n3');
-  assert.equal(leaderMove('1', members, { n1: 1 }, ['n2', 'n3']), undefined);
+  assert.equal(leaderMove('1', members, { n1: 1 }, { draining: ['n2'] })?.to.node, 'n3');
+  assert.equal(leaderMove('1', members, { n1: 1 }, { draining: ['n2', 'n3'] }), undefined);
+});
+
+test("the leader leaves the manager's node for one that runs nothing and does not manage", () => {
+  const members = [m('n1', '1'), m('n2', '2'), m('n3', '3')];
+  // n2 manages, n3 runs the demo: n1 leads.
+  assert.equal(leaderMove('2', members, { n3: 1 }, { manager: 'n2' })?.to.node, 'n1');
+  assert.match(leaderMove('2', members, { n3: 1 }, { manager: 'n2' })!.reason, /n2 runs the manager/);
+  // No such node: it stays on the manager's (rather than on a node that runs vservers).
+  assert.equal(leaderMove('2', members, { n1: 1, n3: 1 }, { manager: 'n2' }), undefined);
+  assert.equal(leaderMove('1', members, { n3: 1 }, { manager: 'n2' }), undefined);
+  // Off a node that runs vservers: one that does not manage first, else the manager's.
+  assert.equal(leaderMove('3', members, { n3: 1 }, { manager: 'n1' })?.to.node, 'n2');
+  assert.equal(leaderMove('3', members, { n2: 1, n3: 1 }, { manager: 'n1' })?.to.node, 'n1');
 });
