@@ -731,7 +731,7 @@ export class Agent {
     );
     if (this.#lease) await this.store.client.leaseRevoke(this.#lease).catch(() => undefined);
     rmSync(this.paths.leaseFile, { force: true });
-    await this.#flushEvents();
+    await this.#flushEventsBeforeExit();
     await this.stop();
     throw new UserError(
       `${reason}: this agent exits (to join again: cvserver node add ${this.o.node} --address ${this.me.addresses.join(',')} on a node of the cluster, then start this agent with an empty state dir and --initial-cluster-state existing)`,
@@ -742,7 +742,7 @@ export class Agent {
   async #exitRefused(reason: string): Promise<never> {
     this.log.error({ event: 'format' }, reason);
     this.#event('agent', `agent ${AGENT_VERSION} exits: ${reason}`);
-    await this.#flushEvents();
+    await this.#flushEventsBeforeExit();
     await this.stop();
     throw new UserError(reason, EXIT_NEEDS_OPERATOR);
   }
@@ -1190,15 +1190,27 @@ export class Agent {
     this.#pendingEvents.push({ key: this.store?.eventKey(record) ?? '', record });
   }
 
-  async #flushEvents(): Promise<void> {
+  async #flushEvents(timeoutMs = this.#ms(this.timing.renewTimeout)): Promise<void> {
     if (this.#pendingEvents.length === 0 || !this.store) return;
     const batch = this.#pendingEvents.map((e) => ({ ...e, key: e.key || this.store.eventKey(e.record) }));
     this.#pendingEvents = [];
     try {
-      await this.store.putEvents(batch, this.#ms(this.timing.renewTimeout));
+      await this.store.putEvents(batch, timeoutMs);
     } catch {
       // Kept for the next round (bounded: the oldest go first when the store stays away).
       this.#pendingEvents = [...batch, ...this.#pendingEvents].slice(-1000);
+    }
+  }
+
+  /**
+   * The agent's last words (it exits next, nobody retries them): several tries for up to 5 s. Its own
+   * member may be going away with it (a removed node), so the write may need a new connection elsewhere.
+   */
+  async #flushEventsBeforeExit(): Promise<void> {
+    const until = this.#monoSeconds() + 5;
+    while (this.#pendingEvents.length > 0 && this.#monoSeconds() < until) {
+      await this.#flushEvents(Math.max(1000, this.#ms(this.timing.renewTimeout)));
+      if (this.#pendingEvents.length > 0) await this.#clocks.monotonic.sleep(200);
     }
   }
 
