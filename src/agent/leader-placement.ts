@@ -2,7 +2,8 @@
  * Where etcd's leader should be (pure). When the leader's node dies, the others first elect a new leader
  * (one to two election timeouts), and the new leader extends every lease by its TTL: a power cut of the
  * node that holds both the leader and a vserver costs that vserver about a second more of downtime than
- * a cut elsewhere. So the manager keeps the leadership on a node that runs no vserver, when there is one.
+ * a cut elsewhere, and with a short TTL the election alone can make other nodes fence. So the manager
+ * keeps the leadership where a loss disturbs least (`placeRank`).
  */
 
 export interface MemberView {
@@ -21,19 +22,34 @@ export interface LeaderMove {
 export interface PlacementContext {
   /** Nodes in standby (being emptied, maybe to be removed: `node remove`): never given the leadership. */
   draining?: string[];
-  /**
-   * The manager's node: a power cut there already costs a manager election (a lease TTL); with the etcd
-   * leader there too, every lease waits for an etcd election as well, and in a cluster with a short TTL
-   * the nodes that run vservers can miss renewals long enough to fence themselves (lab-fencing, under
-   * load). So the leader leaves it for a node that runs nothing and does not manage, when there is one.
-   */
+  /** The manager's node. */
   manager?: string;
 }
 
 /**
- * `active`: how many vservers run on each node. Undefined: leave it. A leader on a node that runs
- * vservers moves to one that runs none (one that does not manage first); a leader on the manager's
- * node that runs none moves only to a node that runs none and does not manage.
+ * How bad a place for the leader a member is (lower is better). Losing the leader's node costs every
+ * lease an etcd election, and with a short TTL the nodes that run vservers can miss renewals for long
+ * enough to fence themselves (seen in the lab under load: elections of 1.5 s). So the leader goes where
+ * a loss disturbs least: a full node that runs nothing and does not manage (its loss costs nothing
+ * else); then the manager's node if it runs nothing (its loss already costs a manager election); then a
+ * witness (a small machine, the likeliest to be lost, and its loss must change nothing); last a node
+ * that runs vservers (its loss also costs a failover).
+ */
+function placeRank(m: MemberView, active: Record<string, number>, manager: string | undefined): number {
+  if ((active[m.node] ?? 0) > 0) return 3;
+  if (m.witness) return 2;
+  return m.node === manager ? 1 : 0;
+}
+
+const WHY = [
+  '',
+  "runs the manager: a power cut there would cost an etcd election on top of the manager's",
+  'is a witness: losing it must change nothing, and an etcd election can make nodes fence',
+];
+
+/**
+ * `active`: how many vservers run on each node. Undefined: leave it (the leader is where a loss
+ * disturbs least among the healthy members not in standby).
  */
 export function leaderMove(
   leaderId: string,
@@ -43,23 +59,14 @@ export function leaderMove(
 ): LeaderMove | undefined {
   const leader = members.find((m) => m.id === leaderId);
   if (!leader) return undefined;
-  const runs = (node: string) => (active[node] ?? 0) > 0;
-  const busy = runs(leader.node);
-  if (!busy && leader.node !== manager) return undefined;
-  const idle = members
-    .filter((m) => m.healthy && m.id !== leaderId && !runs(m.node) && !draining.includes(m.node))
-    .sort(
-      (a, b) =>
-        Number(a.node === manager) - Number(b.node === manager) ||
-        Number(b.witness) - Number(a.witness) ||
-        (a.node < b.node ? -1 : 1),
-    );
-  const to = busy ? idle[0] : idle.find((m) => m.node !== manager);
-  if (!to) return undefined;
-  return {
-    to,
-    reason: busy
-      ? `${leader.node} runs ${active[leader.node]} vserver(s): a power cut there would also cost an etcd election and a lease extension`
-      : `${leader.node} runs the manager: a power cut there would cost an etcd election on top of the manager's`,
-  };
+  const rank = (m: MemberView) => placeRank(m, active, manager);
+  const to = members
+    .filter((m) => m.healthy && m.id !== leaderId && !draining.includes(m.node))
+    .sort((a, b) => rank(a) - rank(b) || (a.node < b.node ? -1 : 1))[0];
+  if (!to || rank(to) >= rank(leader)) return undefined;
+  const why =
+    rank(leader) === 3
+      ? `runs ${active[leader.node]} vserver(s): a power cut there would also cost an etcd election and a lease extension`
+      : WHY[rank(leader)];
+  return { to, reason: `${leader.node} ${why}` };
 }

@@ -232,6 +232,13 @@ export class TestLab {
     return this.ask<ClusterStatus>({ op: 'status' }, node);
   }
 
+  /** The node whose etcd member leads, as a live node sees it (undefined while there is none). */
+  async etcdLeader(node?: string): Promise<string | undefined> {
+    const s = await this.status(node);
+    const url = s.etcd.find((m) => m.leader)?.endpoint;
+    return s.nodes.find((n) => url?.includes(`//${n.addresses[0]}:`))?.name;
+  }
+
   async events(node?: string): Promise<EventRecord[]> {
     return (await this.ask<{ events: EventRecord[] }>({ op: 'events', limit: 500 }, node)).events;
   }

@@ -116,14 +116,10 @@ test('the manager node dies: another node takes over as manager, the demo is not
   // The manager keeps etcd's leader off its own node and the demo's (leader-placement.ts): the cut then
   // costs no etcd election on top of the manager's (with the lab's 2 s TTL, one under load can make the
   // demo's node miss renewals for long enough to fence itself).
-  const leaderNode = (s: Awaited<ReturnType<typeof lab.status>>) => {
-    const url = s.etcd.find((m) => m.leader)?.endpoint;
-    return s.nodes.find((n) => url?.includes(`//${n.addresses[0]}:`))?.name;
-  };
   const placed = await until(
     "etcd's leader off the manager's and the demo's nodes",
     async () => {
-      const at = leaderNode(await lab.status());
+      const at = await lab.etcdLeader();
       return at && at !== manager && at !== demo.node ? at : undefined;
     },
     20_000,

@@ -12,6 +12,17 @@ test('two full nodes and a witness: losing the witness changes nothing, losing t
   const lab = await TestLab.up(t, { letter: 'f', witness: true });
   assert.deepEqual(lab.nodes, ['n1', 'n2', 'w']);
   const before = await lab.demoHealthy(60_000);
+  // The manager keeps etcd's leader off the witness when a full node runs nothing (leader-placement.ts):
+  // losing the witness then costs no etcd election, which with the lab's 2 s TTL can fence a node.
+  const led = await until(
+    "etcd's leader on the idle full node",
+    async () => {
+      const at = await lab.etcdLeader();
+      return at && at !== 'w' && at !== before.node ? at : undefined;
+    },
+    20_000,
+  );
+  t.diagnostic(`etcd leader on ${led}, demo on ${before.node}`);
   const killAt = Date.now();
   await lab.kill('w');
   await sleep(8000);
