@@ -374,7 +374,14 @@ export class ReplicaServer {
           await this.o.divergence?.receiveActivity?.(from, m.ranges, this.#unflushed);
         });
         job.then(
-          () => conn.send({ type: 'ack', id: m.id, status: AckStatus.ok }),
+          () => {
+            conn.send({ type: 'ack', id: m.id, status: AckStatus.ok });
+            // Another node connected meanwhile (a newer primary whose epoch has not reached us yet,
+            // this one still running): it decided its handshake without these ranges, so it gets them.
+            for (const other of this.#conns)
+              if (other !== conn && this.#introduced.has(other) && !other.closed)
+                this.#sendState(other, 'update');
+          },
           (err: Error) => {
             // Writes it should cover must not be acknowledged: the primary marks them for later.
             conn.send({ type: 'ack', id: m.id, status: AckStatus.ioError });

@@ -44,6 +44,7 @@ import {
   mergeRanges,
   promotionMarks,
   type Range,
+  reconcileMarks,
 } from './reconciliation.ts';
 import { blockDigests } from './replica-server.ts';
 import type { ReplicaStore } from './replica-store.ts';
@@ -179,6 +180,8 @@ export class ReplicatedDevice implements BlockDevice {
    * activity-log record shipped from now on keeps them, though their extents leave the log.
    */
   #failedRanges: Range[] = [];
+  /** Per peer, the activity record of its last STATE seen (see #reconcileLate). */
+  #activitySeen = new Map<string, string>();
   /** A quorum check after a peer was lost (#checkQuorum): no write is admitted or acknowledged meanwhile. */
   #quorumCheck: Promise<void> | undefined;
   /** Per bitmap extent: application writes in flight, and extents a resync holds. */
@@ -1041,11 +1044,38 @@ export class ReplicatedDevice implements BlockDevice {
   /** A later STATE on a live link (an answer, or a change the peer pushed): PeerLink stored it. */
   #onPeerStateChanged(peer: PeerState): void {
     this.#observePeerEpoch(peer);
+    this.#reconcileLate(peer);
     this.#wake();
+  }
+
+  /**
+   * An earlier primary's activity-log ranges that a replica recorded after our handshake with it (that
+   * primary still ran: a hung agent, its writes not yet refused for want of our epoch) resync from here
+   * too, as the handshake's would have (simulation, `full` seed 34: a replica kept such a write).
+   */
+  #reconcileLate(peer: PeerState): void {
+    const key = JSON.stringify(peer.activity ?? null);
+    if (this.#activitySeen.get(peer.node) === key) return;
+    this.#activitySeen.set(peer.node, key);
+    if (this.#role !== 'Primary' || this.#fenced || !peer.activity) return;
+    const p = this.#peers.find((x) => x.link.node === peer.node);
+    if (!p || p.tiebreaker || (p.link.state !== 'Connected' && p.link.state !== 'SyncSource')) return;
+    const marks = reconcileMarks({ node: this.c.node, epoch: this.#epoch }, peer.activity, this.size);
+    if (marks.length === 0) return;
+    for (const [o, l] of marks) p.bitmap.markRange(o, Math.min(l, this.size - o));
+    this.log.info(
+      { peer: peer.node, ranges: marks.length },
+      'reconciliation: ranges recorded after the handshake resync from here',
+    );
+    void this.#saveBitmap(p).then(
+      () => this.#startResync(p),
+      () => undefined,
+    );
   }
 
   #onConnected(p: PeerReplica, peer: PeerState): void {
     this.#observePeerEpoch(peer);
+    this.#activitySeen.set(peer.node, JSON.stringify(peer.activity ?? null));
     const meta = this.store.load();
     const a = decideHandshake({
       primary: this.#role === 'Primary',

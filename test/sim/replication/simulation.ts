@@ -309,7 +309,7 @@ export class Simulation {
     const flushed = await this.#within(
       device.flush().then(
         () => true,
-        () => true,
+        () => false,
       ),
       left(),
     );
@@ -324,6 +324,14 @@ export class Simulation {
     if (p.proc?.device !== device) return;
     for (const b of this.model.inflight) this.model.uncertain.add(b);
     this.model.inflight.clear();
+    if (flushed === false) {
+      // The unmount's flush failed (quorum lost): the application was stopped without its unflushed
+      // writes made durable anywhere, as in a crash of its machine, which is what a failover is to
+      // it. Those writes may be lost (the next primary may be a replica that lost them in its own
+      // power loss: `full` seed 83); flushed ones may not.
+      this.model.crashed(p.name);
+      this.note(`final flush on ${p.name} failed: its unflushed writes may be lost with the failover`);
+    }
     if (!done) {
       this.count('guard-kill');
       this.note(`demote of ${p.name} hung: the guard kills it`);
@@ -546,7 +554,7 @@ export class Simulation {
       else if (!this.inSync.has(n.name))
         parts.push(`${n.name} not tried (not in sync at the last primary's report)`);
       else {
-        parts.push(`${n.name} never answered a promotion`);
+        parts.push(`${n.name} neither promoted nor refused (its promotion did not answer)`);
         stated = false;
       }
     }
@@ -560,9 +568,13 @@ export class Simulation {
     this.net.heal();
     for (const n of this.nodes) if (!n.up) await this.start(n);
     this.refusals.clear();
+    // As the manager does: every eligible replica in turn (a refused one is marked behind), 5 rounds.
     for (let i = 0; i < 5 && !this.primary; i++) {
       await this.advance(2000);
-      await this.promote();
+      for (const n of this.dataNodes.filter((x) => x.up && this.inSync.has(x.name))) {
+        if (this.primary) break;
+        await this.promote(n);
+      }
     }
     if (!this.primary) {
       const why = this.whyNoPrimary();
