@@ -537,10 +537,9 @@ export class Simulation {
   }
 
   /**
-   * Why no replica became primary in the settle: per replica up, the engine's refusal (another
-   * replica holds newer or diverged data, or no quorum) or why the agent does not try it. `stated`
-   * when every replica up was tried and refused, or left out because a refused one names a peer
-   * with newer data that the agent's report does not hold in sync.
+   * Why no replica became primary in the settle: per replica, the engine's refusal (another replica
+   * holds newer or diverged data, or no quorum) or why the manager does not try it (a disk not
+   * UpToDate). `stated` when every replica was refused or not eligible.
    */
   whyNoPrimary(): { stated: boolean; reason: string } {
     const parts: string[] = [];
@@ -551,8 +550,8 @@ export class Simulation {
         parts.push(`${n.name} down`);
         stated = false;
       } else if (refused) parts.push(`${n.name} refused: ${refused}`);
-      else if (!this.inSync.has(n.name))
-        parts.push(`${n.name} not tried (not in sync at the last primary's report)`);
+      else if (n.meta.diskState !== 'UpToDate')
+        parts.push(`${n.name} not tried (its disk is ${n.meta.diskState})`);
       else {
         parts.push(`${n.name} neither promoted nor refused (its promotion did not answer)`);
         stated = false;
@@ -568,10 +567,18 @@ export class Simulation {
     this.net.heal();
     for (const n of this.nodes) if (!n.up) await this.start(n);
     this.refusals.clear();
-    // As the manager does: every eligible replica in turn (a refused one is marked behind), 5 rounds.
+    // As the manager does: every eligible replica in turn (a refused one is marked behind), 5 rounds;
+    // the ones the last primary reported in sync first, then any other whose own disk says UpToDate
+    // (the manager's rule: every node is up and reachable now, so the engine's refusal over a newer
+    // or diverged peer is complete).
     for (let i = 0; i < 5 && !this.primary; i++) {
       await this.advance(2000);
-      for (const n of this.dataNodes.filter((x) => x.up && this.inSync.has(x.name))) {
+      const up = this.dataNodes.filter((x) => x.up && x.meta.diskState === 'UpToDate');
+      const order = [
+        ...up.filter((x) => this.inSync.has(x.name)),
+        ...up.filter((x) => !this.inSync.has(x.name)),
+      ];
+      for (const n of order) {
         if (this.primary) break;
         await this.promote(n);
       }
