@@ -23,6 +23,7 @@ import { stateKey } from './peer-report.ts';
 import { AckStatus, type AckStatusCode, type Message, type PeerState } from './protocol.ts';
 import { type ActivityReport, type ActivitySource, mergeRanges, type Range } from './reconciliation.ts';
 import type { ReplicaMeta, ReplicaStore } from './replica-store.ts';
+import { diskStateWhenFenced } from './role.ts';
 import { tcpTransport } from './tcp-transport.ts';
 import type { Endpoint, Listener, Transport } from './transport.ts';
 import { localVersions } from './version.ts';
@@ -243,7 +244,9 @@ export class ReplicaServer {
   #checkEpoch(epoch: number, loaded?: ReplicaMeta): boolean {
     const m = loaded ?? this.o.store.load();
     if (epoch < m.epoch) return false;
-    if (epoch > m.epoch) this.o.store.save({ ...m, epoch });
+    // A primary that sees a newer epoch is fenced (diskStateWhenFenced).
+    const diskState = this.o.isPrimary?.() === true ? diskStateWhenFenced(m.diskState) : m.diskState;
+    if (epoch > m.epoch) this.o.store.save({ ...m, epoch, diskState });
     return true;
   }
 

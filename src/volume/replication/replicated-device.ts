@@ -52,6 +52,7 @@ import { resyncPeer } from './resync-loop.ts';
 import {
   admitWrite,
   type ConnectionState,
+  diskStateWhenFenced,
   mustStartGeneration,
   promote,
   type QuorumPolicy,
@@ -357,7 +358,7 @@ export class ReplicatedDevice implements BlockDevice {
     // until it resyncs, so it can neither be promoted nor win a split-brain. Stored before the role
     // changes: the replica server must never show this disk as a secondary's UpToDate one.
     const fenced = this.#roleState().fenced;
-    if (fenced) this.store.save({ ...this.store.load(), diskState: 'Outdated' });
+    if (fenced) this.#fence();
     this.#role = 'Secondary';
     // A clean step-down (nothing in flight, all flushed above): the peers hold every write, and
     // the next primary need not reconcile this one's activity log. (Else they keep the ranges.)
@@ -967,7 +968,9 @@ export class ReplicatedDevice implements BlockDevice {
   /** The first write while some data peer is not in sync starts a new data generation. */
   #maybeRotate(): void {
     const allInSync = this.#peers.every((p) => p.inSync);
-    const hasQuorum = quorum(this.#roleState()).hasQuorum && !this.#quorumCheck;
+    // A fenced primary acknowledges nothing: no quorum for it.
+    const rs = this.#roleState();
+    const hasQuorum = !rs.fenced && quorum(rs).hasQuorum && !this.#quorumCheck;
     if (!mustStartGeneration({ rotated: this.#rotated, allInSync, hasQuorum })) return;
     const meta = this.store.load();
     const generation = startNewGeneration(meta.generation, randomGenerationId(this.c.random ?? randomBytes));
@@ -986,12 +989,12 @@ export class ReplicatedDevice implements BlockDevice {
   #peerAnswered(p: PeerReplica, status: number, offset: number, length: number): void {
     if (status === AckStatus.ok) return;
     p.bitmap.markRange(offset, length);
-    this.#maybeRotate();
     if (status === AckStatus.staleEpoch) {
-      this.#fenced = true;
+      this.#fence();
       this.log.warn({ peer: p.link.node }, 'peer refused our epoch: fenced, refusing further writes');
       this.#wake();
     }
+    this.#maybeRotate();
     p.link.drop(`peer refused a write (status ${status})`);
   }
 
@@ -1035,10 +1038,18 @@ export class ReplicatedDevice implements BlockDevice {
       const meta = this.store.load();
       if (peer.epoch > meta.epoch) this.store.save({ ...meta, epoch: peer.epoch });
       if (this.#role === 'Primary' && !this.#fenced) {
-        this.#fenced = true;
+        this.#fence();
         this.log.warn({ peer: peer.node, epoch: peer.epoch }, 'peer has a newer epoch: fenced');
       }
     }
+  }
+
+  /** A newer primary exists: nothing more is acknowledged here, and the disk is Outdated at once. */
+  #fence(): void {
+    this.#fenced = true;
+    const meta = this.store.load();
+    const diskState = diskStateWhenFenced(meta.diskState);
+    if (diskState !== meta.diskState) this.store.save({ ...meta, diskState });
   }
 
   /** A later STATE on a live link (an answer, or a change the peer pushed): PeerLink stored it. */

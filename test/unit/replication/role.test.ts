@@ -4,6 +4,7 @@ import {
   admitPeerWrite,
   admitWrite,
   demote,
+  diskStateWhenFenced,
   mustStartGeneration,
   observeEpoch,
   type PeerView,
@@ -129,4 +130,10 @@ test('a step-down is clean only when no write failed after it could reach this d
     ],
   ];
   for (const [name, f, want] of cases) assert.deepEqual(stepDown({ ...clean, ...f }), want, name);
+});
+
+test('a fenced primary stores its disk Outdated at once (a kill before its demote keeps that)', () => {
+  assert.equal(diskStateWhenFenced('UpToDate'), 'Outdated');
+  assert.equal(diskStateWhenFenced('Outdated'), 'Outdated');
+  assert.equal(diskStateWhenFenced('Inconsistent'), 'Inconsistent', 'no better than what it was');
 });
