@@ -322,6 +322,11 @@ export class ReplicatedDevice implements BlockDevice {
       p.link.epoch = epoch;
       // Re-run the handshake decision now that we are primary.
       if (p.link.peerState) this.#onConnected(p, p.link.peerState);
+      // A tiebreaker gets no writes: it learns our epoch from this STATE, and tells an old primary
+      // still connected to it (which is then fenced), instead of lending it its vote (simulation,
+      // `full` seeds 5, 9, 18: a hung agent's primary renamed and wrote with itself + the tiebreaker
+      // that had voted for us).
+      if (p.tiebreaker && p.link.peerState) p.link.send({ type: 'state', state: this.#localState(p) });
     }
     this.#wake();
     return { ok: true };
