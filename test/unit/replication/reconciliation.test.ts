@@ -222,6 +222,10 @@ for (const [seed, before] of [
   ],
   [155, 'replicas differ at 08ec1a4 without the late reconciliation (the same)'],
   [
+    34,
+    'replicas differ at 79e0815 when an unclean step-down (a write failed after reaching the disk) clears primaryOpen (stepDown)',
+  ],
+  [
     5,
     "no primary after settling: a hung agent's old primary renamed and wrote with itself and a tiebreaker that had voted for the new primary without learning its epoch",
   ],
