@@ -1074,13 +1074,17 @@ export class ReplicatedDevice implements BlockDevice {
     if (this.#activitySeen.get(peer.node) === key) return;
     this.#activitySeen.set(peer.node, key);
     if (this.#role !== 'Primary' || this.#fenced || !peer.activity) return;
+    // Only another node's record (an earlier primary still running): ours are our own writes, which
+    // the handshake and our promotion took into account; taking them here resynced our log's hot set
+    // again after each of its commits (24 MiB after a fresh join's full sync, volume-adjust.test.ts).
+    if (peer.activity.from === this.c.node) return;
     const p = this.#peers.find((x) => x.link.node === peer.node);
     if (!p || p.tiebreaker || (p.link.state !== 'Connected' && p.link.state !== 'SyncSource')) return;
     const marks = reconcileMarks({ node: this.c.node, epoch: this.#epoch }, peer.activity, this.size);
     if (marks.length === 0) return;
     for (const [o, l] of marks) p.bitmap.markRange(o, Math.min(l, this.size - o));
     this.log.info(
-      { peer: peer.node, ranges: marks.length },
+      { peer: peer.node, ranges: marks.length, from: peer.activity.from, epoch: peer.activity.epoch },
       'reconciliation: ranges recorded after the handshake resync from here',
     );
     void this.#saveBitmap(p).then(
