@@ -1130,7 +1130,10 @@ export class Agent {
     }
   }
 
-  /** Every few seconds, in the background: keep etcd's leader off the nodes that run vservers. */
+  /**
+   * In the background, at once when where vservers run changes, else every 5 s: etcd's leader where a
+   * loss disturbs least (leader-placement.ts).
+   */
   #placeLeader(snap: Snapshot): void {
     if (this.boot.etcd.endpoints.length > 0 || this.#leaderBusy) return;
     const active: Record<string, number> = {};
