@@ -354,11 +354,15 @@ export class EtcdClient {
     let req: ReturnType<typeof request> | undefined;
     let timer: NodeJS.Timeout | undefined;
     let answerTimer: NodeJS.Timeout | undefined;
-    const retry = () => {
-      if (closed || timer) return;
+    /** Ends the current stream (its answer timer with it). */
+    const drop = () => {
       clearTimeout(answerTimer);
       req?.destroy();
       req = undefined;
+    };
+    const retry = () => {
+      if (closed || timer) return;
+      drop();
       // Where the calls go, unless that is where it just failed.
       at = at === this.current ? (at + 1) % this.parsed.length : this.current;
       timer = setTimeout(() => {
@@ -369,10 +373,8 @@ export class EtcdClient {
     const follow = () => {
       if (closed || at === this.current) return;
       clearTimeout(timer);
-      clearTimeout(answerTimer);
       timer = undefined;
-      req?.destroy();
-      req = undefined;
+      drop();
       at = this.current;
       open();
     };
