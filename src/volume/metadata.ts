@@ -10,6 +10,11 @@ export const BLOCK_SIZE = 4096;
 
 /** Generation identifiers (DRBD-style): 64-bit random values as 16 hex digits, "0" for none. */
 const generationId = z.string().regex(/^[0-9a-f]{1,16}$/);
+const generation = z.strictObject({
+  current: generationId,
+  bitmap: generationId,
+  history: z.array(generationId).max(8),
+});
 
 export const metadataSchema = z.strictObject({
   formatVersion: z.literal(METADATA_FORMAT_VERSION),
@@ -19,17 +24,17 @@ export const metadataSchema = z.strictObject({
   blockSize: z.literal(BLOCK_SIZE),
   createdAt: z.string(),
   /** Current, bitmap and history identifiers; replication decides who syncs from whom with them. */
-  generation: z.strictObject({
-    current: generationId,
-    bitmap: generationId,
-    history: z.array(generationId).max(8),
-  }),
+  generation,
   /** Disk state as the last clean writer left it. */
   diskState: z.enum(['UpToDate', 'Outdated', 'Inconsistent', 'Diskless']),
   /** Highest promotion epoch (fencing token) this replica has seen; lower ones are refused. */
   epoch: z.number().int().nonnegative(),
   /** Set while a daemon has the volume open as primary; still set after a crash (activity log replay). */
   primaryOpen: z.boolean(),
+  /** The generation of the newest primary this replica heard from (replication's `witnessed`). */
+  witnessed: generation.optional(),
+  /** The generation in which it last acknowledged anything as primary (replication's `lastAcked`). */
+  lastAcked: generationId.optional(),
 });
 
 export type VolumeMetadata = z.infer<typeof metadataSchema>;

@@ -31,7 +31,7 @@ import { crc32 } from 'node:zlib';
 
 export const FRAME_MAGIC = 0x43565231; // "CVR1"
 /** The newest protocol version this build speaks (version.ts: the oldest, and the negotiation). */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 export const HEADER_LENGTH = 32;
 export const MAC_LENGTH = 16;
 /** Largest payload: one 1 MiB write plus room for its fields. Anything larger is hostile. */

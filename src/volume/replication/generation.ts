@@ -115,6 +115,30 @@ export function decideSync(local: GenerationView, peer: GenerationView): SyncDec
   return { kind: 'unrelated', reason: 'no common generation: the replicas hold unrelated data' };
 }
 
+/**
+ * How the data named `local` relates to the data named `other` (another replica's, or a primary's
+ * that a replica witnessed), from the identifiers alone: `older` when other descends from local
+ * (local's current is among other's ancestors), `newer` the other way round, `diverged` when both
+ * moved on from a common ancestor, `unrelated` when nothing is shared (or an ancestor aged out of
+ * the 8-id history: the caller must treat it as unknown).
+ */
+export type Relation = 'same' | 'newer' | 'older' | 'diverged' | 'unrelated';
+
+export function relate(local: Generation, other: Generation): Relation {
+  if (local.current === other.current) return 'same';
+  const lAnc = ancestors(local);
+  const oAnc = ancestors(other);
+  if (lAnc.has(other.current)) return 'newer';
+  if (oAnc.has(local.current)) return 'older';
+  for (const id of lAnc) if (oAnc.has(id)) return 'diverged';
+  return 'unrelated';
+}
+
+/** The data named `g` is, or descends from, the data named `id`. */
+export function holdsGeneration(g: Generation, id: string): boolean {
+  return id !== NO_ID && (g.current === id || ancestors(g).has(id));
+}
+
 function ancestors(g: Generation): Set<string> {
   const s = new Set<string>();
   if (g.bitmap !== NO_ID) s.add(g.bitmap);
@@ -151,6 +175,15 @@ export function adoptSourceGeneration(target: Generation, source: Generation): G
   let history = pushHistory(source.history, source.bitmap);
   history = pushHistory(history, target.current === source.current ? NO_ID : target.current);
   return { current: source.current, bitmap: NO_ID, history };
+}
+
+export function sameGeneration(a: Generation, b: Generation): boolean {
+  return (
+    a.current === b.current &&
+    a.bitmap === b.bitmap &&
+    a.history.length === b.history.length &&
+    a.history.every((id, i) => id === b.history[i])
+  );
 }
 
 /** A fresh, random 64-bit generation id as 16 hex digits (never "0"). */

@@ -6,7 +6,11 @@ import type { ByteRange } from './bitmap.ts';
 import {
   type AfterSplitBrainPolicy,
   decideSync,
+  type Generation,
   type GenerationView,
+  holdsGeneration,
+  NO_ID,
+  relate,
   resolveSplitBrain,
   type SplitBrainSide,
   type SyncDecision,
@@ -52,8 +56,12 @@ export type HandshakeAction =
    * old primary's activity-log extents), `afterNone` when the generations agree but bits are set.
    */
   | { kind: 'resync'; full: boolean; mark: ByteRange[]; reason: string; afterNone?: AfterNone }
-  /** The peer's side of a split-brain is discarded: its diverging blocks saved, then resynced from here. */
-  | { kind: 'discard'; reason: string; fencedPeer: boolean };
+  /**
+   * The peer's side of a split-brain is discarded: its diverging blocks saved, then resynced from
+   * here. `automatic`: the rules show its side holds no acknowledged write (else a policy or an
+   * operator chose), and an interrupted discard is retried at the next connection.
+   */
+  | { kind: 'discard'; reason: string; automatic: boolean };
 
 /** The action, with the generation comparison it came from (`decision` in the handshake's log line). */
 export type HandshakeDecision = HandshakeAction & { sync?: SyncDecision['kind'] };
@@ -146,8 +154,17 @@ function decide(f: HandshakeFacts): HandshakeAction {
       if (fencedPeer)
         return {
           kind: 'discard',
-          fencedPeer,
+          automatic: true,
           reason: `split-brain with a fenced or crashed old primary: its unacknowledged writes are saved, then discarded`,
+        };
+      // The peer acknowledged nothing since it parted from our data: its side holds only writes that
+      // nobody was told of (an old primary that named its data anew, then lost its quorum before any
+      // acknowledgement: simulation, `full` seed 78).
+      if (peer.lastAcked !== undefined && holdsGeneration(f.local.generation, peer.lastAcked))
+        return {
+          kind: 'discard',
+          automatic: true,
+          reason: `split-brain with a peer that acknowledged nothing since it parted from our data (its last acknowledgement was in generation ${peer.lastAcked}, which we hold): its unacknowledged writes are saved, then discarded`,
         };
       const r = resolveSplitBrain(f.afterSplitBrain, f.localSide, {
         changedBlocks: peer.changedBlocks,
@@ -155,7 +172,7 @@ function decide(f: HandshakeFacts): HandshakeAction {
         current: peer.generation.current,
       });
       if ((r.kind === 'discard' && r.loser === 'peer') || f.forcedSurvivor)
-        return { kind: 'discard', fencedPeer: false, reason: `split-brain: ${d.reason}; ${r.reason}` };
+        return { kind: 'discard', automatic: false, reason: `split-brain: ${d.reason}; ${r.reason}` };
       return { kind: 'park', state: 'SplitBrain', reason: `split-brain: ${d.reason}; ${r.reason}` };
     }
     case 'unrelated':
@@ -175,6 +192,13 @@ function decide(f: HandshakeFacts): HandshakeAction {
  * open issue 2: promotions refused for ever while that old primary was up again).
  */
 export function promotionBlockedBy(local: GenerationView, peer: PeerState): string | undefined {
+  const missed = missedWrites(local, peer.witnessed);
+  if (missed) return `peer ${peer.node} witnessed ${missed}; promote the replica that holds them`;
+  // A replica whose resync did not finish held its generation's data before it began, acknowledged
+  // writes among them (simulation, `full` seed 63: a replica that was down promoted over it).
+  const held = peer.diskState === 'Inconsistent' ? missedWrites(local, peer.generation) : undefined;
+  if (held)
+    return `peer ${peer.node} (Inconsistent: its resync did not finish) held ${held}; promote the replica that holds them`;
   if (peer.diskState === 'Diskless' || peer.diskState === 'Outdated') return undefined;
   const d = decideSync(local, {
     generation: peer.generation,
@@ -184,9 +208,33 @@ export function promotionBlockedBy(local: GenerationView, peer: PeerState): stri
   const crashedOnOurs =
     peer.crashedPrimary && !local.crashedPrimary && peer.generation.current === local.generation.current;
   const newer = (d.kind === 'bitmap' || d.kind === 'full') && d.source === 'peer' && !crashedOnOurs;
-  if (newer || d.kind === 'split-brain' || d.kind === 'unrelated')
+  // A diverged peer that acknowledged nothing since it parted from our data is discarded at the
+  // handshake (decideHandshake): its side holds no write anyone was told of.
+  const unacknowledged =
+    d.kind === 'split-brain' &&
+    peer.lastAcked !== undefined &&
+    holdsGeneration(local.generation, peer.lastAcked);
+  if (newer || (d.kind === 'split-brain' && !unacknowledged) || d.kind === 'unrelated')
     return `peer ${peer.node} holds newer or diverged data (${d.kind}: ${d.reason}); promote it instead`;
   return undefined;
+}
+
+/**
+ * Why a primary's generation that a voter witnessed shows this replica to lack acknowledged writes,
+ * if it does (newer than its data, or diverged from it). Such a peer, or this replica's own record,
+ * forbids its promotion whatever its disk says: a primary acknowledges nothing in a new
+ * generation before every voter not in sync with it witnessed it (replicated-device.ts,
+ * #untilWitnessed), so this replica missed acknowledged writes. With two replicas and a tiebreaker,
+ * the replica cut from the primary while both reached the tiebreaker would otherwise be promoted once
+ * the primary died; with three, one that was down, by the vote of one still resyncing (simulation,
+ * `full` seeds 1 and 16, once the model promoted as the manager does).
+ */
+export function missedWrites(local: GenerationView, witnessed: Generation | undefined): string | undefined {
+  if (!witnessed || witnessed.current === NO_ID) return undefined;
+  const r = relate(local.generation, witnessed);
+  if (r === 'same' || r === 'newer') return undefined;
+  const how = r === 'older' ? 'newer data' : r === 'diverged' ? 'diverged data' : 'data unrelated to ours';
+  return `${how} of a primary (generation ${witnessed.current}): this replica may lack acknowledged writes`;
 }
 
 /** A peer with newer data than the primary's is refused (the agent promoted the wrong replica). */

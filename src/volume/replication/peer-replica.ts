@@ -32,6 +32,8 @@ export class PeerReplica {
   discarding: Promise<{ savedTo: string; bytesSaved: number }> | undefined;
   /** A split-brain loser's blocks are being saved: new writes only mark its bitmap meanwhile. */
   savingLoserBlocks = false;
+  /** The current generation id last sent to it (STATE or GENERATION) while primary. */
+  named: string | undefined;
 
   constructor(link: PeerLink, bitmap: DirtyBitmap) {
     this.link = link;

@@ -27,7 +27,16 @@ export function stateSource(first: boolean, sent: PeerState['sent']): DiskStateS
  */
 export function stateKey(s: PeerState): string {
   const g = s.generation;
-  return [s.role, s.diskState, s.epoch, s.crashedPrimary, g.current, g.bitmap, g.history.join(',')].join('|');
+  return [
+    s.role,
+    s.diskState,
+    s.epoch,
+    s.crashedPrimary,
+    g.current,
+    g.bitmap,
+    g.history.join(','),
+    s.witnessed?.current ?? '',
+  ].join('|');
 }
 
 export interface DiskStateReport {

@@ -17,6 +17,7 @@ export const MessageType = {
   ack: 11,
   flush: 12,
   activity: 13,
+  generation: 14,
   digestRequest: 20,
   digestReply: 21,
   readRequest: 22,
@@ -39,11 +40,12 @@ const byteRanges = z
     ]),
   )
   .max(MAX_RANGES);
+const generationSchema = z.strictObject({ current: genId, bitmap: genId, history: z.array(genId).max(16) });
 export const peerStateSchema = z.strictObject({
   node: z.string().min(1).max(128),
   role: z.enum(['Primary', 'Secondary']),
   diskState: z.enum(['UpToDate', 'Outdated', 'Inconsistent', 'Diskless']),
-  generation: z.strictObject({ current: genId, bitmap: genId, history: z.array(genId).max(16) }),
+  generation: generationSchema,
   crashedPrimary: z.boolean(),
   epoch: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
   size: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
@@ -91,6 +93,17 @@ export const peerStateSchema = z.strictObject({
    * changed (disk state, generation, epoch, role). Absent on the first STATE of a connection.
    */
   sent: z.enum(['reply', 'update']).optional(),
+  /**
+   * The generation of the newest primary this replica heard from (version 5): what it was told it
+   * holds, or at least that this data exists. A replica older than it, or diverged from it, missed
+   * acknowledged writes and may not be promoted (handshake.ts, promotionBlockedBy). Absent: none yet.
+   */
+  witnessed: generationSchema.optional(),
+  /**
+   * The generation in which this replica, as primary, last acknowledged a write or a flush (version
+   * 5): what it wrote in any later generation of its own was never acknowledged. Absent: unknown.
+   */
+  lastAcked: genId.optional(),
 });
 export type PeerState = z.infer<typeof peerStateSchema>;
 
@@ -110,6 +123,11 @@ export type Message =
    * a newly hot extent; acknowledged once durable at the replica (version 4).
    */
   | { type: 'activity'; id: number; ranges: Array<[number, number]> }
+  /**
+   * The primary named its data anew while the receiver is not in sync with it (it resyncs, or is a
+   * tiebreaker): record it as `witnessed`, answered by a STATE (version 5).
+   */
+  | { type: 'generation'; generation: PeerState['generation'] }
   | { type: 'digestRequest'; id: number; offset: number; length: number; chunk: number }
   | { type: 'digestReply'; id: number; status: AckStatusCode; digests: Buffer }
   | { type: 'readRequest'; id: number; offset: number; length: number }
@@ -209,6 +227,8 @@ export function encodeMessage(m: Message): { type: number; payload: Buffer } {
       return { type: MessageType.state, payload: json(m.state) };
     case 'activity':
       return { type: MessageType.activity, payload: json({ id: m.id, ranges: m.ranges }) };
+    case 'generation':
+      return { type: MessageType.generation, payload: json(m.generation) };
     case 'error':
       return { type: MessageType.error, payload: json({ message: m.message.slice(0, 1024) }) };
     case 'ping':
@@ -332,6 +352,11 @@ export function decodeMessage(type: number, payload: Buffer): DecodeMessageResul
       const r = parseJson(payload, activitySchema);
       if (!r.ok) return r;
       return { ok: true, message: { type: 'activity', id: r.value.id, ranges: r.value.ranges } };
+    }
+    case MessageType.generation: {
+      const r = parseJson(payload, generationSchema);
+      if (!r.ok) return r;
+      return { ok: true, message: { type: 'generation', generation: r.value } };
     }
     case MessageType.error: {
       const r = parseJson(payload, errorSchema);

@@ -18,7 +18,7 @@ import { ApplyQueue } from './apply-queue.ts';
 import { type Connection, type ConnectionLog, HandshakeRefused, serverHandshake } from './connection.ts';
 import type { VersionRange } from './frame.ts';
 import { FramePool } from './frame-pool.ts';
-import { adoptSourceGeneration } from './generation.ts';
+import { adoptSourceGeneration, type Generation, sameGeneration } from './generation.ts';
 import { stateKey } from './peer-report.ts';
 import { AckStatus, type AckStatusCode, type Message, type PeerState } from './protocol.ts';
 import { type ActivityReport, type ActivitySource, mergeRanges, type Range } from './reconciliation.ts';
@@ -220,6 +220,8 @@ export class ReplicaServer {
       ...(this.#durable ? { durableWrites: true } : {}),
       ...(crash && crash.length <= 256 ? { crashRanges: crash.map((r) => [r.offset, r.length]) } : {}),
       ...(activity ? { activity } : {}),
+      ...(m.witnessed ? { witnessed: m.witnessed } : {}),
+      ...(m.lastAcked ? { lastAcked: m.lastAcked } : {}),
     };
   }
 
@@ -248,6 +250,28 @@ export class ReplicaServer {
     const diskState = this.o.isPrimary?.() === true ? diskStateWhenFenced(m.diskState) : m.diskState;
     if (epoch > m.epoch) this.o.store.save({ ...m, epoch, diskState });
     return true;
+  }
+
+  /**
+   * Records a current-epoch primary's generation as `witnessed`, durably before `conn` is answered: a
+   * replica not in sync with it (or a tiebreaker) then forbids the promotion of one older than it
+   * (handshake.ts, promotionBlockedBy), and the primary acknowledges nothing in a new generation before
+   * its voters answer with it. A failed save is logged: the answer says what is (the primary waits on).
+   */
+  #witness(conn: Connection, generation: Generation): void {
+    const m = this.o.store.load();
+    if (m.witnessed && sameGeneration(m.witnessed, generation)) return;
+    this.#answering = conn;
+    try {
+      this.o.store.save({ ...m, witnessed: generation });
+    } catch (err) {
+      this.o.log.warn(
+        { peer: conn.peerNode, err: (err as Error).message },
+        "could not record the primary's generation",
+      );
+    } finally {
+      this.#answering = undefined;
+    }
   }
 
   #handle(conn: Connection, m: Message, epoch: number, release: () => void): void {
@@ -282,6 +306,7 @@ export class ReplicaServer {
                 this.o.store.save({
                   ...now,
                   generation: adoptSourceGeneration(now.generation, m.state.generation),
+                  witnessed: m.state.generation,
                   diskState: 'UpToDate',
                   // Holding the primary's data ends what a crash as primary left unsure here.
                   primaryOpen: false,
@@ -301,6 +326,8 @@ export class ReplicaServer {
             });
           return;
         }
+        // Its introduction: what this primary's data is called is witnessed here.
+        if (m.state.role === 'Primary') this.#witness(conn, m.state.generation);
         const first = !this.#introduced.has(conn);
         this.#introduced.add(conn);
         this.#sendState(conn, first ? undefined : 'reply');
@@ -391,6 +418,21 @@ export class ReplicaServer {
             conn.close(`could not record the primary's activity log: ${err.message}`);
           },
         );
+        return;
+      }
+      case 'generation': {
+        // The primary named its data anew and this replica does not hold it (yet): witnessed only.
+        if (!this.#introduced.has(conn)) {
+          conn.close('bad message: generation before the introduction');
+          return;
+        }
+        if (!this.#checkEpoch(epoch)) {
+          conn.send({ type: 'state', state: this.state(conn.peerNode) });
+          this.#refuse(conn, 'stale epoch in generation');
+          return;
+        }
+        this.#witness(conn, m.generation);
+        this.#sendState(conn, 'reply');
         return;
       }
       case 'digestRequest': {

@@ -11,6 +11,10 @@ export interface ReplicaMeta {
   epoch: number;
   /** It was primary when it last stopped uncleanly (meta.json primaryOpen). */
   primaryOpen: boolean;
+  /** The generation of the newest primary this replica heard from (PeerState.witnessed). */
+  witnessed?: Generation;
+  /** The generation in which it last acknowledged anything as primary (PeerState.lastAcked). */
+  lastAcked?: string;
 }
 
 export interface ReplicaStore {
@@ -63,13 +67,18 @@ export class MemoryReplicaStore implements ReplicaStore {
  * its time (3-4 % of the primary daemon's CPU under fio, by perf).
  */
 function copyMeta(m: ReplicaMeta): ReplicaMeta {
-  const g = m.generation;
   return {
-    generation: { current: g.current, bitmap: g.bitmap, history: [...g.history] },
+    generation: copyGeneration(m.generation),
     diskState: m.diskState,
     epoch: m.epoch,
     primaryOpen: m.primaryOpen,
+    ...(m.witnessed ? { witnessed: copyGeneration(m.witnessed) } : {}),
+    ...(m.lastAcked ? { lastAcked: m.lastAcked } : {}),
   };
+}
+
+function copyGeneration(g: Generation): Generation {
+  return { current: g.current, bitmap: g.bitmap, history: [...g.history] };
 }
 
 /**
@@ -92,12 +101,17 @@ export class MetadataReplicaStore implements ReplicaStore {
     return copyMeta(this.#meta);
   }
   save(meta: ReplicaMeta): void {
-    const m = updateMetadata(this.dir, (old) => ({
+    // The optional fields are this store's too: absent from `meta` means removed from the file.
+    const m = updateMetadata(this.dir, ({ witnessed: _w, lastAcked: _a, ...old }) => ({
       ...old,
       generation: { ...meta.generation, history: meta.generation.history.slice(0, 8) },
       diskState: meta.diskState,
       epoch: meta.epoch,
       primaryOpen: meta.primaryOpen,
+      ...(meta.witnessed
+        ? { witnessed: { ...meta.witnessed, history: meta.witnessed.history.slice(0, 8) } }
+        : {}),
+      ...(meta.lastAcked ? { lastAcked: meta.lastAcked } : {}),
     }));
     this.#meta = replicaFields(m);
     this.#listeners.notify();
@@ -108,5 +122,12 @@ export class MetadataReplicaStore implements ReplicaStore {
 }
 
 function replicaFields(m: VolumeMetadata): ReplicaMeta {
-  return { generation: m.generation, diskState: m.diskState, epoch: m.epoch, primaryOpen: m.primaryOpen };
+  return {
+    generation: m.generation,
+    diskState: m.diskState,
+    epoch: m.epoch,
+    primaryOpen: m.primaryOpen,
+    ...(m.witnessed ? { witnessed: m.witnessed } : {}),
+    ...(m.lastAcked ? { lastAcked: m.lastAcked } : {}),
+  };
 }

@@ -31,7 +31,7 @@ import {
   randomGenerationId,
   startNewGeneration,
 } from './generation.ts';
-import { decideHandshake, promotionBlockedBy } from './handshake.ts';
+import { decideHandshake, missedWrites, promotionBlockedBy } from './handshake.ts';
 import { type PeerAddress, PeerLink } from './peer-link.ts';
 import { PeerReplica, type ResyncProgress } from './peer-replica.ts';
 import type { DiskStateSource } from './peer-report.ts';
@@ -52,6 +52,7 @@ import { resyncPeer } from './resync-loop.ts';
 import {
   admitWrite,
   type ConnectionState,
+  connectionVotes,
   diskStateWhenFenced,
   mustStartGeneration,
   promote,
@@ -63,6 +64,7 @@ import {
 import { encodeSavedBlock, savedBlocksName } from './saved-blocks.ts';
 import { DirStateFiles, type StateFiles } from './state-files.ts';
 import type { Transport } from './transport.ts';
+import { WITNESSED_SINCE } from './version.ts';
 
 export interface ReplicationConfig {
   node: string;
@@ -149,6 +151,16 @@ const VERIFY_SPAN = 64 * 1024 * 1024;
 /** How long a quorum check waits for each peer's answer (see #checkQuorum). */
 const QUORUM_CHECK_MS = Math.max(100, Math.floor(PEER_TIMEOUT_MS / 6));
 
+/** A peer that adopts our generation from a STATE: connected and in sync (no block marked for it). */
+function holdsOurData(p: PeerReplica): boolean {
+  return !p.tiebreaker && p.link.state === 'Connected' && p.bitmap.dirtyExtents === 0;
+}
+
+/** A voter that speaks GENERATION and `witnessed` (protocol version 5). */
+function witnesses(p: PeerReplica): boolean {
+  return connectionVotes(p.link.state) && (p.link.protocolVersion ?? 0) >= WITNESSED_SINCE;
+}
+
 export class ReplicatedDevice implements BlockDevice {
   readonly size: number;
   readonly local: BlockDevice;
@@ -174,6 +186,8 @@ export class ReplicatedDevice implements BlockDevice {
   #stateWaiters: Array<() => void> = [];
   #suspended = 0;
   #rotated = false;
+  /** Cache of meta's lastAcked (#acknowledging). */
+  #lastAcked: string | undefined;
   /** This term, a write failed after it could reach this disk (see stepDown in role.ts). */
   #unacknowledgedLocal = false;
   /**
@@ -280,7 +294,10 @@ export class ReplicatedDevice implements BlockDevice {
     }
     const meta = this.store.load();
     const ownLeftovers = this.crashRanges().map((r): Range => [r.offset, r.length]);
-    this.store.save({ ...meta, epoch, primaryOpen: true });
+    // What this replica witnessed of earlier primaries is behind it now (the check above passed): a
+    // record kept while it wrote on would age out of its history and forbid its own next promotion.
+    const { witnessed: _passed, ...current } = meta;
+    this.store.save({ ...current, epoch, primaryOpen: true });
     // Reconciliation: what earlier primaries may have left on this replica and not on the others
     // is resynced from here to every peer. Durable in the bitmaps before the record is cleared.
     // So are the extents an unclean step-down of this node left (crashRanges()): its peers may lack them.
@@ -317,9 +334,10 @@ export class ReplicatedDevice implements BlockDevice {
     // them: as a write without it, that needs a new name, else a replica resynced from us would hold
     // the same generation as that peer with different blocks and no bitmap saying so (simulation,
     // `full` seed 13 once a failed write no longer renamed the data by itself).
+    // Our epoch on every frame from now on: a GENERATION or STATE stamped with the old one is refused.
+    for (const p of this.#peers) p.link.epoch = epoch;
     if (ownLeftovers.length > 0) this.#maybeRotate();
     for (const p of this.#peers) {
-      p.link.epoch = epoch;
       // Re-run the handshake decision now that we are primary.
       if (p.link.peerState) this.#onConnected(p, p.link.peerState);
       // A tiebreaker gets no writes: it learns our epoch from this STATE, and tells an old primary
@@ -343,9 +361,12 @@ export class ReplicatedDevice implements BlockDevice {
       diskState: meta.diskState,
       crashedPrimary: false,
     };
+    const missed = missedWrites(local, meta.witnessed);
+    if (missed)
+      return { ok: false, reason: `this replica witnessed ${missed}; promote the replica that holds them` };
     for (const p of this.#peers) {
       const st = p.link.peerState;
-      if (!st || p.tiebreaker) continue;
+      if (!st) continue;
       const reason = promotionBlockedBy(local, st);
       if (reason) return { ok: false, reason };
     }
@@ -466,13 +487,15 @@ export class ReplicatedDevice implements BlockDevice {
           // A peer lost mid-write: the data may now be on a minority only. Hold the ack until quorum.
           if (this.#fenced) throw new DeviceError('EIO', 'fenced by a newer epoch');
           await this.#admit();
+          // Named anew before the ack if a peer was lost meanwhile (mustStartGeneration), and that
+          // name adopted or witnessed by every voter.
+          this.#maybeRotate();
+          this.#acknowledging(await this.#untilWitnessed());
         } catch (err) {
           this.#unacknowledgedLocal = true;
           this.#failedRanges = mergeRanges([...this.#failedRanges, [offset, data.length]]);
           throw err;
         }
-        // Named anew before the ack if a peer was lost meanwhile without quorum (mustStartGeneration).
-        this.#maybeRotate();
       } finally {
         for (let e = range[0]; e <= range[1]; e++) this.#writing.set(e, (this.#writing.get(e) ?? 1) - 1);
         for (const w of this.#writeWaiters.splice(0)) w();
@@ -527,7 +550,12 @@ export class ReplicatedDevice implements BlockDevice {
     } finally {
       await Promise.all(peerFlushes);
     }
-    if (this.#role === 'Primary') await this.#admit();
+    if (this.#role !== 'Primary') return;
+    await this.#admit();
+    // A peer that missed what this flush made durable (its link dropped with writes unflushed there)
+    // must look older from now on: as for a write without it (simulation, `full` seed 71).
+    this.#maybeRotate();
+    this.#acknowledging(await this.#untilWitnessed());
   }
 
   async close(): Promise<void> {
@@ -983,12 +1011,55 @@ export class ReplicatedDevice implements BlockDevice {
     this.#rememberOwnGeneration(generation.current);
     this.#rotated = true;
     this.log.info({ generation: generation.current }, 'new data generation (a peer is not in sync)');
-    // Peers in sync take the new name too, before the write that follows on the same connection.
-    for (const p of this.#peers) {
-      if (p.link.state === 'Connected' && !p.tiebreaker && p.bitmap.dirtyExtents === 0) {
-        p.link.send({ type: 'state', state: this.#localState(p) });
+    // Peers in sync take the new name too, before the write that follows on the same connection;
+    // the other voters witness it (#untilWitnessed).
+    for (const p of this.#peers) this.#name(p);
+  }
+
+  /** Tells a voter the data's current name: a peer in sync adopts it, another one witnesses it. */
+  #name(p: PeerReplica): void {
+    if (holdsOurData(p)) p.link.send({ type: 'state', state: this.#localState(p) });
+    else if (witnesses(p)) p.link.send({ type: 'generation', generation: this.store.load().generation });
+    else return;
+    p.named = this.store.load().generation.current;
+  }
+
+  /**
+   * Nothing is acknowledged (a write, a flush) in a generation before every voter has adopted or
+   * witnessed it: else, this node dead, a replica that missed what was acknowledged in it could be
+   * promoted with the votes of ones that cannot tell (a tiebreaker; a replica still resyncing;
+   * one in sync whose STATE was still on the wire: simulation, `full` seeds 1, 16 and 71 once the
+   * model promoted as the manager does). Held, whatever the quorum policy, for one round trip after
+   * each new generation.
+   */
+  async #untilWitnessed(): Promise<string> {
+    for (;;) {
+      const current = this.store.load().generation.current;
+      let all = true;
+      for (const p of this.#peers) {
+        if (!witnesses(p)) continue;
+        const st = p.link.peerState;
+        if (st && (st.generation.current === current || st.witnessed?.current === current)) continue;
+        all = false;
+        if (p.named !== current) this.#name(p);
       }
+      if (all) return current;
+      await new Promise<void>((resolve) => this.#stateWaiters.push(resolve));
+      if (this.#fenced) throw new DeviceError('EIO', 'fenced by a newer epoch');
+      await this.#admit();
     }
+  }
+
+  /**
+   * Before the first acknowledgement in a generation, that generation is durably `lastAcked`: what
+   * this node writes in a later one of its own is known to be unacknowledged until it acknowledges
+   * there, and a split-brain with such a side resolves by itself (handshake.ts).
+   */
+  #acknowledging(current: string): void {
+    if (this.#lastAcked === current) return;
+    const meta = this.store.load();
+    if (meta.lastAcked !== current) this.store.save({ ...meta, lastAcked: current });
+    this.#lastAcked = current;
   }
 
   #peerAnswered(p: PeerReplica, status: number, offset: number, length: number): void {
@@ -1031,6 +1102,7 @@ export class ReplicatedDevice implements BlockDevice {
     this.#checkQuorum();
     p.markUnflushedDirty();
     p.resync = undefined;
+    p.named = undefined;
     if (this.#role === 'Primary' && !p.tiebreaker) this.#rotated = false;
     this.#wake();
   }
@@ -1151,11 +1223,11 @@ export class ReplicatedDevice implements BlockDevice {
         this.#startResync(p);
         break;
       case 'discard': {
-        if (a.fencedPeer) this.log.warn({ peer: peer.node }, a.reason);
+        if (a.automatic) this.log.warn({ peer: peer.node }, a.reason);
         void this.#shipActivity(this.#hotRanges(this.#al.hot), [p]);
         this.#forceSurvivor.delete(peer.node);
         // Automatic discards retry at the next connection; an operator's choice waits for the operator.
-        const automatic = a.fencedPeer;
+        const automatic = a.automatic;
         p.startSyncing();
         p.discarding = this.#discardPeer(p);
         p.discarding.catch((err: Error) =>

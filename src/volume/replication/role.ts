@@ -45,10 +45,12 @@ export interface ReplicaRoleState {
 }
 
 /** Connected peers count as votes only once the handshake is through. */
+export function connectionVotes(connection: ConnectionState): boolean {
+  return connection === 'Connected' || connection === 'SyncSource' || connection === 'SyncTarget';
+}
+
 function votes(peer: PeerView): boolean {
-  return (
-    peer.connection === 'Connected' || peer.connection === 'SyncSource' || peer.connection === 'SyncTarget'
-  );
+  return connectionVotes(peer.connection);
 }
 
 export interface QuorumView {

@@ -13,6 +13,9 @@
  *   version 2  frames with a GMAC tag; STATE without `sent`
  *   version 3  STATE may say why it was sent (`sent`: reply or update)
  *   version 4  ACTIVITY (the primary's activity-log ranges) and STATE's `activity` (reconciliation.ts)
+ *   version 5  GENERATION (a new generation told to a replica not in sync, and the tiebreaker),
+ *              STATE's `witnessed` (the newest primary's generation a replica heard of) and
+ *              `lastAcked` (the generation of its last acknowledgement as primary)
  *
  * A change that an older peer would refuse (a new field in a strict message, a new message type)
  * raises PROTOCOL_VERSION, and this module says what to leave out when speaking an older version.
@@ -28,6 +31,8 @@ export const MIN_PROTOCOL_VERSION = 2;
 export const STATE_SENT_SINCE = 3;
 /** The first version with ACTIVITY and STATE's `activity`: older peers are neither sent nor report them. */
 export const ACTIVITY_SINCE = 4;
+/** The first version with GENERATION and STATE's `witnessed` and `lastAcked`: older peers neither get nor report them. */
+export const WITNESSED_SINCE = 5;
 /** Limits what a daemon speaks (tests of mixed pairs; an operator pinning the old version). */
 export const MAX_VERSION_ENV = 'CVSERVER_REPLICATION_MAX_VERSION';
 
@@ -81,6 +86,10 @@ export function forVersion(m: Message, version: number): Message {
   }
   if (version < ACTIVITY_SINCE && state.activity !== undefined) {
     const { activity: _activity, ...rest } = state;
+    state = rest;
+  }
+  if (version < WITNESSED_SINCE && (state.witnessed !== undefined || state.lastAcked !== undefined)) {
+    const { witnessed: _witnessed, lastAcked: _lastAcked, ...rest } = state;
     state = rest;
   }
   return state === m.state ? m : { type: 'state', state };

@@ -1,7 +1,7 @@
 /**
  * The replication simulation's runner (no cvserver needed):
  *   scripts/node test/sim/replication/run.ts [--seeds N] [--steps M] [--first S] [--seed S]
- *     [--profile ci|full] [--verbose]
+ *     [--profile ci|full] [--keep-going] [--verbose]
  * CVSERVER_SIM_SEED=S replays one seed exactly. Prints steps per second and fault counts; on a
  * failure, the seed, the violation and the last steps (and exits 1).
  */
@@ -9,12 +9,13 @@ import { parseArgs } from 'node:util';
 import { runSeeds } from './runner.ts';
 
 const USAGE = `usage: scripts/node test/sim/replication/run.ts [--seeds N] [--steps M] [--first S] [--seed S]
-                  [--profile ci|full] [--verbose]
+                  [--profile ci|full] [--keep-going] [--verbose]
   --seeds N      how many seeds, from --first (default 20)
   --steps M      steps per seed (default 2000)
   --first S      the first seed (default 1)
   --seed S       one seed only (or CVSERVER_SIM_SEED=S): replays it exactly
   --profile P    ci (what CI runs) or full (every fault kind, see docs/replication.md)
+  --keep-going   run every seed (a sweep): print each failure, exit 1 if any
   --verbose      the engine's whole log on a failure`;
 
 function fail(message: string): never {
@@ -29,6 +30,7 @@ const OPTIONS = {
   seed: { type: 'string' },
   verbose: { type: 'boolean', default: false },
   profile: { type: 'string', default: 'ci' },
+  'keep-going': { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 let args: ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>;
@@ -63,6 +65,7 @@ const seeds =
 const r = await runSeeds(seeds, steps, {
   verbose: values.verbose,
   profile,
+  keepGoing: values['keep-going'],
   print: (s) => console.log(s),
 });
 process.exitCode = r.failed ? 1 : 0;

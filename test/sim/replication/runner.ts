@@ -6,7 +6,12 @@ export interface RunSummary {
   steps: number;
   ms: number;
   faults: Record<string, number>;
+  /** The first failure (the only one without `keepGoing`). */
   failed: SimResult | undefined;
+  /** Every failed seed (with `keepGoing`, all of them). */
+  failedSeeds: number[];
+  /** Seeds that ended without a primary for a reason the engine states. */
+  stuckSeeds: number[];
 }
 
 export function describeFailure(r: SimResult, lastSteps = 40): string {
@@ -24,12 +29,20 @@ export function describeFailure(r: SimResult, lastSteps = 40): string {
 export async function runSeeds(
   seeds: number[],
   steps: number,
-  o: { verbose?: boolean; profile?: SimConfig['profile']; print?: (s: string) => void } = {},
+  o: {
+    verbose?: boolean;
+    profile?: SimConfig['profile'];
+    print?: (s: string) => void;
+    /** Run every seed (a sweep): each failure is printed, none stops the run. */
+    keepGoing?: boolean;
+  } = {},
 ): Promise<RunSummary> {
   const started = performance.now();
   const faults: Record<string, number> = {};
   let total = 0;
   let failed: SimResult | undefined;
+  const failedSeeds: number[] = [];
+  const stuckSeeds: number[] = [];
   let ran = 0;
   for (const seed of seeds) {
     ran++;
@@ -37,16 +50,21 @@ export async function runSeeds(
     const r = await new Simulation(cfg).run();
     total += r.steps;
     for (const [k, v] of Object.entries(r.faults)) faults[k] = (faults[k] ?? 0) + v;
-    if (r.stuck) o.print?.(`seed ${seed}: ${r.stuck}`);
+    if (r.stuck) {
+      stuckSeeds.push(seed);
+      o.print?.(`seed ${seed}: ${r.stuck}`);
+    }
     if (r.violation) {
-      failed = r;
-      o.print?.(describeFailure(r));
-      break;
+      failed ??= r;
+      failedSeeds.push(seed);
+      o.print?.(describeFailure(r, o.keepGoing ? 10 : 40));
+      if (!o.keepGoing) break;
     }
   }
   const ms = performance.now() - started;
+  const outcome = failed ? (o.keepGoing ? `failed: ${failedSeeds.length} of` : 'stopped after') : 'passed';
   o.print?.(
-    `${failed ? 'stopped after' : 'passed'}: ${seeds.length === 1 ? `seed ${seeds[0]}` : `${ran} seeds`}, ${total} steps in ${(ms / 1000).toFixed(1)} s (${Math.round(total / (ms / 1000))} steps/s)`,
+    `${outcome}: ${seeds.length === 1 ? `seed ${seeds[0]}` : `${ran} seeds`}, ${total} steps in ${(ms / 1000).toFixed(1)} s (${Math.round(total / (ms / 1000))} steps/s)${stuckSeeds.length ? `; ${stuckSeeds.length} ended without a primary (stated)` : ''}`,
   );
   o.print?.(
     `faults: ${Object.entries(faults)
@@ -54,5 +72,5 @@ export async function runSeeds(
       .map(([k, v]) => `${k} ${v}`)
       .join(', ')}`,
   );
-  return { seeds: seeds.length, steps: total, ms, faults, failed };
+  return { seeds: seeds.length, steps: total, ms, faults, failed, failedSeeds, stuckSeeds };
 }

@@ -38,8 +38,12 @@ class ProcessClock implements Clock {
 }
 
 function copyMeta(m: ReplicaMeta): ReplicaMeta {
-  const g = m.generation;
-  return { ...m, generation: { current: g.current, bitmap: g.bitmap, history: [...g.history] } };
+  const copy = (g: ReplicaMeta['generation']) => ({
+    current: g.current,
+    bitmap: g.bitmap,
+    history: [...g.history],
+  });
+  return { ...m, generation: copy(m.generation), ...(m.witnessed ? { witnessed: copy(m.witnessed) } : {}) };
 }
 
 /** meta.json of one power-on: saves are durable at once (as MetadataReplicaStore's fsync'd rename). */

@@ -2,8 +2,8 @@
  * A seeded simulation of one replicated volume: 2 or 3 replicas and optionally a diskless
  * tiebreaker, each the real engine (ReplicatedDevice + ReplicaServer) on the memory network, memory
  * disks and one ManualClock. An "agent" promotes as the node agent would (a rising epoch, the nodes
- * it knows to be down passed as absent, only a replica it knew to be in sync with the last primary,
- * never while another primary runs); the application writes and flushes; faults are drawn from the
+ * it knows to be down passed as absent, any live replica whose own disk says UpToDate as the manager
+ * does, never while another primary runs); the application writes and flushes; faults are drawn from the
  * seed. After every step the checker (checker.ts) asserts the invariants; the first violation ends
  * the run with the seed and the trace.
  */
@@ -265,9 +265,10 @@ export class Simulation {
   /** Promotes a replica the agent may choose, if there is none running. */
   async promote(force?: SimNode, except?: SimNode): Promise<void> {
     if (this.primary || this.busy) return;
+    // The manager's rule (src/agent/observation.ts): any live replica whose own disk says UpToDate.
     const candidates = force
       ? [force]
-      : this.dataNodes.filter((n) => n.up && n !== except && this.inSync.has(n.name));
+      : this.dataNodes.filter((n) => n.up && n !== except && n.meta.diskState === 'UpToDate');
     const target = candidates[this.rand(candidates.length)];
     if (!target?.proc?.device) return;
     const device = target.proc.device;
@@ -346,7 +347,7 @@ export class Simulation {
    * kills it. The epochs must fence it: what it acknowledges meanwhile is kept, the rest refused.
    */
   async hungAgent(old: SimNode): Promise<void> {
-    const others = this.dataNodes.filter((n) => n !== old && n.up && this.inSync.has(n.name));
+    const others = this.dataNodes.filter((n) => n !== old && n.up && n.meta.diskState === 'UpToDate');
     const next = others[this.rand(others.length)];
     if (!next) return;
     this.count('hung-agent');

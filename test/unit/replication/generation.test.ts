@@ -7,7 +7,9 @@ import {
   decideSync,
   type Generation,
   type GenerationView,
+  type Relation,
   randomGenerationId,
+  relate,
   resolveSplitBrain,
   type SplitBrainResolution,
   type SyncDecision,
@@ -140,3 +142,31 @@ test('after-split-brain policies are symmetric', () => {
   assert.equal(who(resolveSplitBrain('discard-zero-changes', l, p)), 'local');
   assert.equal(who(resolveSplitBrain('discard-zero-changes', p, l)), 'peer');
 });
+
+// relate(): what a witnessed generation says of a replica's data (handshake.ts, missedWrites).
+const g = (current: string, bitmap = '0', history: string[] = []): Generation => ({
+  current,
+  bitmap,
+  history,
+});
+const relations: Array<[string, Generation, Generation, Relation]> = [
+  ['the same data', g('a1'), g('a1'), 'same'],
+  ['other is our bitmap generation (we wrote since)', g('b2', 'a1', ['a1']), g('a1'), 'newer'],
+  ['other is an old one of ours (history)', g('c3', '0', ['b2', 'a1']), g('a1'), 'newer'],
+  ['we are its bitmap generation (it wrote since)', g('a1'), g('b2', 'a1', ['a1']), 'older'],
+  ['we are in its history', g('a1'), g('c3', '0', ['b2', 'a1']), 'older'],
+  ['both moved on from a1', g('b2', 'a1', ['a1']), g('c3', 'a1', ['a1']), 'diverged'],
+  [
+    'it rotated twice from our own older generation (same bitmap)',
+    g('d4', 'a1', ['c3', 'a1']),
+    g('c3', 'a1', ['a1']),
+    'newer',
+  ],
+  ['nothing shared (or aged out of the history)', g('a1'), g('z9', '0', ['y8']), 'unrelated'],
+];
+for (const [name, local, other, expected] of relations)
+  test(`relate: ${name} -> ${expected}`, () => {
+    assert.equal(relate(local, other), expected);
+    const back = { newer: 'older', older: 'newer' } as Record<Relation, Relation>;
+    assert.equal(relate(other, local), back[expected] ?? expected, 'antisymmetric');
+  });

@@ -4,6 +4,7 @@ import {
   decideHandshake,
   type HandshakeAction,
   type HandshakeFacts,
+  missedWrites,
   promotionBlockedBy,
 } from '../../../src/volume/replication/handshake.ts';
 import type { PeerState } from '../../../src/volume/replication/protocol.ts';
@@ -55,7 +56,7 @@ function summary(a: HandshakeAction): string {
     case 'resync':
       return `resync:${a.full ? 'full' : 'bitmap'}${a.mark.length ? `+${a.mark.length} ranges` : ''}`;
     case 'discard':
-      return `discard${a.fencedPeer ? ':fenced' : ''}`;
+      return `discard${a.automatic ? ':automatic' : ''}`;
     default:
       return a.kind;
   }
@@ -189,12 +190,12 @@ const table: Array<[string, Partial<HandshakeFacts>, string]> = [
   [
     'split-brain with an Outdated (fenced) old primary under quorum: discarded',
     { local: localWrote, peer: peer({ ...diverged, diskState: 'Outdated' }) },
-    'discard:fenced',
+    'discard:automatic',
   ],
   [
     'split-brain with a crashed old primary under quorum: discarded',
     { local: localWrote, peer: peer({ ...diverged, crashedPrimary: true }) },
-    'discard:fenced',
+    'discard:automatic',
   ],
   [
     'split-brain with a fenced old primary, quorum off: parked',
@@ -250,6 +251,7 @@ const local = {
   diskState: 'UpToDate' as const,
   crashedPrimary: false,
 };
+const noRecord = { current: '0', bitmap: '0', history: [] };
 const promotionTable: Array<[string, Partial<PeerState>, boolean]> = [
   ['a peer on our generation', {}, false],
   ['a peer that wrote since (tracked in its bitmap)', { generation: localWrote.generation }, true],
@@ -271,6 +273,49 @@ const promotionTable: Array<[string, Partial<PeerState>, boolean]> = [
   ['a diverged peer', diverged, true],
   ['unrelated data', { generation: { current: 'ff', bitmap: '0', history: [] } }, true],
   ['an Inconsistent peer', { diskState: 'Inconsistent' }, false],
+  // What a peer witnessed of a primary's data (a tiebreaker, a replica resyncing, any other).
+  ['a tiebreaker that witnessed nothing', { diskState: 'Diskless' }, false],
+  ['a tiebreaker that witnessed "0"', { diskState: 'Diskless', witnessed: noRecord }, false],
+  [
+    'a tiebreaker that witnessed our generation',
+    { diskState: 'Diskless', witnessed: local.generation },
+    false,
+  ],
+  [
+    "a tiebreaker that witnessed a primary's writes without us",
+    { diskState: 'Diskless', witnessed: localWrote.generation },
+    true,
+  ],
+  [
+    'a tiebreaker that witnessed diverged data',
+    { diskState: 'Diskless', witnessed: diverged.generation },
+    true,
+  ],
+  [
+    'a tiebreaker that witnessed unrelated data',
+    { diskState: 'Diskless', witnessed: { current: 'z0', bitmap: '0', history: [] } },
+    true,
+  ],
+  [
+    "a replica resyncing (Inconsistent) that witnessed a primary's writes without us",
+    { diskState: 'Inconsistent', witnessed: localWrote.generation },
+    true,
+  ],
+  [
+    'a replica whose resync did not finish, which held newer data before it',
+    { diskState: 'Inconsistent', generation: localWrote.generation },
+    true,
+  ],
+  [
+    'a replica whose resync did not finish, which held our data before it',
+    { diskState: 'Inconsistent' },
+    false,
+  ],
+  [
+    'an Outdated old primary that witnessed writes without us before it was fenced',
+    { diskState: 'Outdated', witnessed: localWrote.generation },
+    true,
+  ],
 ];
 for (const [name, p, blocked] of promotionTable) {
   test(`promotion: ${name} -> ${blocked ? 'refused' : 'allowed'}`, () => {
@@ -278,3 +323,16 @@ for (const [name, p, blocked] of promotionTable) {
     assert.equal(why !== undefined, blocked, why);
   });
 }
+
+test('promotion: a tiebreaker that witnessed an older generation of ours -> allowed', () => {
+  // We wrote since (a primary with every data peer in sync while the tiebreaker was away).
+  const why = promotionBlockedBy(localWrote, peer({ diskState: 'Diskless', witnessed: local.generation }));
+  assert.equal(why, undefined);
+});
+
+test('missedWrites: own record of a newer generation forbids, an older or equal one does not', () => {
+  assert.match(missedWrites(local, localWrote.generation) ?? '', /may lack acknowledged writes/);
+  assert.equal(missedWrites(localWrote, local.generation), undefined);
+  assert.equal(missedWrites(local, local.generation), undefined);
+  assert.equal(missedWrites(local, undefined), undefined);
+});

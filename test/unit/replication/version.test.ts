@@ -57,11 +57,11 @@ test('CVSERVER_REPLICATION_MAX_VERSION pins what a daemon speaks; a bad value is
   assert.deepEqual(localVersions({}), r(MIN_PROTOCOL_VERSION, PROTOCOL_VERSION));
   assert.deepEqual(localVersions({ CVSERVER_REPLICATION_MAX_VERSION: '' }), r(2, PROTOCOL_VERSION));
   assert.deepEqual(localVersions({ CVSERVER_REPLICATION_MAX_VERSION: '2' }), r(2));
-  assert.deepEqual(localVersions({ CVSERVER_REPLICATION_MAX_VERSION: String(PROTOCOL_VERSION) }), r(2, 4));
+  assert.deepEqual(localVersions({ CVSERVER_REPLICATION_MAX_VERSION: String(PROTOCOL_VERSION) }), r(2, 5));
   for (const bad of ['1', '9', 'x', '2.5'])
     assert.throws(
       () => localVersions({ CVSERVER_REPLICATION_MAX_VERSION: bad }),
-      /CVSERVER_REPLICATION_MAX_VERSION=.*: expected a replication protocol version from 2 to 4/,
+      /CVSERVER_REPLICATION_MAX_VERSION=.*: expected a replication protocol version from 2 to 5/,
     );
 });
 
@@ -136,4 +136,28 @@ test('speaking version 3: a STATE leaves out `activity`, and ACTIVITY round-trip
   assert.deepEqual(decodeMessage(a.type, a.payload), { ok: true, message: activity });
   const bad = Buffer.from(JSON.stringify({ id: 1, ranges: [[0, 0]] }));
   assert.equal(decodeMessage(MessageType.activity, bad).ok, false, 'an empty range is refused');
+});
+
+test('speaking version 4: a STATE leaves out `witnessed`, and GENERATION round-trips in version 5', () => {
+  const witnessed = { current: 'b2', bitmap: 'a1', history: ['a1'] };
+  const m: Message = { type: 'state', state: { ...baseState, witnessed } };
+  const v4 = forVersion(m, 4);
+  assert.ok(v4.type === 'state' && !('witnessed' in v4.state));
+  assert.equal(forVersion(m, 5), m);
+  const e = encodeMessage(m);
+  assert.deepEqual(decodeMessage(e.type, e.payload), { ok: true, message: m });
+
+  const generation: Message = { type: 'generation', generation: witnessed };
+  const g = encodeMessage(generation);
+  assert.equal(g.type, MessageType.generation);
+  assert.deepEqual(decodeMessage(g.type, g.payload), { ok: true, message: generation });
+  for (const bad of [
+    { current: 'B2', bitmap: '0', history: [] },
+    { current: 'b2', bitmap: '0' },
+    { current: 'b2', bitmap: '0', history: [], extra: 1 },
+  ]) {
+    const r = decodeMessage(MessageType.generation, Buffer.from(JSON.stringify(bad)));
+    assert.equal(r.ok, false, JSON.stringify(bad));
+  }
+  assert.equal(decodeMessage(MessageType.generation, Buffer.from('{')).ok, false, 'not JSON');
 });
