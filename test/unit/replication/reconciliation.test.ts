@@ -229,6 +229,27 @@ for (const [seed, before] of [
     5,
     "no primary after settling: a hung agent's old primary renamed and wrote with itself and a tiebreaker that had voted for the new primary without learning its epoch",
   ],
+  // Session 9: the model promotes as the manager does (any live replica whose disk says UpToDate).
+  [
+    1,
+    'primary serves stale data: a replica cut from the primary while both reached the tiebreaker was promoted by its vote over the writes it missed (no witnessed generations)',
+  ],
+  [
+    16,
+    'primary serves stale data: a replica that was down promoted by the vote of one still resyncing (Inconsistent), which had the writes',
+  ],
+  [
+    71,
+    "primary serves stale data: a flush acknowledged without a peer whose link dropped with the flush's writes unflushed there, and no new generation to say so",
+  ],
+  [
+    75,
+    'split-brain with quorum on: a new generation acknowledged before an in-sync peer had adopted it (its STATE still on the wire)',
+  ],
+  [
+    78,
+    'split-brain with quorum on: an old primary renamed its data, then lost its quorum before any acknowledgement (resolved by lastAcked)',
+  ],
 ] as const) {
   test(`simulation full seed ${seed} (failed before: ${before})`, async () => {
     const r = await new Simulation(configFor(seed, 2000, 'full')).run();
