@@ -2,7 +2,8 @@
  * Replication engine over real TCP on loopback with file-backed devices (no FUSE needed):
  * protocol C writes to three replicas, a peer stopped mid-stream and resynced by bitmap (bytes on
  * the wire counted), quorum loss suspends writes, a newer epoch fences the old primary, and hostile
- * input on a replica port changes nothing.
+ * input on a replica port changes nothing; a tiebreaker that witnessed a newer generation refuses the
+ * promotion of a replica that was away.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -576,4 +577,91 @@ test('a handshake that decides none sends nothing; bits marked before a promotio
   assert.equal(a.status().peers[0]!.lastResync!.bytes, 3 * MiB);
   await until(() => a.status().peers[0]!.diskState === 'UpToDate');
   assert.equal(a.status().peers[0]!.diskStateSource, 'state-reply');
+});
+
+test('two replicas and a tiebreaker: the replica that was away while the primary acknowledged with the tiebreaker is not promoted after the primary is gone', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cv-repl-witness-'));
+  const b = await makeReplica(dir, 'b');
+  const tbStore = new MemoryReplicaStore({ ...initial, diskState: 'Diskless' });
+  const tb = new ReplicaServer({
+    node: 'tb',
+    volumeUuid,
+    secret,
+    host: '127.0.0.1',
+    port: 0,
+    size: SIZE,
+    store: tbStore,
+    log: quiet,
+  });
+  const tbPort = await tb.listen();
+  const aFile = join(dir, 'a.data');
+  writeFileSync(aFile, Buffer.alloc(SIZE));
+  const a = new ReplicatedDevice(
+    await LocalDevice.open(aFile, SIZE),
+    new MemoryReplicaStore(initial),
+    {
+      node: 'a',
+      volumeUuid,
+      secret,
+      peers: [
+        { node: 'b', host: '127.0.0.1', port: b.port },
+        { node: 'tb', host: '127.0.0.1', port: tbPort, tiebreaker: true },
+      ],
+      quorum: 'suspend-io',
+      afterSplitBrain: 'disconnect',
+      stateDir: join(dir, 'a-state'),
+    },
+    quiet,
+  );
+  let bDevice: ReplicatedDevice | undefined;
+  t.after(async () => {
+    await a.close().catch(() => undefined);
+    await bDevice?.close().catch(() => undefined);
+    await b.server.close().catch(() => undefined);
+    await tb.close();
+    await b.device.close().catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  assert.equal((await a.promote(1)).ok, true);
+  await a.write(0, randomBytes(64 * 1024));
+  await a.flush();
+  // b goes away; a goes on with the tiebreaker's vote: its new generation is witnessed there first.
+  await b.server.close();
+  const acked = randomBytes(64 * 1024);
+  await a.write(1024 * 1024, acked);
+  await a.flush();
+  const named = a.status().generation.current;
+  assert.equal(
+    tbStore.load().witnessed?.current,
+    named,
+    'the tiebreaker witnessed the generation acknowledged in',
+  );
+  await a.close(); // the primary is gone (its lease ended; here a clean stop, the case is the same)
+
+  // b is back, its own disk UpToDate on the old generation: the manager would promote it.
+  const back = await b.start(0);
+  b.server = back.server;
+  bDevice = new ReplicatedDevice(
+    b.device,
+    b.store,
+    {
+      node: 'b',
+      volumeUuid,
+      secret,
+      peers: [
+        { node: 'a', host: '127.0.0.1', port: 1 },
+        { node: 'tb', host: '127.0.0.1', port: tbPort, tiebreaker: true },
+      ],
+      quorum: 'suspend-io',
+      afterSplitBrain: 'disconnect',
+      stateDir: join(dir, 'b-state'),
+    },
+    quiet,
+  );
+  assert.equal(b.store.load().diskState, 'UpToDate');
+  const r = await bDevice.promote(2, 3000, false, ['a']);
+  assert.equal(r.ok, false, 'b promoted over the write it missed');
+  if (!r.ok) assert.match(r.reason, /peer tb witnessed newer data of a primary/);
+  assert.equal(bDevice.status().role, 'Secondary');
 });
