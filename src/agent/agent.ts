@@ -32,6 +32,7 @@ import { type Clock, monotonicClock, systemClock, type TimerHandle } from '../li
 import { errorMessage, UserError } from '../lib/errors.ts';
 import { readJsonOr, writeFileAtomic, writeJsonAtomic } from '../lib/json-file.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
+import { BEHIND_REFUSAL } from '../volume/replication/handshake.ts';
 import { BackupScheduler } from './backups.ts'; // scheduled backups (docs/backup.md)
 import { loadNodeCredentials } from './credentials.ts';
 import { EtcdClient } from './etcd/client.ts';
@@ -327,10 +328,10 @@ export class Agent {
     try {
       await this.resources.start(spec, epoch, ctx);
     } catch (err) {
-      // The volume refused: a reachable peer has newer data. This replica's own disk state still says
+      // The volume refused: a reachable peer has newer data, or witnessed it. This replica's own disk state still says
       // UpToDate, so it is reported behind until a newer epoch runs elsewhere (whose primary resyncs it):
       // else the manager would pick this node again and again.
-      if (/holds newer or diverged data/.test(errorMessage(err))) {
+      if (BEHIND_REFUSAL.test(errorMessage(err))) {
         this.#behind.set(vserver, epoch);
         this.#event(
           'agent',

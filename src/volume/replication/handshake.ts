@@ -183,6 +183,13 @@ function decide(f: HandshakeFacts): HandshakeAction {
 }
 
 /**
+ * What every refusal of a promotion because this replica is behind says (a peer's newer or diverged
+ * data, or a generation witnessed newer than its own): the node agent reports such a replica not up to
+ * date until a newer copy runs elsewhere (src/agent/agent.ts), else the manager would pick it again.
+ */
+export const BEHIND_REFUSAL = /holds newer or diverged data|may lack acknowledged writes/;
+
+/**
  * Why a reachable peer forbids this replica's promotion, if it does: it holds newer or diverged data,
  * and this replica may have been away while another primary wrote (its disk still says UpToDate).
  * An Outdated peer does not (a newer primary fenced it: it holds no acknowledged data we lack), nor

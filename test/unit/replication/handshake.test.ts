@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
+  BEHIND_REFUSAL,
   decideHandshake,
   type HandshakeAction,
   type HandshakeFacts,
@@ -335,4 +336,14 @@ test('missedWrites: own record of a newer generation forbids, an older or equal 
   assert.equal(missedWrites(localWrote, local.generation), undefined);
   assert.equal(missedWrites(local, local.generation), undefined);
   assert.equal(missedWrites(local, undefined), undefined);
+});
+
+test('every refusal for a replica behind matches BEHIND_REFUSAL (the agent reports it not up to date)', () => {
+  for (const p of [
+    { generation: localWrote.generation },
+    { diskState: 'Diskless' as const, witnessed: localWrote.generation },
+    { diskState: 'Inconsistent' as const, generation: localWrote.generation },
+  ])
+    assert.match(promotionBlockedBy(local, peer(p)) ?? '', BEHIND_REFUSAL);
+  assert.match(`this replica witnessed ${missedWrites(local, localWrote.generation)}`, BEHIND_REFUSAL);
 });
