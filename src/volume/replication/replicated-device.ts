@@ -127,6 +127,10 @@ export interface ReplicationStatus {
   epoch: number;
   fenced: boolean;
   generation: { current: string; bitmap: string; history: string[] };
+  /** The newest primary's generation this replica heard of (a promotion older than it is refused). */
+  witnessed: { current: string; bitmap: string; history: string[] } | null;
+  /** The generation of this node's last acknowledgement as primary. */
+  lastAcked: string | null;
   afterSplitBrain: AfterSplitBrainPolicy;
   /** Resync cap in bytes/s, 0 = unlimited. */
   resyncRate: number;
@@ -654,6 +658,8 @@ export class ReplicatedDevice implements BlockDevice {
       epoch: meta.epoch,
       fenced: this.#fenced,
       generation: meta.generation,
+      witnessed: meta.witnessed ?? null,
+      lastAcked: meta.lastAcked ?? null,
       afterSplitBrain: this.c.afterSplitBrain,
       resyncRate: this.c.resyncRate ?? 0,
       quorum: { policy: this.c.quorum, ...q, suspendedWrites: this.#suspended },
