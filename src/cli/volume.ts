@@ -238,7 +238,7 @@ export function registerVolumeCommands(program: Command): void {
     .option('--epoch <n>', 'promotion epoch, a fencing token (default: one above the highest seen)')
     .option(
       '--force',
-      "keep this node's data although a reachable peer holds newer or diverged data (choosing a split-brain survivor)",
+      "keep this node's data although a reachable peer holds newer or diverged data, or a newer generation was witnessed (choosing a split-brain survivor, or accepting the loss of what the other replica acknowledged)",
     )
     .option('--mkfs <fstype>', 'make this filesystem (ext4 or xfs) if the device has none')
     .option('--mount <dir>', 'mount the filesystem on this directory')
