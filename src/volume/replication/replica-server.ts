@@ -11,11 +11,11 @@
  * decision is saved, and every other durable change (Inconsistent at the first resync block,
  * Outdated when the device demotes, a new epoch) is pushed to each connected primary as it happens.
  */
-import { createHash } from 'node:crypto';
 import { type Clock, systemClock } from '../../lib/clock.ts';
 import type { BlockDevice } from '../block-device.ts';
 import { ApplyQueue } from './apply-queue.ts';
 import { type Connection, type ConnectionLog, HandshakeRefused, serverHandshake } from './connection.ts';
+import { blockDigests } from './diverging-blocks.ts';
 import type { VersionRange } from './frame.ts';
 import { FramePool } from './frame-pool.ts';
 import { adoptSourceGeneration, type Generation, sameGeneration } from './generation.ts';
@@ -487,23 +487,4 @@ export class ReplicaServer {
     conn.send({ type: 'error', message: why });
     conn.close(`refused: ${why}`);
   }
-}
-
-/** SHA-256 of each `chunk`-sized piece of [offset, offset+length). */
-export async function blockDigests(
-  device: BlockDevice,
-  offset: number,
-  length: number,
-  chunk: number,
-): Promise<Buffer> {
-  const out: Buffer[] = [];
-  for (let at = offset; at < offset + length; at += chunk) {
-    const n = Math.min(chunk, offset + length - at);
-    out.push(
-      createHash('sha256')
-        .update(await device.read(at, n))
-        .digest(),
-    );
-  }
-  return Buffer.concat(out);
 }

@@ -24,6 +24,8 @@ import {
   saveBitmapTo,
 } from './bitmap.ts';
 import { type ConnectionLog, PEER_TIMEOUT_MS } from './connection.ts';
+import { findDiverging, saveDiverging, type VerifyResult } from './diverging-blocks.ts';
+import { ExtentHolds } from './extent-holds.ts';
 import {
   type AfterSplitBrainPolicy,
   clearBitmapGeneration,
@@ -46,7 +48,6 @@ import {
   type Range,
   reconcileMarks,
 } from './reconciliation.ts';
-import { blockDigests } from './replica-server.ts';
 import type { ReplicaStore } from './replica-store.ts';
 import { resyncPeer } from './resync-loop.ts';
 import {
@@ -61,7 +62,7 @@ import {
   type ReplicaRoleState,
   stepDown,
 } from './role.ts';
-import { encodeSavedBlock, savedBlocksName } from './saved-blocks.ts';
+import { savedBlocksName } from './saved-blocks.ts';
 import { DirStateFiles, type StateFiles } from './state-files.ts';
 import type { Transport } from './transport.ts';
 import { WITNESSED_SINCE } from './version.ts';
@@ -145,13 +146,8 @@ export interface ReplicationStatus {
   peers: PeerStatus[];
 }
 
-export interface VerifyResult {
-  peer: string;
-  bytesCompared: number;
-  mismatches: ByteRange[];
-}
+export type { VerifyResult } from './diverging-blocks.ts';
 
-const VERIFY_SPAN = 64 * 1024 * 1024;
 /** How long a quorum check waits for each peer's answer (see #checkQuorum). */
 const QUORUM_CHECK_MS = Math.max(100, Math.floor(PEER_TIMEOUT_MS / 6));
 
@@ -204,8 +200,7 @@ export class ReplicatedDevice implements BlockDevice {
   /** A quorum check after a peer was lost (#checkQuorum): no write is admitted or acknowledged meanwhile. */
   #quorumCheck: Promise<void> | undefined;
   /** Per bitmap extent: application writes in flight, and extents a resync holds. */
-  #writing = new Map<number, number>();
-  #locked = new Map<number, Promise<void>>();
+  readonly #holds: ExtentHolds;
   #extentSize: number;
   #promotedAt = 0;
   #closed = false;
@@ -215,8 +210,6 @@ export class ReplicatedDevice implements BlockDevice {
   readonly #files: StateFiles;
   /** A local write completed since the last local flush started (see #persistForEviction). */
   #localUnflushed = false;
-  /** Resync holds waiting for application writes in their extents to finish. */
-  #writeWaiters: Array<() => void> = [];
   /** The activity-log ranges this replica's primaries shipped to it (reconciliation.ts). */
   readonly #received: ReceivedActivity;
 
@@ -227,6 +220,7 @@ export class ReplicatedDevice implements BlockDevice {
     this.c = c;
     this.log = log;
     this.#extentSize = c.extentSize ?? DEFAULT_EXTENT_SIZE;
+    this.#holds = new ExtentHolds(this.#extentSize);
     this.#clock = c.clock ?? systemClock;
     this.#files = c.files ?? new DirStateFiles(c.stateDir);
     this.#ownGeneration = this.#files.read('own-generation')?.toString('utf8').trim() || undefined;
@@ -451,13 +445,12 @@ export class ReplicatedDevice implements BlockDevice {
   }
 
   async #replicate(offset: number, data: Buffer): Promise<void> {
-    const range = this.#extents(offset, data.length);
+    const range = this.#holds.extents(offset, data.length);
     try {
-      for (let lock = this.#lockOn(range); lock; lock = this.#lockOn(range)) await lock;
-      // Demoted meanwhile: nothing may reach a disk any more (demote waits for writes in flight).
-      if (this.#role !== 'Primary') throw new DeviceError('EROFS', 'not primary');
-      for (let e = range[0]; e <= range[1]; e++) this.#writing.set(e, (this.#writing.get(e) ?? 0) + 1);
+      await this.#holds.enterWrite(range);
       try {
+        // Demoted meanwhile: nothing may reach a disk any more (demote waits for writes in flight).
+        if (this.#role !== 'Primary') throw new DeviceError('EROFS', 'not primary');
         this.#maybeRotate();
         const peerWrites: Promise<void>[] = [];
         for (const p of this.#peers) {
@@ -501,8 +494,7 @@ export class ReplicatedDevice implements BlockDevice {
           throw err;
         }
       } finally {
-        for (let e = range[0]; e <= range[1]; e++) this.#writing.set(e, (this.#writing.get(e) ?? 1) - 1);
-        for (const w of this.#writeWaiters.splice(0)) w();
+        this.#holds.leaveWrite(range);
       }
     } finally {
       this.#al.complete(offset, data.length);
@@ -583,47 +575,15 @@ export class ReplicatedDevice implements BlockDevice {
     o: { resync?: boolean; onProgress?: (doneBytes: number, totalBytes: number) => void } = {},
   ): Promise<VerifyResult> {
     const p = this.#peer(peerNode);
-    const mismatches: ByteRange[] = [];
-    const chunk = this.#extentSize;
-    for (let at = 0; at < this.size; at += VERIFY_SPAN) {
-      o.onProgress?.(at, this.size);
-      const len = Math.min(VERIFY_SPAN, this.size - at);
-      const [mine, theirs] = await Promise.all([
-        blockDigests(this.local, at, len, chunk),
-        p.link.digests(at, len, chunk),
-      ]);
-      if (!theirs || theirs.length !== mine.length)
-        throw new Error(`peer ${peerNode} did not answer the digest request`);
-      for (let i = 0; i * 32 < mine.length; i++) {
-        if (!mine.subarray(i * 32, i * 32 + 32).equals(theirs.subarray(i * 32, i * 32 + 32))) {
-          const offset = at + i * chunk;
-          const length = Math.min(chunk, this.size - offset);
-          const last = mismatches[mismatches.length - 1];
-          if (last && last.offset + last.length === offset) last.length += length;
-          else mismatches.push({ offset, length });
-        }
-      }
-    }
-    // The spans were compared while the volume was live: a write in flight during the comparison
-    // looks like a difference. Each candidate extent is compared again with writes to it held.
-    const confirmed: ByteRange[] = [];
-    for (const m of mismatches) {
-      for (let at = m.offset; at < m.offset + m.length; at += chunk) {
-        const r = { offset: at, length: Math.min(chunk, m.offset + m.length - at) };
-        const same = await this.#holding(r, async () => {
-          const [mine, theirs] = await Promise.all([
-            blockDigests(this.local, r.offset, r.length, chunk),
-            p.link.digests(r.offset, r.length, chunk),
-          ]);
-          return theirs !== undefined && mine.equals(theirs);
-        });
-        if (same) continue;
-        const last = confirmed[confirmed.length - 1];
-        if (last && last.offset + last.length === r.offset) last.length += r.length;
-        else confirmed.push(r);
-      }
-    }
-    mismatches.splice(0, mismatches.length, ...confirmed);
+    const mismatches = await findDiverging({
+      local: this.local,
+      size: this.size,
+      chunk: this.#extentSize,
+      peer: peerNode,
+      peerDigests: (offset, length, chunk) => p.link.digests(offset, length, chunk),
+      holding: (r, fn) => this.#holds.holding(r, fn),
+      ...(o.onProgress ? { onProgress: o.onProgress } : {}),
+    });
     if (o.resync && mismatches.length > 0) {
       for (const r of mismatches) p.bitmap.markRange(r.offset, r.length);
       this.#startResync(p);
@@ -987,23 +947,6 @@ export class ReplicatedDevice implements BlockDevice {
     }
   }
 
-  #extents(offset: number, length: number): [number, number] {
-    return [Math.floor(offset / this.#extentSize), Math.floor((offset + length - 1) / this.#extentSize)];
-  }
-
-  /**
-   * A resync lock held on one of these extents, if any. Callers loop `while (lock) await lock` and
-   * then claim the extents (count a write, or lock them) in the same synchronous step: with an
-   * await between the check and the claim, a resync could read a block while a write to it starts.
-   */
-  #lockOn([first, last]: [number, number]): Promise<void> | undefined {
-    for (let e = first; e <= last; e++) {
-      const lock = this.#locked.get(e);
-      if (lock) return lock;
-    }
-    return undefined;
-  }
-
   /** The first write while some data peer is not in sync starts a new data generation. */
   #maybeRotate(): void {
     const allInSync = this.#peers.every((p) => p.inSync);
@@ -1263,18 +1206,14 @@ export class ReplicatedDevice implements BlockDevice {
     const v = await this.verify(p.link.node);
     const name = savedBlocksName(p.link.node, this.#now());
     const file = this.#files.path(name);
-    let bytesSaved = 0;
-    for (const r of v.mismatches) {
-      for (let at = r.offset; at < r.offset + r.length; at += this.#extentSize) {
-        const len = Math.min(this.#extentSize, r.offset + r.length - at);
-        const data = await p.link.read(at, len);
-        if (!data) throw new Error(`could not read diverging block at ${at} from ${p.link.node}`);
-        // Appended synchronously: small, and must be on disk before the block is overwritten.
-        this.#files.appendSync(name, encodeSavedBlock(at, data));
-        bytesSaved += len;
-        p.bitmap.markRange(at, len);
-      }
-    }
+    const bytesSaved = await saveDiverging({
+      ranges: v.mismatches,
+      chunk: this.#extentSize,
+      peer: p.link.node,
+      read: (offset, length) => p.link.read(offset, length),
+      appendSync: (record) => this.#files.appendSync(name, record),
+      saved: (offset, length) => p.bitmap.markRange(offset, length),
+    });
     this.log.warn({ peer: p.link.node, file, bytesSaved }, 'split-brain: discarded peer blocks saved');
     return { savedTo: file, bytesSaved };
   }
@@ -1302,8 +1241,8 @@ export class ReplicatedDevice implements BlockDevice {
         clock: this.#clock,
         now: () => this.#now(),
         resyncRate: () => this.c.resyncRate ?? 0,
-        writesWaiting: () => this.#writing.size > 0 && [...this.#writing.values()].some((n) => n > 0),
-        holding: (r, fn) => this.#holding(r, fn),
+        writesWaiting: () => this.#holds.writesWaiting(),
+        holding: (r, fn) => this.#holds.holding(r, fn),
       },
       p,
     );
@@ -1316,32 +1255,5 @@ export class ReplicatedDevice implements BlockDevice {
     p.link.send({ type: 'state', state: this.#localState(p) });
     await this.#saveBitmap(p);
     this.log.info({ peer: p.link.node, ...p.lastResync }, 'resync finished');
-  }
-
-  /**
-   * Runs `fn` with the extents of `r` held: application writes into them wait, and the ones in
-   * flight (already on every connected peer when they complete: protocol C) finish first.
-   */
-  async #holding<T>(r: ByteRange, fn: () => Promise<T>): Promise<T> {
-    const [first, last] = this.#extents(r.offset, r.length);
-    for (let lock = this.#lockOn([first, last]); lock; lock = this.#lockOn([first, last])) await lock;
-    let release: () => void = () => undefined;
-    const lock = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    for (let e = first; e <= last; e++) this.#locked.set(e, lock);
-    try {
-      while (this.#anyWriting(first, last))
-        await new Promise<void>((resolve) => this.#writeWaiters.push(resolve));
-      return await fn();
-    } finally {
-      for (let e = first; e <= last; e++) this.#locked.delete(e);
-      release();
-    }
-  }
-
-  #anyWriting(first: number, last: number): boolean {
-    for (let e = first; e <= last; e++) if ((this.#writing.get(e) ?? 0) > 0) return true;
-    return false;
   }
 }
