@@ -8,12 +8,6 @@
 import { randomBytes } from 'node:crypto';
 import { type Clock, systemClock } from '../../lib/clock.ts';
 import { type BlockDevice, DeviceError } from '../block-device.ts';
-import {
-  ActivityLogFile,
-  ActivityLogState,
-  DEFAULT_AL_EXTENT_SIZE,
-  DEFAULT_AL_SLOTS,
-} from './activity-log.ts';
 import { ApplyQueue } from './apply-queue.ts';
 import {
   type ByteRange,
@@ -37,6 +31,7 @@ import { decideHandshake, missedWrites, promotionBlockedBy } from './handshake.t
 import { type PeerAddress, PeerLink } from './peer-link.ts';
 import { PeerReplica, type ResyncProgress } from './peer-replica.ts';
 import type { DiskStateSource } from './peer-report.ts';
+import { PrimaryActivityLog } from './primary-activity-log.ts';
 import { AckStatus, type PeerState } from './protocol.ts';
 import { ReceivedActivity } from './received-activity.ts';
 import {
@@ -172,17 +167,13 @@ export class ReplicatedDevice implements BlockDevice {
   /** The epoch of this node's own promotion: any higher one seen anywhere fences it. */
   #epoch = 0;
   #peers: PeerReplica[] = [];
-  #al: ActivityLogState;
-  #alFile: ActivityLogFile;
-  #alWaiters: Array<() => void> = [];
+  readonly #al: PrimaryActivityLog;
   /** Application writes in flight, by byte range (overlapping ones run in arrival order). */
   #ordered = new ApplyQueue();
   /** See changedBlocks(): the generation this node last started as primary, if known. */
   #ownGeneration: string | undefined;
   /** See crashRanges(). */
   #crashRanges: ByteRange[] = [];
-  /** An admission evicted extents from the activity log since the bitmaps were last persisted. */
-  #evictedSincePersist = false;
   #stateWaiters: Array<() => void> = [];
   #suspended = 0;
   #rotated = false;
@@ -190,11 +181,6 @@ export class ReplicatedDevice implements BlockDevice {
   #lastAcked: string | undefined;
   /** This term, a write failed after it could reach this disk (see stepDown in role.ts). */
   #unacknowledgedLocal = false;
-  /**
-   * This term's failed writes, by byte range: some replicas may hold them and others not, so every
-   * activity-log record shipped from now on keeps them, though their extents leave the log.
-   */
-  #failedRanges: Range[] = [];
   /** Per peer, the activity record of its last STATE seen (see #reconcileLate). */
   #activitySeen = new Map<string, string>();
   /** A quorum check after a peer was lost (#checkQuorum): no write is admitted or acknowledged meanwhile. */
@@ -225,15 +211,22 @@ export class ReplicatedDevice implements BlockDevice {
     this.#files = c.files ?? new DirStateFiles(c.stateDir);
     this.#ownGeneration = this.#files.read('own-generation')?.toString('utf8').trim() || undefined;
     const meta = store.load();
-    const { log: alFile, hot } = ActivityLogFile.open(
+    this.#al = new PrimaryActivityLog(
       this.#files.openSlots('activity-log'),
-      c.alSlots ?? DEFAULT_AL_SLOTS,
+      {
+        size: this.size,
+        ...(c.alExtentSize ? { extentSize: c.alExtentSize } : {}),
+        ...(c.alSlots ? { slots: c.alSlots } : {}),
+      },
+      {
+        // The peers record the new hot set too, before any write into it reaches them (on the same
+        // connections, after this), while the commit runs (reconciliation.ts).
+        ship: (ranges) => void this.#shipActivity(ranges),
+        persistForEviction: () => this.#persistForEviction(),
+      },
     );
-    this.#alFile = alFile;
     this.#received = new ReceivedActivity(this.#files);
-    const alExtent = c.alExtentSize ?? DEFAULT_AL_EXTENT_SIZE;
-    this.#al = new ActivityLogState(alExtent, c.alSlots ?? DEFAULT_AL_SLOTS);
-    if (meta.primaryOpen) this.#crashRanges = ActivityLogState.crashRanges(hot, alExtent, this.size);
+    if (meta.primaryOpen) this.#crashRanges = this.#al.rangesOf(this.#al.hotAtOpen);
     for (const peer of c.peers) this.#peers.push(this.#newPeer(peer, meta.primaryOpen));
     if (meta.primaryOpen) this.#crashRanges = this.#uncleanRanges();
   }
@@ -326,7 +319,7 @@ export class ReplicatedDevice implements BlockDevice {
     this.#epoch = epoch;
     this.#rotated = false;
     this.#unacknowledgedLocal = false;
-    this.#failedRanges = [];
+    this.#al.newTerm();
     this.#promotedAt = Math.floor(this.#now()); // an integer on the wire, whatever the clock
     // Our own unclean step-down's extents become the data now, and a peer away at this moment lacks
     // them: as a write without it, that needs a new name, else a replica resynced from us would hold
@@ -421,7 +414,7 @@ export class ReplicatedDevice implements BlockDevice {
     });
     if (end.clearPrimaryOpen) this.store.save({ ...this.store.load(), primaryOpen: false });
     else {
-      this.#crashRanges = ActivityLogState.crashRanges(this.#al.hot, this.#al.extentSize, this.size);
+      this.#crashRanges = this.#al.hotRanges();
       this.#crashRanges = this.#uncleanRanges();
     }
     this.#wake();
@@ -437,7 +430,7 @@ export class ReplicatedDevice implements BlockDevice {
     if (offset < 0 || offset + data.length > this.size)
       throw new DeviceError('EINVAL', 'write beyond the device');
     await this.#admit();
-    await this.#enterActivityLog(offset, data.length);
+    await this.#al.enter(offset, data.length);
     // Overlapping writes in flight at once would reach this disk and the peers in different
     // orders (the local device runs them in parallel): each waits for the earlier ones it
     // overlaps, so every replica ends with the same bytes. Disjoint writes are not held.
@@ -490,17 +483,14 @@ export class ReplicatedDevice implements BlockDevice {
           this.#acknowledging(await this.#untilWitnessed());
         } catch (err) {
           this.#unacknowledgedLocal = true;
-          this.#failedRanges = mergeRanges([...this.#failedRanges, [offset, data.length]]);
+          this.#al.writeFailed(offset, data.length);
           throw err;
         }
       } finally {
         this.#holds.leaveWrite(range);
       }
     } finally {
-      this.#al.complete(offset, data.length);
-      this.#alWaiters.splice(0).forEach((w) => {
-        w();
-      });
+      this.#al.leave(offset, data.length);
     }
   }
 
@@ -559,9 +549,9 @@ export class ReplicatedDevice implements BlockDevice {
     if (this.#role === 'Primary') await this.demote();
     for (const p of this.#peers) p.link.stop();
     this.#closed = true;
-    await this.#alFile.settled();
+    await this.#al.settled();
     await Promise.all(this.#peers.map((p) => p.saving));
-    this.#alFile.close();
+    this.#al.close();
     this.#received.close();
     this.#wake();
     await this.local.close();
@@ -825,42 +815,26 @@ export class ReplicatedDevice implements BlockDevice {
     return this.c.now ? this.c.now() : this.#clock.now();
   }
 
+  /** Extents leave the activity log: what was written into them is made durable first. */
   async #persistForEviction(): Promise<void> {
-    if (!this.#evictedSincePersist) return;
-    this.#evictedSincePersist = false;
-    try {
-      // The log forgets extents whose writes completed: those writes must be on stable storage
-      // here first, or a crash could lose them while a peer kept them and nothing says the extent
-      // differs (found by the simulation, seed 1). Needed only when a write completed unflushed.
-      if (this.#localUnflushed) {
-        this.#localUnflushed = false;
-        await this.local.flush().catch((err: Error) => {
-          this.#localUnflushed = true;
-          throw err;
-        });
-      }
-      await Promise.all(
-        this.#peers
-          // Extents written to a peer but not flushed there: if both crash, the peer may have lost them
-          // while the log no longer names them. They are saved as dirty while they are (found by the
-          // simulation, seed 1: a torn block on a replica counted as in sync).
-          .filter((p) => p.bitmap.changedSincePersist || p.unflushed.size > 0 || p.flushing.length > 0)
-          .map((p) => this.#saveBitmap(p, true)),
-      );
-    } catch (err) {
-      this.#evictedSincePersist = true;
-      throw err;
+    // The log forgets extents whose writes completed: those writes must be on stable storage here
+    // first, or a crash could lose them while a peer kept them and nothing says the extent differs
+    // (found by the simulation, seed 1). Needed only when a write completed unflushed.
+    if (this.#localUnflushed) {
+      this.#localUnflushed = false;
+      await this.local.flush().catch((err: Error) => {
+        this.#localUnflushed = true;
+        throw err;
+      });
     }
-  }
-
-  /** The activity log's hot extents as byte ranges (what a peer records, reconciliation.ts). */
-  #hotRanges(hot: number[]): Range[] {
-    return mergeRanges([
-      ...ActivityLogState.crashRanges(hot, this.#al.extentSize, this.size).map(
-        (r): Range => [r.offset, r.length],
-      ),
-      ...this.#failedRanges,
-    ]);
+    await Promise.all(
+      this.#peers
+        // Extents written to a peer but not flushed there: if both crash, the peer may have lost them
+        // while the log no longer names them. They are saved as dirty while they are (found by the
+        // simulation, seed 1: a torn block on a replica counted as in sync).
+        .filter((p) => p.bitmap.changedSincePersist || p.unflushed.size > 0 || p.flushing.length > 0)
+        .map((p) => this.#saveBitmap(p, true)),
+    );
   }
 
   /**
@@ -911,40 +885,6 @@ export class ReplicatedDevice implements BlockDevice {
     );
     p.saving = job.catch(() => undefined);
     return job;
-  }
-
-  async #enterActivityLog(offset: number, length: number): Promise<void> {
-    for (;;) {
-      const r = this.#al.admit(offset, length);
-      if (r) {
-        if (r.mustCommit) {
-          // Bits for extents leaving the log must be durable before the log forgets them: the
-          // commit that records the smaller hot set saves changed bitmaps first.
-          if (r.evicted.length > 0) this.#evictedSincePersist = true;
-          try {
-            await this.#alFile.commitGrouped(
-              () => {
-                // The peers record the new hot set too, before any write into it reaches them (on
-                // the same connections, after this), while this commit runs (reconciliation.ts).
-                const hot = this.#al.hot;
-                void this.#shipActivity(this.#hotRanges(hot));
-                return { extentSize: this.#al.extentSize, hot };
-              },
-              () => this.#persistForEviction(),
-              (hot) => this.#al.committed(hot),
-            );
-          } catch (err) {
-            this.#al.complete(offset, length);
-            this.#alWaiters.splice(0).forEach((w) => {
-              w();
-            });
-            throw new DeviceError('EIO', `activity log commit failed: ${(err as Error).message}`);
-          }
-        }
-        return;
-      }
-      await new Promise<void>((resolve) => this.#alWaiters.push(resolve));
-    }
   }
 
   /** The first write while some data peer is not in sync starts a new data generation. */
@@ -1154,8 +1094,7 @@ export class ReplicatedDevice implements BlockDevice {
       case 'none':
         // Before any write reaches it on this connection: where this primary may be writing
         // (an empty log needs nothing: the first write into it commits and ships).
-        if (this.#al.hot.length > 0 || this.#failedRanges.length > 0)
-          void this.#shipActivity(this.#hotRanges(this.#al.hot), [p]);
+        if (!this.#al.empty) void this.#shipActivity(this.#al.ranges(), [p]);
         break;
       case 'retry':
         // Usually transient (an old primary about to step down): retry with backoff, do not park.
@@ -1168,12 +1107,12 @@ export class ReplicatedDevice implements BlockDevice {
       case 'resync':
         for (const r of a.mark) p.bitmap.markRange(r.offset, r.length);
         if (a.full) p.bitmap.setAll();
-        void this.#shipActivity(this.#hotRanges(this.#al.hot), [p]);
+        void this.#shipActivity(this.#al.ranges(), [p]);
         this.#startResync(p);
         break;
       case 'discard': {
         if (a.automatic) this.log.warn({ peer: peer.node }, a.reason);
-        void this.#shipActivity(this.#hotRanges(this.#al.hot), [p]);
+        void this.#shipActivity(this.#al.ranges(), [p]);
         this.#forceSurvivor.delete(peer.node);
         // Automatic discards retry at the next connection; an operator's choice waits for the operator.
         const automatic = a.automatic;
