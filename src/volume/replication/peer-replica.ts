@@ -3,16 +3,51 @@
  * extents it misses (bitmap), the ones written to it but not flushed there, its resync, and its
  * link. Changes of the peer's connection state as the device sees it (syncing, in sync) happen here.
  */
-import { type DirtyBitmap, ExtentSet } from './bitmap.ts';
+import { type DirtyBitmap, ExtentSet, saveBitmapTo } from './bitmap.ts';
 import type { PeerLink } from './peer-link.ts';
-import { diskStateReport } from './peer-report.ts';
-import type { PeerView } from './role.ts';
+import { type DiskStateSource, diskStateReport } from './peer-report.ts';
+import { type ConnectionState, connectionVotes, type PeerView } from './role.ts';
+import type { StateFiles } from './state-files.ts';
+import { WITNESSED_SINCE } from './version.ts';
 
 export interface ResyncProgress {
   totalBytes: number;
   doneBytes: number;
   bytesPerSecond: number;
   etaSeconds: number | undefined;
+}
+
+export interface PeerStatus {
+  node: string;
+  address: string;
+  tiebreaker: boolean;
+  connection: ConnectionState;
+  diskState: string | undefined;
+  /**
+   * How diskState (and role) was learnt: the connection's first STATE, the peer's answer to ours,
+   * or a change it pushed; `none` while not connected. On a live link it is the peer's current
+   * state whatever its age (the peer pushes every durable change); the age says since when.
+   */
+  diskStateSource: DiskStateSource;
+  /** When it was received (for `none`: when the link went down or the daemon started), ISO 8601. */
+  diskStateUpdatedAt: string;
+  diskStateAgeMs: number;
+  role: string | undefined;
+  /** The peer acknowledges writes once durable (its STATE says so): FSYNC sends it no FLUSH. */
+  durableWrites: boolean | undefined;
+  outOfSyncBytes: number;
+  resync: ResyncProgress | undefined;
+  /** The last resync to this peer: bytes, duration, and when it ended (ISO 8601). */
+  lastResync: { bytes: number; ms: number; endedAt: string } | undefined;
+  lastError: string;
+  bytesSent: number;
+  /** The replication protocol version negotiated with this peer (version.ts), while connected. */
+  protocolVersion: number | undefined;
+}
+
+/** The engine file that keeps a peer's bitmap. */
+export function bitmapFile(node: string): string {
+  return `bitmap-${node.replace(/[^A-Za-z0-9_.-]/g, '_')}`;
 }
 
 export class PeerReplica {
@@ -54,6 +89,16 @@ export class PeerReplica {
     return this.tiebreaker || (this.link.state === 'Connected' && this.bitmap.dirtyExtents === 0);
   }
 
+  /** It adopts our generation from a STATE: a data peer connected and in sync (no block marked for it). */
+  get holdsOurData(): boolean {
+    return !this.tiebreaker && this.link.state === 'Connected' && this.bitmap.dirtyExtents === 0;
+  }
+
+  /** A voter that speaks GENERATION and `witnessed` (protocol version 5). */
+  get witnesses(): boolean {
+    return connectionVotes(this.link.state) && (this.link.protocolVersion ?? 0) >= WITNESSED_SINCE;
+  }
+
   /** Application writes go to it (else they only mark its bitmap). */
   get receivesWrites(): boolean {
     return !this.savingLoserBlocks && (this.link.state === 'Connected' || this.link.state === 'SyncSource');
@@ -77,6 +122,20 @@ export class PeerReplica {
     for (const f of this.flushing) yield* f.extents;
   }
 
+  /** Saves its bitmap without blocking; saves of one peer run in order (latest content last). */
+  saveBitmap(files: StateFiles, withUnflushed = false): Promise<void> {
+    const job = this.saving.then(() =>
+      saveBitmapTo(
+        files,
+        bitmapFile(this.node),
+        this.bitmap,
+        withUnflushed ? this.unflushedExtents() : undefined,
+      ),
+    );
+    this.saving = job.catch(() => undefined);
+    return job;
+  }
+
   /** The link is gone or stopped: what it may not have flushed is dirty now. */
   markUnflushedDirty(): void {
     this.bitmap.markExtents(this.unflushedExtents());
@@ -93,7 +152,7 @@ export class PeerReplica {
     };
   }
 
-  status(now: number) {
+  status(now: number): PeerStatus {
     const l = this.link;
     return {
       node: l.node,

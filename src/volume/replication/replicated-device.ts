@@ -9,14 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { type Clock, systemClock } from '../../lib/clock.ts';
 import { type BlockDevice, DeviceError } from '../block-device.ts';
 import { ApplyQueue } from './apply-queue.ts';
-import {
-  type ByteRange,
-  DEFAULT_EXTENT_SIZE,
-  DirtyBitmap,
-  ExtentSet,
-  loadBitmapFrom,
-  saveBitmapTo,
-} from './bitmap.ts';
+import { type ByteRange, DEFAULT_EXTENT_SIZE, DirtyBitmap, ExtentSet, loadBitmapFrom } from './bitmap.ts';
 import { type ConnectionLog, PEER_TIMEOUT_MS } from './connection.ts';
 import { findDiverging, saveDiverging, type VerifyResult } from './diverging-blocks.ts';
 import { ExtentHolds } from './extent-holds.ts';
@@ -29,8 +22,7 @@ import {
 } from './generation.ts';
 import { decideHandshake, missedWrites, promotionBlockedBy } from './handshake.ts';
 import { type PeerAddress, PeerLink } from './peer-link.ts';
-import { PeerReplica, type ResyncProgress } from './peer-replica.ts';
-import type { DiskStateSource } from './peer-report.ts';
+import { bitmapFile, PeerReplica, type PeerStatus } from './peer-replica.ts';
 import { PrimaryActivityLog } from './primary-activity-log.ts';
 import { AckStatus, type PeerState } from './protocol.ts';
 import { ReceivedActivity } from './received-activity.ts';
@@ -47,8 +39,6 @@ import type { ReplicaStore } from './replica-store.ts';
 import { resyncPeer } from './resync-loop.ts';
 import {
   admitWrite,
-  type ConnectionState,
-  connectionVotes,
   diskStateWhenFenced,
   mustStartGeneration,
   promote,
@@ -60,7 +50,6 @@ import {
 import { savedBlocksName } from './saved-blocks.ts';
 import { DirStateFiles, type StateFiles } from './state-files.ts';
 import type { Transport } from './transport.ts';
-import { WITNESSED_SINCE } from './version.ts';
 
 export interface ReplicationConfig {
   node: string;
@@ -87,35 +76,7 @@ export interface ReplicationConfig {
   random?: (n: number) => Buffer;
 }
 
-export type { ResyncProgress } from './peer-replica.ts';
-
-export interface PeerStatus {
-  node: string;
-  address: string;
-  tiebreaker: boolean;
-  connection: ConnectionState;
-  diskState: string | undefined;
-  /**
-   * How diskState (and role) was learnt: the connection's first STATE, the peer's answer to ours,
-   * or a change it pushed; `none` while not connected. On a live link it is the peer's current
-   * state whatever its age (the peer pushes every durable change); the age says since when.
-   */
-  diskStateSource: DiskStateSource;
-  /** When it was received (for `none`: when the link went down or the daemon started), ISO 8601. */
-  diskStateUpdatedAt: string;
-  diskStateAgeMs: number;
-  role: string | undefined;
-  /** The peer acknowledges writes once durable (its STATE says so): FSYNC sends it no FLUSH. */
-  durableWrites: boolean | undefined;
-  outOfSyncBytes: number;
-  resync: ResyncProgress | undefined;
-  /** The last resync to this peer: bytes, duration, and when it ended (ISO 8601). */
-  lastResync: { bytes: number; ms: number; endedAt: string } | undefined;
-  lastError: string;
-  bytesSent: number;
-  /** The replication protocol version negotiated with this peer (version.ts), while connected. */
-  protocolVersion: number | undefined;
-}
+export type { PeerStatus, ResyncProgress } from './peer-replica.ts';
 
 export interface ReplicationStatus {
   role: 'Primary' | 'Secondary';
@@ -145,16 +106,6 @@ export type { VerifyResult } from './diverging-blocks.ts';
 
 /** How long a quorum check waits for each peer's answer (see #checkQuorum). */
 const QUORUM_CHECK_MS = Math.max(100, Math.floor(PEER_TIMEOUT_MS / 6));
-
-/** A peer that adopts our generation from a STATE: connected and in sync (no block marked for it). */
-function holdsOurData(p: PeerReplica): boolean {
-  return !p.tiebreaker && p.link.state === 'Connected' && p.bitmap.dirtyExtents === 0;
-}
-
-/** A voter that speaks GENERATION and `witnessed` (protocol version 5). */
-function witnesses(p: PeerReplica): boolean {
-  return connectionVotes(p.link.state) && (p.link.protocolVersion ?? 0) >= WITNESSED_SINCE;
-}
 
 export class ReplicatedDevice implements BlockDevice {
   readonly size: number;
@@ -295,7 +246,7 @@ export class ReplicatedDevice implements BlockDevice {
     const leftovers = [...promotionMarks(this.#received.record), ...ownLeftovers];
     for (const p of this.#peers)
       if (!p.tiebreaker) for (const [o, l] of leftovers) p.bitmap.markRange(o, Math.min(l, this.size - o));
-    await Promise.all(this.#peers.map((p) => this.#saveBitmap(p)));
+    await Promise.all(this.#peers.map((p) => p.saveBitmap(this.#files)));
     if (leftovers.length > 0)
       this.log.info(
         { ranges: leftovers.length },
@@ -403,7 +354,7 @@ export class ReplicatedDevice implements BlockDevice {
     );
     for (const p of this.#peers) {
       p.markUnflushedDirty();
-      await this.#saveBitmap(p);
+      await p.saveBitmap(this.#files);
     }
     const end = stepDown({
       flushed,
@@ -678,7 +629,7 @@ export class ReplicatedDevice implements BlockDevice {
     if (peer.node === this.c.node) throw new Error(`${peer.node} is this node`);
     if (this.#peers.some((p) => p.link.node === peer.node))
       throw new Error(`peer ${peer.node} is already known`);
-    this.#files.remove(this.#bitmapFile(peer.node));
+    this.#files.remove(bitmapFile(peer.node));
     const p = this.#newPeer(peer, false);
     this.#peers.push(p);
     if (this.#role === 'Primary') p.link.start();
@@ -694,7 +645,7 @@ export class ReplicatedDevice implements BlockDevice {
     p.link.stop();
     this.#peers = this.#peers.filter((x) => x !== p);
     await p.saving;
-    this.#files.remove(this.#bitmapFile(node));
+    this.#files.remove(bitmapFile(node));
     this.#wake();
   }
 
@@ -707,7 +658,7 @@ export class ReplicatedDevice implements BlockDevice {
 
   /** A peer's replication state: its bitmap (loaded, or clean for a peer never seen) and its link. */
   #newPeer(peer: PeerAddress, primaryOpen: boolean | undefined): PeerReplica {
-    const file = this.#bitmapFile(peer.node);
+    const file = bitmapFile(peer.node);
     const bitmap =
       this.#files.read(file) !== undefined || primaryOpen
         ? loadBitmapFrom(this.#files, file, this.size, this.#extentSize).bitmap
@@ -737,10 +688,6 @@ export class ReplicatedDevice implements BlockDevice {
     const p = this.#peers.find((x) => x.link.node === node);
     if (!p) throw new Error(`no peer named ${node}`);
     return p;
-  }
-
-  #bitmapFile(node: string): string {
-    return `bitmap-${node.replace(/[^A-Za-z0-9_.-]/g, '_')}`;
   }
 
   #roleState(): ReplicaRoleState {
@@ -833,7 +780,7 @@ export class ReplicatedDevice implements BlockDevice {
         // while the log no longer names them. They are saved as dirty while they are (found by the
         // simulation, seed 1: a torn block on a replica counted as in sync).
         .filter((p) => p.bitmap.changedSincePersist || p.unflushed.size > 0 || p.flushing.length > 0)
-        .map((p) => this.#saveBitmap(p, true)),
+        .map((p) => p.saveBitmap(this.#files, true)),
     );
   }
 
@@ -873,20 +820,6 @@ export class ReplicatedDevice implements BlockDevice {
     return this.#role === 'Secondary' ? activityReport(this.#received.record) : undefined;
   }
 
-  /** Saves a peer's bitmap without blocking; saves of one peer run in order (latest content last). */
-  #saveBitmap(p: PeerReplica, withUnflushed = false): Promise<void> {
-    const job = p.saving.then(() =>
-      saveBitmapTo(
-        this.#files,
-        this.#bitmapFile(p.link.node),
-        p.bitmap,
-        withUnflushed ? p.unflushedExtents() : undefined,
-      ),
-    );
-    p.saving = job.catch(() => undefined);
-    return job;
-  }
-
   /** The first write while some data peer is not in sync starts a new data generation. */
   #maybeRotate(): void {
     const allInSync = this.#peers.every((p) => p.inSync);
@@ -907,8 +840,8 @@ export class ReplicatedDevice implements BlockDevice {
 
   /** Tells a voter the data's current name: a peer in sync adopts it, another one witnesses it. */
   #name(p: PeerReplica): void {
-    if (holdsOurData(p)) p.link.send({ type: 'state', state: this.#localState(p) });
-    else if (witnesses(p)) p.link.send({ type: 'generation', generation: this.store.load().generation });
+    if (p.holdsOurData) p.link.send({ type: 'state', state: this.#localState(p) });
+    else if (p.witnesses) p.link.send({ type: 'generation', generation: this.store.load().generation });
     else return;
     p.named = this.store.load().generation.current;
   }
@@ -926,7 +859,7 @@ export class ReplicatedDevice implements BlockDevice {
       const current = this.store.load().generation.current;
       let all = true;
       for (const p of this.#peers) {
-        if (!witnesses(p)) continue;
+        if (!p.witnesses) continue;
         const st = p.link.peerState;
         if (st && (st.generation.current === current || st.witnessed?.current === current)) continue;
         all = false;
@@ -1048,7 +981,7 @@ export class ReplicatedDevice implements BlockDevice {
       { peer: peer.node, ranges: marks.length, from: peer.activity.from, epoch: peer.activity.epoch },
       'reconciliation: ranges recorded after the handshake resync from here',
     );
-    void this.#saveBitmap(p).then(
+    void p.saveBitmap(this.#files).then(
       () => this.#startResync(p),
       () => undefined,
     );
@@ -1192,7 +1125,7 @@ export class ReplicatedDevice implements BlockDevice {
     }
     // The peer now holds our data: it takes our generation (this STATE) and is UpToDate.
     p.link.send({ type: 'state', state: this.#localState(p) });
-    await this.#saveBitmap(p);
+    await p.saveBitmap(this.#files);
     this.log.info({ peer: p.link.node, ...p.lastResync }, 'resync finished');
   }
 }
