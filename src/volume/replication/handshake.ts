@@ -227,6 +227,29 @@ export function promotionBlockedBy(local: GenerationView, peer: PeerState): stri
 }
 
 /**
+ * Why this replica may not be promoted although its own disk says UpToDate, if so: it witnessed a
+ * newer generation than its data (its own record), or a reachable peer holds or witnessed newer or
+ * diverged data (promotionBlockedBy). `force` (the operator) skips this; quorum and epochs still hold.
+ */
+export function promotionRefusal(
+  local: { generation: Generation; diskState: GenerationView['diskState']; witnessed?: Generation },
+  peers: PeerState[],
+): string | undefined {
+  const view: GenerationView = {
+    generation: local.generation,
+    diskState: local.diskState,
+    crashedPrimary: false,
+  };
+  const missed = missedWrites(view, local.witnessed);
+  if (missed) return `this replica witnessed ${missed}; promote the replica that holds them`;
+  for (const peer of peers) {
+    const reason = promotionBlockedBy(view, peer);
+    if (reason) return reason;
+  }
+  return undefined;
+}
+
+/**
  * Why a primary's generation that a voter witnessed shows this replica to lack acknowledged writes,
  * if it does (newer than its data, or diverged from it). Such a peer, or this replica's own record,
  * forbids its promotion whatever its disk says: a primary acknowledges nothing in a new

@@ -16,11 +16,10 @@ import { ExtentHolds } from './extent-holds.ts';
 import {
   type AfterSplitBrainPolicy,
   clearBitmapGeneration,
-  type GenerationView,
   randomGenerationId,
   startNewGeneration,
 } from './generation.ts';
-import { decideHandshake, missedWrites, promotionBlockedBy } from './handshake.ts';
+import { decideHandshake, promotionRefusal } from './handshake.ts';
 import { type PeerAddress, PeerLink } from './peer-link.ts';
 import { bitmapFile, PeerReplica, type PeerStatus } from './peer-replica.ts';
 import { PrimaryActivityLog } from './primary-activity-log.ts';
@@ -229,7 +228,8 @@ export class ReplicatedDevice implements BlockDevice {
         ),
       waitMs,
     );
-    const d = (force ? undefined : this.#newerPeer()) ?? promote(this.#roleState(), epoch);
+    const behind = force ? undefined : this.#behind();
+    const d = behind ? { ok: false as const, reason: behind } : promote(this.#roleState(), epoch);
     if (!d.ok) {
       for (const p of this.#peers) p.link.stop();
       return d;
@@ -272,12 +272,12 @@ export class ReplicatedDevice implements BlockDevice {
     this.#unacknowledgedLocal = false;
     this.#al.newTerm();
     this.#promotedAt = Math.floor(this.#now()); // an integer on the wire, whatever the clock
+    // Our epoch on every frame from now on: a GENERATION or STATE stamped with the old one is refused.
+    for (const p of this.#peers) p.link.epoch = epoch;
     // Our own unclean step-down's extents become the data now, and a peer away at this moment lacks
     // them: as a write without it, that needs a new name, else a replica resynced from us would hold
     // the same generation as that peer with different blocks and no bitmap saying so (simulation,
     // `full` seed 13 once a failed write no longer renamed the data by itself).
-    // Our epoch on every frame from now on: a GENERATION or STATE stamped with the old one is refused.
-    for (const p of this.#peers) p.link.epoch = epoch;
     if (ownLeftovers.length > 0) this.#maybeRotate();
     for (const p of this.#peers) {
       // Re-run the handshake decision now that we are primary.
@@ -292,27 +292,11 @@ export class ReplicatedDevice implements BlockDevice {
     return { ok: true };
   }
 
-  /**
-   * A reachable peer with newer or diverged data forbids promotion: this node may have been away
-   * while another primary wrote (its disk still says UpToDate), and would otherwise serve old data.
-   */
-  #newerPeer(): { ok: false; reason: string } | undefined {
+  /** Why this replica is behind and may not be promoted (promotionRefusal, handshake.ts), if it is. */
+  #behind(): string | undefined {
     const meta = this.store.load();
-    const local: GenerationView = {
-      generation: meta.generation,
-      diskState: meta.diskState,
-      crashedPrimary: false,
-    };
-    const missed = missedWrites(local, meta.witnessed);
-    if (missed)
-      return { ok: false, reason: `this replica witnessed ${missed}; promote the replica that holds them` };
-    for (const p of this.#peers) {
-      const st = p.link.peerState;
-      if (!st) continue;
-      const reason = promotionBlockedBy(local, st);
-      if (reason) return { ok: false, reason };
-    }
-    return undefined;
+    const states = this.#peers.flatMap((p) => (p.link.peerState ? [p.link.peerState] : []));
+    return promotionRefusal(meta, states);
   }
 
   /** Back to secondary: waits for nothing new (the caller has unmounted), flushes, saves bitmaps. */

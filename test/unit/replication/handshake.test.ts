@@ -7,6 +7,7 @@ import {
   type HandshakeFacts,
   missedWrites,
   promotionBlockedBy,
+  promotionRefusal,
 } from '../../../src/volume/replication/handshake.ts';
 import type { PeerState } from '../../../src/volume/replication/protocol.ts';
 
@@ -345,5 +346,21 @@ test('every refusal for a replica behind matches BEHIND_REFUSAL (the agent repor
     { diskState: 'Inconsistent' as const, generation: localWrote.generation },
   ])
     assert.match(promotionBlockedBy(local, peer(p)) ?? '', BEHIND_REFUSAL);
-  assert.match(`this replica witnessed ${missedWrites(local, localWrote.generation)}`, BEHIND_REFUSAL);
+  assert.match(promotionRefusal({ ...local, witnessed: localWrote.generation }, []) ?? '', BEHIND_REFUSAL);
+});
+
+test('promotionRefusal: its own record, then each reachable peer; nothing against it -> allowed', () => {
+  assert.match(
+    promotionRefusal({ ...local, witnessed: localWrote.generation }, [peer()]) ?? '',
+    /^this replica witnessed newer data/,
+  );
+  assert.match(
+    promotionRefusal(local, [
+      peer(),
+      peer({ node: 'tb', diskState: 'Diskless', witnessed: localWrote.generation }),
+    ]) ?? '',
+    /^peer tb witnessed newer data/,
+  );
+  assert.equal(promotionRefusal({ ...local, witnessed: local.generation }, [peer()]), undefined);
+  assert.equal(promotionRefusal(local, []), undefined);
 });
