@@ -16,6 +16,7 @@ import { LocalDevice } from '../../src/volume/local-device.ts';
 import { DirtyBitmap, saveBitmapAsync } from '../../src/volume/replication/bitmap.ts';
 import { clientHandshake } from '../../src/volume/replication/connection.ts';
 import { encodeFrame, FRAME_MAGIC } from '../../src/volume/replication/frame.ts';
+import type { PeerAddress } from '../../src/volume/replication/peer-link.ts';
 import type { Message } from '../../src/volume/replication/protocol.ts';
 import { ReplicaServer } from '../../src/volume/replication/replica-server.ts';
 import { MemoryReplicaStore, type ReplicaMeta } from '../../src/volume/replication/replica-store.ts';
@@ -72,6 +73,31 @@ async function makeReplica(dir: string, node: string, port = 0, durableWrites = 
 
 const digest = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 
+/** A node's replication engine on `device`, its engine files under `dir`. */
+function newDevice(
+  dir: string,
+  node: string,
+  device: LocalDevice,
+  peers: PeerAddress[],
+  quorum: 'off' | 'suspend-io',
+  store = new MemoryReplicaStore(initial),
+): ReplicatedDevice {
+  return new ReplicatedDevice(
+    device,
+    store,
+    {
+      node,
+      volumeUuid,
+      secret,
+      peers,
+      quorum,
+      afterSplitBrain: 'disconnect',
+      stateDir: join(dir, `${node}-state`),
+    },
+    quiet,
+  );
+}
+
 /** Node a, a would-be primary with one data peer b; closes both and removes `dir` when the test ends. */
 async function makePrimaryWithPeer(
   t: TestContext,
@@ -81,19 +107,12 @@ async function makePrimaryWithPeer(
 ) {
   const aFile = join(dir, 'a.data');
   writeFileSync(aFile, Buffer.alloc(SIZE));
-  const a = new ReplicatedDevice(
+  const a = newDevice(
+    dir,
+    'a',
     await LocalDevice.open(aFile, SIZE),
-    new MemoryReplicaStore(initial),
-    {
-      node: 'a',
-      volumeUuid,
-      secret,
-      peers: [{ node: 'b', host: '127.0.0.1', port: b.port }],
-      quorum,
-      afterSplitBrain: 'disconnect',
-      stateDir: join(dir, 'a-state'),
-    },
-    quiet,
+    [{ node: 'b', host: '127.0.0.1', port: b.port }],
+    quorum,
   );
   t.after(async () => {
     await a.close().catch(() => undefined);
@@ -596,22 +615,13 @@ test('two replicas and a tiebreaker: the replica that was away while the primary
   const tbPort = await tb.listen();
   const aFile = join(dir, 'a.data');
   writeFileSync(aFile, Buffer.alloc(SIZE));
-  const a = new ReplicatedDevice(
+  const tbPeer = { node: 'tb', host: '127.0.0.1', port: tbPort, tiebreaker: true };
+  const a = newDevice(
+    dir,
+    'a',
     await LocalDevice.open(aFile, SIZE),
-    new MemoryReplicaStore(initial),
-    {
-      node: 'a',
-      volumeUuid,
-      secret,
-      peers: [
-        { node: 'b', host: '127.0.0.1', port: b.port },
-        { node: 'tb', host: '127.0.0.1', port: tbPort, tiebreaker: true },
-      ],
-      quorum: 'suspend-io',
-      afterSplitBrain: 'disconnect',
-      stateDir: join(dir, 'a-state'),
-    },
-    quiet,
+    [{ node: 'b', host: '127.0.0.1', port: b.port }, tbPeer],
+    'suspend-io',
   );
   let bDevice: ReplicatedDevice | undefined;
   t.after(async () => {
@@ -642,22 +652,13 @@ test('two replicas and a tiebreaker: the replica that was away while the primary
   // b is back, its own disk UpToDate on the old generation: the manager would promote it.
   const back = await b.start(0);
   b.server = back.server;
-  bDevice = new ReplicatedDevice(
+  bDevice = newDevice(
+    dir,
+    'b',
     b.device,
+    [{ node: 'a', host: '127.0.0.1', port: 1 }, tbPeer],
+    'suspend-io',
     b.store,
-    {
-      node: 'b',
-      volumeUuid,
-      secret,
-      peers: [
-        { node: 'a', host: '127.0.0.1', port: 1 },
-        { node: 'tb', host: '127.0.0.1', port: tbPort, tiebreaker: true },
-      ],
-      quorum: 'suspend-io',
-      afterSplitBrain: 'disconnect',
-      stateDir: join(dir, 'b-state'),
-    },
-    quiet,
   );
   assert.equal(b.store.load().diskState, 'UpToDate');
   const r = await bDevice.promote(2, 3000, false, ['a']);
