@@ -253,8 +253,8 @@ export function promotionRefusal(
  * Why a primary's generation that a voter witnessed shows this replica to lack acknowledged writes,
  * if it does (newer than its data, or diverged from it). Such a peer, or this replica's own record,
  * forbids its promotion whatever its disk says: a primary acknowledges nothing in a new
- * generation before every voter not in sync with it witnessed it (replicated-device.ts,
- * #untilWitnessed), so this replica missed acknowledged writes. With two replicas and a tiebreaker,
+ * generation before every voter adopted or witnessed it (replicated-device.ts, #untilWitnessed),
+ * so this replica may have missed acknowledged writes. With two replicas and a tiebreaker,
  * the replica cut from the primary while both reached the tiebreaker would otherwise be promoted once
  * the primary died; with three, one that was down, by the vote of one still resyncing (simulation,
  * `full` seeds 1 and 16, once the model promoted as the manager does).

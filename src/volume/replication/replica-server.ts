@@ -254,9 +254,9 @@ export class ReplicaServer {
 
   /**
    * Records a current-epoch primary's generation as `witnessed`, durably before `conn` is answered: a
-   * replica not in sync with it (or a tiebreaker) then forbids the promotion of one older than it
-   * (handshake.ts, promotionBlockedBy), and the primary acknowledges nothing in a new generation before
-   * its voters answer with it. A failed save is logged: the answer says what is (the primary waits on).
+   * replica (or a tiebreaker) then forbids the promotion of one older than it (handshake.ts,
+   * promotionBlockedBy), and the primary acknowledges nothing in a new generation before its voters
+   * answer with it. A failed save is logged: the answer says what is (the primary waits on).
    */
   #witness(conn: Connection, generation: Generation): void {
     const m = this.o.store.load();
