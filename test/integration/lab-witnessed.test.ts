@@ -10,10 +10,9 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { ROOT } from '../helpers/cli.ts';
+import { eventsMatching, run, showEvents, sleep, TestLab, Writer } from '../helpers/lab.ts';
 
 const CVSERVER = join(ROOT, 'bin', 'cvserver');
-
-import { eventsMatching, run, showEvents, sleep, TestLab, until, Writer } from '../helpers/lab.ts';
 
 test('a replica cut from the demo node while both reach the witness is not promoted over the writes it missed', async (t) => {
   const lab = await TestLab.up(t, { letter: 'j', witness: true });
