@@ -40,7 +40,7 @@ export class PrimaryActivityLog {
 
   constructor(
     file: SlotFile,
-    o: { size: number; extentSize?: number; slots?: number },
+    o: { size: number; extentSize?: number | undefined; slots?: number | undefined },
     hooks: ActivityLogHooks,
   ) {
     const slots = o.slots ?? DEFAULT_AL_SLOTS;

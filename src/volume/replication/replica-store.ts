@@ -66,7 +66,7 @@ export class MemoryReplicaStore implements ReplicaStore {
  * replicated request on both sides, and the serializer behind structuredClone took about half of
  * its time (3-4 % of the primary daemon's CPU under fio, by perf).
  */
-function copyMeta(m: ReplicaMeta): ReplicaMeta {
+export function copyMeta(m: ReplicaMeta): ReplicaMeta {
   return {
     generation: copyGeneration(m.generation),
     diskState: m.diskState,

@@ -16,6 +16,7 @@ import { ExtentHolds } from './extent-holds.ts';
 import {
   type AfterSplitBrainPolicy,
   clearBitmapGeneration,
+  type Generation,
   randomGenerationId,
   startNewGeneration,
 } from './generation.ts';
@@ -82,9 +83,9 @@ export interface ReplicationStatus {
   diskState: string;
   epoch: number;
   fenced: boolean;
-  generation: { current: string; bitmap: string; history: string[] };
+  generation: Generation;
   /** The newest primary's generation this replica heard of (a promotion older than it is refused). */
-  witnessed: { current: string; bitmap: string; history: string[] } | null;
+  witnessed: Generation | null;
   /** The generation of this node's last acknowledgement as primary. */
   lastAcked: string | null;
   afterSplitBrain: AfterSplitBrainPolicy;
@@ -163,11 +164,7 @@ export class ReplicatedDevice implements BlockDevice {
     const meta = store.load();
     this.#al = new PrimaryActivityLog(
       this.#files.openSlots('activity-log'),
-      {
-        size: this.size,
-        ...(c.alExtentSize ? { extentSize: c.alExtentSize } : {}),
-        ...(c.alSlots ? { slots: c.alSlots } : {}),
-      },
+      { size: this.size, extentSize: c.alExtentSize, slots: c.alSlots },
       {
         // The peers record the new hot set too, before any write into it reaches them (on the same
         // connections, after this), while the commit runs (reconciliation.ts).
@@ -824,10 +821,11 @@ export class ReplicatedDevice implements BlockDevice {
 
   /** Tells a voter the data's current name: a peer in sync adopts it, another one witnesses it. */
   #name(p: PeerReplica): void {
+    const { generation } = this.store.load();
     if (p.holdsOurData) p.link.send({ type: 'state', state: this.#localState(p) });
-    else if (p.witnesses) p.link.send({ type: 'generation', generation: this.store.load().generation });
+    else if (p.witnesses) p.link.send({ type: 'generation', generation });
     else return;
-    p.named = this.store.load().generation.current;
+    p.named = generation.current;
   }
 
   /**

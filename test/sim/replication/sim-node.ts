@@ -8,7 +8,11 @@ import type { BlockDevice } from '../../../src/volume/block-device.ts';
 import type { ConnectionLog } from '../../../src/volume/replication/connection.ts';
 import type { AfterSplitBrainPolicy } from '../../../src/volume/replication/generation.ts';
 import { ReplicaServer } from '../../../src/volume/replication/replica-server.ts';
-import type { ReplicaMeta, ReplicaStore } from '../../../src/volume/replication/replica-store.ts';
+import {
+  copyMeta,
+  type ReplicaMeta,
+  type ReplicaStore,
+} from '../../../src/volume/replication/replica-store.ts';
 import { ReplicatedDevice } from '../../../src/volume/replication/replicated-device.ts';
 import type { QuorumPolicy } from '../../../src/volume/replication/role.ts';
 import { MemoryDisk } from './memory-disk.ts';
@@ -35,15 +39,6 @@ class ProcessClock implements Clock {
   sleep(ms: number): Promise<void> {
     return new Promise((resolve) => this.setTimer(resolve, ms));
   }
-}
-
-function copyMeta(m: ReplicaMeta): ReplicaMeta {
-  const copy = (g: ReplicaMeta['generation']) => ({
-    current: g.current,
-    bitmap: g.bitmap,
-    history: [...g.history],
-  });
-  return { ...m, generation: copy(m.generation), ...(m.witnessed ? { witnessed: copy(m.witnessed) } : {}) };
 }
 
 /** meta.json of one power-on: saves are durable at once (as MetadataReplicaStore's fsync'd rename). */
